@@ -1,0 +1,300 @@
+"""Experiment configs: YAML files validated into typed, frozen dataclasses.
+
+Every problem is a `ConfigError` naming the file, the key and the valid choices,
+raised before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config problem, with the file and key it concerns."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The tiny transformer (`posenc_jax.nn.TransformerLM` / `TransformerEncoder`)."""
+
+    num_layers: int = 2
+    d_model: int = 64
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    mlp_ratio: int = 4
+    norm: str = "layernorm"
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training: lengths sampled uniformly in [min_length, length] for every batch."""
+
+    length: int = 40
+    min_length: int = 1
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    randomized_positions: int | None = None
+    log_every: int = 50
+    checkpoint_every: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation at each length of ``lengths`` (task lengths, as in the papers)."""
+
+    lengths: tuple[int, ...] = (40, 80, 160, 320)
+    batch_size: int = 64
+    num_batches: int = 1
+    rope_scalings: tuple[str, ...] = ()
+    blockwise_threshold: int | None = 2048
+    block_size: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A grid: every scheme x task, each trained for all seeds together."""
+
+    name: str = "experiment"
+    schemes: tuple[Any, ...] = ("nope",)
+    tasks: tuple[Any, ...] = ("reverse_string",)
+    seeds: tuple[int, ...] = (0,)
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+ROPE_SCALINGS = ("linear", "ntk", "dynamic", "yarn")
+NORMS = ("layernorm", "rmsnorm")
+DTYPES = ("float32", "bfloat16")
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Checks ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            value = [value]
+        if item_tp is Any:
+            return tuple(value)
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where} must be {_type_name(tp)}; got {value!r}")
+
+
+def build_section(cls: type, data: Any, where: str) -> Any:
+    """Builds one config dataclass from a mapping, checking keys and types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {where + '.' if where else ''}{key}; valid keys: {sorted(fields)}"
+            )
+        path = f"{where}.{key}" if where else key
+        if key in _SECTIONS and cls is ExperimentConfig:
+            kwargs[key] = build_section(_SECTIONS[key], value, key)
+        else:
+            kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _positive(value: int | float, key: str, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} must be {bound}; got {value}")
+
+
+def _choice(value: str, key: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}; got {value!r}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Checks values across a whole config (ranges, choices, consistency)."""
+    m, t, e = cfg.model, cfg.train, cfg.eval
+    for key in ("num_layers", "d_model", "num_heads", "mlp_ratio"):
+        _positive(getattr(m, key), f"model.{key}")
+    if m.num_heads > m.d_model:
+        raise ConfigError(
+            f"model.num_heads ({m.num_heads}) must not exceed model.d_model ({m.d_model})"
+        )
+    if m.d_model % m.num_heads:
+        raise ConfigError(
+            f"model.d_model ({m.d_model}) must be divisible by model.num_heads ({m.num_heads})"
+        )
+    if m.num_kv_heads is not None and (m.num_kv_heads < 1 or m.num_heads % m.num_kv_heads):
+        raise ConfigError(
+            f"model.num_kv_heads must divide model.num_heads ({m.num_heads}); got {m.num_kv_heads}"
+        )
+    _choice(m.norm, "model.norm", NORMS)
+    _choice(m.dtype, "model.dtype", DTYPES)
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1); got {m.dropout}")
+    for key in ("length", "min_length", "steps", "batch_size", "learning_rate"):
+        _positive(getattr(t, key), f"train.{key}")
+    for key in ("warmup_steps", "weight_decay", "grad_clip", "log_every", "checkpoint_every"):
+        _positive(getattr(t, key), f"train.{key}", allow_zero=True)
+    if t.min_length > t.length:
+        raise ConfigError(f"train.min_length ({t.min_length}) must be <= train.length ({t.length})")
+    if t.randomized_positions is not None and t.randomized_positions < 1:
+        raise ConfigError(
+            f"train.randomized_positions must be null or >= 1; got {t.randomized_positions}"
+        )
+    if not e.lengths:
+        raise ConfigError("eval.lengths must list at least one length")
+    for i, length in enumerate(e.lengths):
+        _positive(length, f"eval.lengths[{i}]")
+    _positive(e.batch_size, "eval.batch_size")
+    _positive(e.num_batches, "eval.num_batches")
+    _positive(e.block_size, "eval.block_size")
+    for i, name in enumerate(e.rope_scalings):
+        _choice(name, f"eval.rope_scalings[{i}]", ROPE_SCALINGS)
+    if not cfg.seeds:
+        raise ConfigError("seeds must list at least one seed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds must be distinct; got {list(cfg.seeds)}")
+    if not cfg.schemes:
+        raise ConfigError("schemes must list at least one scheme")
+    if not cfg.tasks:
+        raise ConfigError("tasks must list at least one task")
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> ExperimentConfig:
+    """Validates a plain dict (as read from YAML) into an `ExperimentConfig`.
+
+    Raises:
+      ConfigError: naming ``source``, the key and the valid choices.
+    """
+    try:
+        cfg = build_section(ExperimentConfig, data, "")
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Plain (YAML-ready) dict of a config; `config_from_dict` inverts it."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, tuple | list):
+            return [plain(v) for v in x]
+        if isinstance(x, Mapping):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. train.steps=500); got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Applies ``section.key=value`` overrides (values parsed as YAML) to a config dict."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a section")
+            node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Reads, overrides and validates a YAML experiment config.
+
+    Raises:
+      ConfigError: for a missing or malformed file, unknown keys or bad values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    try:
+        data = apply_overrides(data, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config_from_dict(data, source=str(path))

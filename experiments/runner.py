@@ -1,0 +1,338 @@
+"""Runs an experiment grid: every scheme x task, all seeds of a run trained together.
+
+`run(config)` checks everything first (so a bad config trains nothing and writes
+nothing), then trains and evaluates each run, appending its records to
+``results.jsonl`` atomically, and finally writes the CSV summary, the markdown
+table and the plots. Runs already in the output folder (same config) are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments import results as res
+from experiments.config import (
+    ConfigError,
+    ExperimentConfig,
+    TrainConfig,
+    build_section,
+    config_to_dict,
+    load_config,
+    validate,
+)
+from experiments.plots import plot_results
+from experiments.tasks import get_task
+from experiments.train import (
+    build_model_fn,
+    evaluate,
+    graph_of,
+    rope_scaling_variant,
+    seconds_to_str,
+    train,
+)
+from posenc_jax.schemes import Scheme, make_scheme
+
+__all__ = ["Run", "plan", "run"]
+
+TASK_RUN_KEYS = ("train", "eval_lengths", "label")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One (scheme, task) cell of the grid, with everything resolved."""
+
+    scheme_label: str
+    scheme: Scheme
+    task_label: str
+    task: Any
+    train: Any  # TrainConfig with the task's training length
+    eval_lengths: tuple[int, ...]
+
+
+def _label(spec: Any, name: str, all_specs: list[Any]) -> str:
+    if isinstance(spec, Mapping) and "label" in spec:
+        return str(spec["label"])
+    same = [s for s in all_specs if (s if isinstance(s, str) else s.get("name")) == name]
+    if len(same) <= 1 or isinstance(spec, str):
+        return name
+    extras = ",".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "label"))
+    return f"{name}({extras})" if extras else name
+
+
+def _resolve_schemes(cfg: ExperimentConfig) -> list[tuple[str, Scheme]]:
+    out = []
+    specs = list(cfg.schemes)
+    for i, spec in enumerate(specs):
+        body = (
+            {k: v for k, v in spec.items() if k != "label"} if isinstance(spec, Mapping) else spec
+        )
+        try:
+            scheme = make_scheme(body)
+            m = cfg.model
+            scheme.configure(causal=True).validate(
+                num_heads=m.num_heads, head_dim=m.d_model // m.num_heads, d_model=m.d_model
+            )
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"schemes[{i}]: {e}") from None
+        out.append((_label(spec, scheme.name, specs), scheme))
+    labels = [label for label, _ in out]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"schemes: two entries share a label {labels}; add 'label: ...'")
+    return out
+
+
+def _task_train_config(cfg: ExperimentConfig, spec: Mapping, i: int) -> TrainConfig:
+    """The global train section updated with the task's own ``train:`` mapping."""
+    over = spec.get("train") or {}
+    if not isinstance(over, Mapping):
+        raise ConfigError(f"tasks[{i}].train must be a mapping of train keys; got {over!r}")
+    merged = {**dataclasses.asdict(cfg.train), **over}
+    try:
+        tcfg = build_section(TrainConfig, merged, f"tasks[{i}].train")
+        validate(dataclasses.replace(cfg, train=tcfg))
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("train.", f"tasks[{i}].train.")) from None
+    return tcfg
+
+
+def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, tuple[int, ...]]]:
+    out = []
+    specs = list(cfg.tasks)
+    for i, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ConfigError(
+                f"tasks[{i}]: a task is a name or a mapping with 'name'; got {spec!r}"
+            )
+        options = {k: v for k, v in spec.items() if k not in ("name", *TASK_RUN_KEYS)}
+        try:
+            task = get_task(spec["name"], **options)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"tasks[{i}]: {e}") from None
+        tcfg = _task_train_config(cfg, spec, i)
+        lengths = spec.get("eval_lengths", list(cfg.eval.lengths))
+        if (
+            not isinstance(lengths, list | tuple)
+            or not lengths
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths)
+        ):
+            raise ConfigError(
+                f"tasks[{i}].eval_lengths must be a list of integers >= 1; got {lengths!r}"
+            )
+        label = str(spec.get("label", spec["name"]))
+        try:
+            for n in (tcfg.min_length, tcfg.length, *lengths):
+                task.sequence_length(n)
+        except ValueError as e:
+            raise ConfigError(f"tasks[{i}] ({label}): {e}") from None
+        out.append((label, task, tcfg, tuple(int(n) for n in lengths)))
+    labels = [x[0] for x in out]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"tasks: two entries share a label {labels}; add 'label: ...'")
+    return out
+
+
+def plan(cfg: ExperimentConfig) -> list[Run]:
+    """Resolves and checks the whole grid before anything runs.
+
+    Raises:
+      ConfigError: unknown scheme/task names or settings, lengths a task cannot
+        take, evaluation beyond a learned table without an explicit policy, ...
+    """
+    schemes = _resolve_schemes(cfg)
+    tasks = _resolve_tasks(cfg)
+    runs = []
+    for i, (s_label, scheme) in enumerate(schemes):
+        for t_label, task, tcfg, lengths in tasks:
+            train_length = tcfg.length
+            limit = scheme.position_limit()
+            needed = max(task.sequence_length(n) for n in (train_length, *lengths))
+            if tcfg.randomized_positions:
+                if tcfg.randomized_positions < task.sequence_length(train_length):
+                    raise ConfigError(
+                        f"train.randomized_positions ({tcfg.randomized_positions}) must be >= "
+                        f"the training sequence length {task.sequence_length(train_length)} "
+                        f"of task {t_label}"
+                    )
+                needed = max(needed, tcfg.randomized_positions)
+            if limit is not None and needed > limit:
+                raise ConfigError(
+                    f"schemes[{i}] ({s_label}): max_length {limit} is shorter than the longest "
+                    f"sequence ({needed} positions for task {t_label}); raise max_length or "
+                    "set out_of_range: clip"
+                )
+            runs.append(Run(s_label, scheme, t_label, task, tcfg, lengths))
+    return runs
+
+
+def _prepare_out_dir(out_dir: Path, cfg_dict: dict, overwrite: bool) -> list[dict[str, Any]]:
+    """Returns the records already there (resume) or [] for a fresh folder."""
+    cfg_path = out_dir / "config.yaml"
+    if cfg_path.exists():
+        old = yaml.safe_load(cfg_path.read_text())
+        if old == cfg_dict:
+            return res.read_records(out_dir / res.RECORDS)
+        if not overwrite:
+            raise ConfigError(
+                f"{out_dir} holds results of a different config; choose another --out, "
+                "or pass --overwrite to replace them"
+            )
+        for name in (res.RECORDS, "summary.csv", "results.md", "environment.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        for png in out_dir.glob("length_*.png"):
+            png.unlink()
+    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{out_dir} is not empty and holds no posenc results; choose another --out, "
+            "or pass --overwrite"
+        )
+    return []
+
+
+def _records_for(run: Run, seeds, metrics: dict, *, scheme_label: str, info: dict) -> list[dict]:
+    out = []
+    is_lm = getattr(run.task, "name", "") == "lm"
+    for length, m in metrics.items():
+        for i, seed in enumerate(seeds):
+            r = {
+                "scheme": scheme_label,
+                "task": run.task_label,
+                "seed": int(seed),
+                "train_length": run.train.length,
+                "eval_length": int(length),
+                "accuracy": float(m["accuracy"][i]),
+                "sequence_accuracy": float(m["sequence_accuracy"][i]),
+                "loss": float(m["loss"][i]),
+                "status": "ok",
+                "train_seconds": round(info["seconds"], 3),
+            }
+            if is_lm:
+                r["perplexity"] = float(m["perplexity"][i])
+            out.append(r)
+    return out
+
+
+def write_reports(out_dir: Path, records: list[dict[str, Any]]) -> None:
+    """CSV summary, markdown table and plots from the records."""
+    res.atomic_write_text(out_dir / "summary.csv", res.summary_csv(res.summarize(records)))
+    res.atomic_write_text(out_dir / "results.md", res.markdown_table(records))
+    plot_results(records, out_dir)
+
+
+def run(
+    config: ExperimentConfig | str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    overrides: tuple[str, ...] = (),
+    overwrite: bool = False,
+    progress: bool = True,
+    verbose: bool = True,
+) -> list[dict[str, Any]]:
+    """Runs a config (object or YAML path) and returns the results table (list of records).
+
+    Writes into ``out_dir`` (default ``runs/<name>``): config.yaml, environment.json,
+    results.jsonl, summary.csv, results.md and length_<task>.png.
+    """
+    cfg = load_config(config, overrides) if isinstance(config, str | Path) else config
+    runs = plan(cfg)
+    out_dir = Path(out_dir or Path("runs") / cfg.name)
+    cfg_dict = config_to_dict(cfg)
+    records = _prepare_out_dir(out_dir, cfg_dict, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res.atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+    res.atomic_write_text(
+        out_dir / "environment.json", json.dumps(res.environment(), indent=2) + "\n"
+    )
+    done = {(r["scheme"], r["task"]) for r in records}
+    seeds = list(cfg.seeds)
+    say = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
+    t_start = time.perf_counter()
+    for k, r in enumerate(runs):
+        if (r.scheme_label, r.task_label) in done:
+            say(f"[{k + 1}/{len(runs)}] {r.scheme_label} / {r.task_label}: done before, skipped")
+            continue
+        desc = f"[{k + 1}/{len(runs)}] {r.scheme_label}/{r.task_label}"
+        new = _train_and_eval(r, cfg, seeds, desc=desc, progress=progress)
+        records = records + new
+        res.write_records(out_dir / res.RECORDS, records)
+        say(f"{desc}: {_one_line(new)}")
+    write_reports(out_dir, records)
+    say(f"done in {seconds_to_str(time.perf_counter() - t_start)}; results in {out_dir}")
+    return records
+
+
+def _one_line(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "no records"
+    if records[0].get("status") == "diverged":
+        return f"diverged at step {records[0].get('diverged_step')}"
+    metric = "perplexity" if "perplexity" in records[0] else "accuracy"
+    base = [r for r in records if "+" not in r["scheme"]]
+    by_len: dict[int, list[float]] = {}
+    for r in base:
+        by_len.setdefault(r["eval_length"], []).append(r[metric])
+    parts = [f"{n}: {sum(v) / len(v):.3g}" for n, v in sorted(by_len.items())]
+    return f"{metric} by length " + ", ".join(parts)
+
+
+def _train_and_eval(
+    r: Run, cfg: ExperimentConfig, seeds: list[int], *, desc: str, progress: bool
+) -> list[dict[str, Any]]:
+    scheme = r.scheme.configure(causal=r.task.causal)
+    graphdef, state, info = train(
+        r.task, scheme, seeds, cfg.model, r.train, cfg.eval, progress=progress, desc=desc
+    )
+    if info["diverged"]:
+        return [
+            {
+                "scheme": r.scheme_label,
+                "task": r.task_label,
+                "seed": int(s),
+                "train_length": r.train.length,
+                "eval_length": None,
+                "status": "diverged",
+                "diverged_step": info["diverged"].get(int(s)),
+                "train_seconds": round(info["seconds"], 3),
+            }
+            for s in seeds
+        ]
+    metrics = evaluate(
+        r.task, graphdef, state, r.eval_lengths, cfg.eval, progress=progress, desc=desc + " eval"
+    )
+    records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, info=info)
+    if scheme.name == "rope":
+        train_len = r.task.sequence_length(r.train.length)
+        for method in cfg.eval.rope_scalings:
+
+            def graph_for(length, method=method):
+                variant = rope_scaling_variant(
+                    scheme,
+                    method,
+                    train_seq_len=train_len,
+                    eval_seq_len=r.task.sequence_length(length),
+                )
+                return graph_of(build_model_fn(r.task, variant, cfg.model, cfg.eval))
+
+            m = evaluate(
+                r.task,
+                graphdef,
+                state,
+                r.eval_lengths,
+                cfg.eval,
+                graph_for_length=graph_for,
+                progress=progress,
+                desc=f"{desc} eval {method}",
+            )
+            records += _records_for(
+                r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", info=info
+            )
+    return records

@@ -1,0 +1,364 @@
+"""Training several seeds together (one compiled program, vmapped) and per-length evaluation.
+
+A run is one (scheme, task) pair: the model of every seed is created, trained
+and evaluated inside ``jax.vmap`` over a leading seed axis, so S seeds cost one
+compilation and run as one batched program.
+
+Training batches of every length are right-padded to the sequence length of the
+longest training length, with a padding mask, so training compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from experiments.config import EvalConfig, ModelConfig, TrainConfig
+from posenc_jax.nn import TransformerEncoder, TransformerLM
+from posenc_jax.schemes import Scheme
+
+__all__ = [
+    "RunState",
+    "build_model_fn",
+    "evaluate",
+    "make_optimizer",
+    "pad_batch",
+    "rope_scaling_variant",
+    "train",
+]
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything a run needs to continue: stacked over the seed axis."""
+
+    step: int
+    params: PyTree
+    rest: PyTree
+    opt_state: PyTree
+
+
+def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) -> Callable:
+    """Returns ``key -> model`` for a task (encoder or decoder-only by ``task.causal``)."""
+    cls = TransformerLM if task.causal else TransformerEncoder
+    dtype = jnp.bfloat16 if mcfg.dtype == "bfloat16" else None
+
+    def make(key: jax.Array) -> nnx.Module:
+        pkey, dkey = jax.random.split(key)
+        return cls(
+            task.vocab_size,
+            scheme=scheme,
+            num_layers=mcfg.num_layers,
+            d_model=mcfg.d_model,
+            num_heads=mcfg.num_heads,
+            num_kv_heads=mcfg.num_kv_heads,
+            mlp_ratio=mcfg.mlp_ratio,
+            norm=mcfg.norm,
+            dropout_rate=mcfg.dropout,
+            blockwise_threshold=ecfg.blockwise_threshold,
+            block_size=ecfg.block_size,
+            dtype=dtype,
+            rngs=nnx.Rngs(params=pkey, dropout=dkey),
+        )
+
+    return make
+
+
+def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay (to 10%), global-norm clipping."""
+    warmup = min(tcfg.warmup_steps, max(tcfg.steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup else tcfg.learning_rate,
+        peak_value=tcfg.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(tcfg.steps, warmup + 1),
+        end_value=0.1 * tcfg.learning_rate,
+    )
+    parts = [optax.clip_by_global_norm(tcfg.grad_clip)] if tcfg.grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, weight_decay=tcfg.weight_decay))
+    return optax.chain(*parts)
+
+
+def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Right-pads a task batch ([B, L]) to ``width`` columns with a padding mask.
+
+    Returns a dict of numpy arrays: tokens, targets, loss_mask, padding_mask, positions.
+    """
+    b, length = batch.tokens.shape
+    if length > width:
+        raise ValueError(f"batch length {length} exceeds the padded width {width}")
+    out = {}
+    for name, fill in (("tokens", 0), ("targets", 0), ("loss_mask", False)):
+        arr = getattr(batch, name)
+        padded = np.full((b, width), fill, dtype=arr.dtype)
+        padded[:, :length] = arr
+        out[name] = padded
+    out["padding_mask"] = np.zeros((b, width), bool)
+    out["padding_mask"][:, :length] = True
+    if positions is None:
+        positions = np.broadcast_to(np.arange(length, dtype=np.int32), (b, length))
+    pos = np.zeros((b, width), np.int32)
+    pos[:, :length] = positions
+    pos[:, length:] = positions[:, -1:] + 1 + np.arange(width - length)
+    out["positions"] = pos
+    return out
+
+
+def randomized_positions(rng: np.random.Generator, batch: int, length: int, max_position: int):
+    """Sorted random subsets of [0, max_position) of size ``length``, one per row.
+
+    References: Ruoss et al. 2023, "Randomized Positional Encodings Boost Length
+    Generalization of Transformers" (arXiv 2305.16843).
+    """
+    if length > max_position:
+        raise ValueError(
+            f"train.randomized_positions ({max_position}) must be >= the sequence length {length}"
+        )
+    keys = rng.random((batch, max_position))
+    idx = np.argpartition(keys, length - 1, axis=1)[:, :length]
+    return np.sort(idx, axis=1).astype(np.int32)
+
+
+def _masked_metrics(logits, targets, loss_mask):
+    """Sums over positions: loss, token hits, scored tokens, sequence hits, sequences."""
+    mask = loss_mask.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    hits = (jnp.argmax(logits, -1) == targets) & loss_mask
+    has_target = jnp.any(loss_mask, axis=-1)
+    seq_ok = jnp.all(hits | ~loss_mask, axis=-1) & has_target
+    return {
+        "loss_sum": jnp.sum(ce * mask),
+        "correct": jnp.sum(hits.astype(jnp.float32)),
+        "tokens": jnp.sum(mask),
+        "seq_correct": jnp.sum(seq_ok.astype(jnp.float32)),
+        "sequences": jnp.sum(has_target.astype(jnp.float32)),
+    }
+
+
+def _forward(model, batch, deterministic=True):
+    return model(
+        batch["tokens"],
+        positions=batch["positions"],
+        padding_mask=batch["padding_mask"],
+        deterministic=deterministic,
+    )
+
+
+def init_state(make_model, seeds: Sequence[int], tx) -> tuple[nnx.GraphDef, RunState]:
+    """Creates the models of every seed (stacked) and their optimizer states."""
+    graphdef = graph_of(make_model)
+
+    def init_one(key):
+        _, params, rest = nnx.split(make_model(key), nnx.Param, ...)
+        return params, rest
+
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    params, rest = jax.jit(jax.vmap(init_one))(keys)
+    opt_state = jax.jit(jax.vmap(tx.init))(params)
+    return graphdef, RunState(step=0, params=params, rest=rest, opt_state=opt_state)
+
+
+def make_train_step(graphdef, tx):
+    """One optimizer step for every seed: vmapped over the leading seed axis, jitted."""
+
+    def step(params, rest, opt_state, batch):
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p, rest)
+            logits = _forward(model, batch, deterministic=False)
+            m = _masked_metrics(logits, batch["targets"], batch["loss_mask"])
+            new_rest = nnx.state(model, nnx.Not(nnx.Param))
+            return m["loss_sum"] / jnp.maximum(m["tokens"], 1.0), (m, new_rest)
+
+        (loss, (metrics, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = dict(metrics, loss=loss, finite=jnp.isfinite(loss))
+        return params, new_rest, opt_state, metrics
+
+    return jax.jit(jax.vmap(step), donate_argnums=(0, 1, 2))
+
+
+def training_batches(
+    task, seeds: Sequence[int], tcfg: TrainConfig, *, start_step: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic stream of stacked batches [S, B, L_max], resumable at any step.
+
+    Each step's data depend only on (seed, step), so a resumed run sees exactly
+    the batches an uninterrupted run would.
+    """
+    width = task.sequence_length(tcfg.length)
+    for step in range(start_step, tcfg.steps):
+        length_rng = np.random.default_rng([step, 7919])
+        length = int(length_rng.integers(tcfg.min_length, tcfg.length + 1))
+        per_seed = []
+        for seed in seeds:
+            rng = np.random.default_rng([int(seed), step])
+            batch = task.sample_batch(rng, tcfg.batch_size, length)
+            positions = None
+            if tcfg.randomized_positions:
+                positions = randomized_positions(
+                    rng, tcfg.batch_size, batch.tokens.shape[1], tcfg.randomized_positions
+                )
+            per_seed.append(pad_batch(batch, width, positions))
+        yield {k: np.stack([b[k] for b in per_seed]) for k in per_seed[0]}
+
+
+def train(
+    task,
+    scheme: Scheme,
+    seeds: Sequence[int],
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    ecfg: EvalConfig,
+    *,
+    state: RunState | None = None,
+    on_checkpoint: Callable[[RunState], None] | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> tuple[nnx.GraphDef, RunState, dict[str, Any]]:
+    """Trains every seed of one (scheme, task) run.
+
+    Returns:
+      (graphdef, state, info) with info["diverged"]: {seed: step} for seeds whose
+      loss became NaN/inf (training stops there), info["final_loss"], info["seconds"].
+    """
+    tx = make_optimizer(tcfg)
+    make_model = build_model_fn(task, scheme, mcfg, ecfg)
+    graphdef, fresh = init_state(make_model, seeds, tx)
+    state = state or fresh
+    step_fn = make_train_step(graphdef, tx)
+    bar = tqdm(
+        total=tcfg.steps,
+        initial=state.step,
+        desc=desc or "train",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    last = None
+    info: dict[str, Any] = {"diverged": {}}
+    for batch in training_batches(task, seeds, tcfg, start_step=state.step):
+        params, rest, opt_state, metrics = step_fn(state.params, state.rest, state.opt_state, batch)
+        state = RunState(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
+        bar.update(1)
+        log = tcfg.log_every and (state.step % tcfg.log_every == 0 or state.step == tcfg.steps)
+        if log or state.step == tcfg.steps:
+            last = jax.device_get(metrics)
+            bad = [s for s, ok in zip(seeds, last["finite"], strict=True) if not ok]
+            if bad:
+                info["diverged"] = {int(s): state.step for s in bad}
+                break
+            acc = float(np.mean(last["correct"] / np.maximum(last["tokens"], 1)))
+            bar.set_postfix(loss=f"{float(np.mean(last['loss'])):.3f}", acc=f"{acc:.3f}")
+        if on_checkpoint and tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0:
+            on_checkpoint(state)
+    bar.close()
+    info["seconds"] = time.perf_counter() - t0
+    info["final_loss"] = None if last is None else [float(x) for x in last["loss"]]
+    return graphdef, state, info
+
+
+def graph_of(make_model: Callable) -> nnx.GraphDef:
+    """The static graph of a model, without allocating its parameters."""
+    return nnx.graphdef(nnx.eval_shape(lambda: make_model(jax.random.key(0))))
+
+
+def rope_scaling_variant(
+    scheme: Scheme, method: str, *, train_seq_len: int, eval_seq_len: int
+) -> Scheme:
+    """The trained RoPE scheme with a zero-shot context-extension method for one eval length.
+
+    factor = eval_seq_len / train_seq_len (at least 1); the original context is the
+    training sequence length. "dynamic" uses factor 1 and scales with the length it sees.
+    """
+    factor = max(1.0, eval_seq_len / train_seq_len)
+    scaling: dict[str, Any] = {
+        "rope_type": method,
+        "factor": factor,
+        "original_max_position_embeddings": train_seq_len,
+    }
+    if method == "dynamic":
+        scaling["factor"] = 1.0
+        scaling["max_position_embeddings"] = train_seq_len
+    return dataclasses.replace(scheme, scaling=scaling)
+
+
+def eval_batches(task, length: int, ecfg: EvalConfig) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic evaluation batches at one task length (the same for every scheme and seed)."""
+    width = task.sequence_length(length)
+    if hasattr(task, "eval_batches"):
+        batches = task.eval_batches(length, ecfg.batch_size, ecfg.num_batches)
+    else:
+        rng = np.random.default_rng([length, 104729])
+        batches = (task.sample_batch(rng, ecfg.batch_size, length) for _ in range(ecfg.num_batches))
+    for batch in batches:
+        yield pad_batch(batch, width)
+
+
+def evaluate(
+    task,
+    graphdef: nnx.GraphDef,
+    state: RunState,
+    lengths: Sequence[int],
+    ecfg: EvalConfig,
+    *,
+    graph_for_length: Callable[[int], nnx.GraphDef] | None = None,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[int, dict[str, np.ndarray]]:
+    """Per-length metrics for every seed: {length: {metric: [S]}}.
+
+    ``graph_for_length(length)`` returns the model graph to evaluate with at that
+    length (zero-shot RoPE scaling swaps the scheme; the parameters are shared).
+    """
+
+    def run_one(graph, params, rest, batch):
+        model = nnx.merge(graph, params, rest)
+        return _masked_metrics(_forward(model, batch), batch["targets"], batch["loss_mask"])
+
+    cache: dict[Any, Callable] = {}
+
+    def fn_for(graph):
+        if graph not in cache:
+            cache[graph] = jax.jit(
+                jax.vmap(lambda p, r, b: run_one(graph, p, r, b), in_axes=(0, 0, None))
+            )
+        return cache[graph]
+
+    out = {}
+    for length in tqdm(lengths, desc=desc, disable=not progress, leave=False):
+        graph = graphdef if graph_for_length is None else graph_for_length(length)
+        fn = fn_for(graph)
+        totals: dict[str, np.ndarray] = {}
+        for batch in eval_batches(task, length, ecfg):
+            m = jax.device_get(fn(state.params, state.rest, batch))
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
+        tokens = np.maximum(totals["tokens"], 1.0)
+        loss = totals["loss_sum"] / tokens
+        out[length] = {
+            "loss": loss,
+            "accuracy": totals["correct"] / tokens,
+            "sequence_accuracy": totals["seq_correct"] / np.maximum(totals["sequences"], 1.0),
+            "perplexity": np.exp(np.minimum(loss, 700.0)),
+        }
+    return out
+
+
+def seconds_to_str(seconds: float) -> str:
+    """'1m05s' style duration."""
+    m, s = divmod(math.ceil(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"

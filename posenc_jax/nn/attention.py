@@ -1,0 +1,177 @@
+"""Flax NNX multi-head attention that takes a positional scheme.
+
+Shape legend: B batch, T query length, S key length, N query heads, K key/value
+heads, H head dim, D model dim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from posenc_jax.attention import attend
+from posenc_jax.schemes import Scheme, make_scheme
+
+__all__ = ["MultiHeadAttention"]
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head (optionally grouped-query) self-attention with position hooks.
+
+    The scheme's q/k hook rotates q and k with their explicit positions; its logit
+    and value hooks are called inside the attention kernel (dense, cuDNN or
+    blockwise, chosen by `posenc_jax.attention.select_implementation`). The module
+    holds the scheme's attention parameters (T5 table, Shaw tables) as one
+    ``nnx.Param`` pytree.
+
+    Example:
+        >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
+        ...                           rngs=nnx.Rngs(0))
+        >>> attn(jnp.ones((2, 5, 32)), positions=jnp.arange(5)).shape
+        (2, 5, 32)
+
+    References: Vaswani et al. 2017 (arXiv 1706.03762); Ainslie et al. 2023, GQA
+    (arXiv 2305.13245).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int,
+        scheme: Scheme | str | dict[str, Any] = "nope",
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        causal: bool = True,
+        dropout_rate: float = 0.0,
+        implementation: str = "auto",
+        blockwise_threshold: int | None = 4096,
+        block_size: int = 512,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads < 1 or num_kv_heads < 1:
+            raise ValueError(
+                f"num_heads and num_kv_heads must be >= 1; got {num_heads}, {num_kv_heads}"
+            )
+        if num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
+            )
+        if head_dim is None:
+            if d_model % num_heads:
+                raise ValueError(
+                    f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), "
+                    "or pass head_dim"
+                )
+            head_dim = d_model // num_heads
+        if head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1; got {head_dim} (more heads than dims?)")
+        self.scheme = make_scheme(scheme).configure(causal=causal)
+        self.scheme.validate(num_heads=num_heads, head_dim=head_dim, d_model=d_model)
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.causal = causal
+        self.implementation = implementation
+        self.blockwise_threshold = blockwise_threshold
+        self.block_size = block_size
+        linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = nnx.Linear(d_model, num_heads * head_dim, **linear)
+        self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
+        self.v_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
+        self.o_proj = nnx.Linear(num_heads * head_dim, d_model, **linear)
+        self.pos_params = nnx.Param(
+            self.scheme.init_attention_params(rngs.params(), num_heads=num_heads, head_dim=head_dim)
+        )
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        self.cache: dict[str, nnx.Cache] | None = None
+
+    # -- KV cache ------------------------------------------------------------
+    def init_cache(self, batch_size: int, max_length: int, *, dtype=jnp.float32) -> None:
+        """Allocates a KV cache of ``max_length`` slots for incremental decoding."""
+        shape = (batch_size, max_length, self.num_kv_heads, self.head_dim)
+        self.cache = nnx.data(
+            {
+                "k": nnx.Cache(jnp.zeros(shape, dtype)),
+                "v": nnx.Cache(jnp.zeros(shape, dtype)),
+                "positions": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
+                "valid": nnx.Cache(jnp.zeros((batch_size, max_length), bool)),
+                "index": nnx.Cache(jnp.zeros((), jnp.int32)),
+            }
+        )
+
+    def _update_cache(self, k, v, positions, key_mask):
+        """Writes the new keys at the cache index; returns the whole cache."""
+        c = self.cache
+        idx = c["index"][...]
+        start = (0, idx, 0, 0)
+        c["k"][...] = jax.lax.dynamic_update_slice(c["k"][...], k.astype(c["k"].dtype), start)
+        c["v"][...] = jax.lax.dynamic_update_slice(c["v"][...], v.astype(c["v"].dtype), start)
+        c["positions"][...] = jax.lax.dynamic_update_slice(
+            c["positions"][...], positions.astype(jnp.int32), (0, idx)
+        )
+        c["valid"][...] = jax.lax.dynamic_update_slice(c["valid"][...], key_mask, (0, idx))
+        c["index"][...] = idx + k.shape[1]
+        return c["k"][...], c["v"][...], c["positions"][...], c["valid"][...]
+
+    # -- forward ---------------------------------------------------------------
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        positions: jax.Array,
+        padding_mask: jax.Array | None = None,
+        decode: bool = False,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Self-attention of x: [B, T, D] at positions [T] or [B, T].
+
+        Args:
+          padding_mask: [B, T] bool, True = real token (used as key mask).
+          decode: use and extend the KV cache (call `init_cache` first).
+          deterministic: disable dropout.
+
+        Returns:
+          [B, T, D].
+        """
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)  # [B, T, N, H]
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)  # [B, T, K, H]
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)  # [B, T, K, H]
+        positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
+        params = self.pos_params.get_value()
+        key_mask = padding_mask
+        aligned = True
+        if decode:
+            if self.cache is None:
+                raise ValueError("decode=True needs a KV cache: call init_cache(batch, max_length)")
+            # Rotate the new keys with their own positions before caching, then
+            # attend over every cached key (dynamic methods see the cache's max position).
+            q, k = self.scheme.rotate(params, q, k, positions, positions)
+            new_mask = jnp.ones((b, t), bool) if padding_mask is None else padding_mask
+            k, v, k_positions, key_mask = self._update_cache(k, v, positions, new_mask)
+            aligned = False
+        else:
+            k_positions = positions
+            q, k = self.scheme.rotate(params, q, k, positions, k_positions)
+        out = attend(
+            q,
+            k,
+            v,
+            q_positions=positions,
+            k_positions=k_positions,
+            scheme=self.scheme,
+            params=params,
+            causal=self.causal,
+            key_mask=key_mask,
+            implementation=self.implementation,
+            blockwise_threshold=self.blockwise_threshold,
+            block_size=self.block_size,
+            aligned=aligned,
+        )  # [B, T, N, H]
+        out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+        return self.dropout(out, deterministic=deterministic)

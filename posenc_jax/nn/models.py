@@ -1,0 +1,289 @@
+"""Transformer blocks and tiny models (decoder-only LM, bidirectional encoder).
+
+Shape legend: B batch, T length, D model dim, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from posenc_jax.nn.attention import MultiHeadAttention
+from posenc_jax.schemes import Scheme, make_scheme
+
+__all__ = [
+    "TransformerBlock",
+    "TransformerEncoder",
+    "TransformerLM",
+    "generate",
+    "positions_from_padding",
+]
+
+NORMS = ("layernorm", "rmsnorm")
+
+
+def positions_from_padding(padding_mask: jax.Array) -> jax.Array:
+    """Positions that skip padding: cumsum(mask) - 1, clipped at 0.
+
+    padding_mask: [B, T] bool (True = real token) -> [B, T] int32. A left-padded
+    row then gets positions 0, 1, ... on its real tokens, exactly as unpadded.
+    """
+    return jnp.maximum(jnp.cumsum(padding_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def _norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+    if kind == "layernorm":
+        return nnx.LayerNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if kind == "rmsnorm":
+        return nnx.RMSNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    raise ValueError(f"norm must be one of {list(NORMS)}; got {kind!r}")
+
+
+class TransformerBlock(nnx.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    References: Xiong et al. 2020, "On Layer Normalization in the Transformer
+    Architecture" (arXiv 2002.04745).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        num_heads: int,
+        scheme: Scheme | str | dict[str, Any] = "nope",
+        num_kv_heads: int | None = None,
+        mlp_ratio: int = 4,
+        norm: str = "layernorm",
+        causal: bool = True,
+        dropout_rate: float = 0.0,
+        implementation: str = "auto",
+        blockwise_threshold: int | None = 4096,
+        block_size: int = 512,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm1 = _norm(norm, d_model, **kw)
+        self.attn = MultiHeadAttention(
+            d_model,
+            num_heads=num_heads,
+            scheme=scheme,
+            num_kv_heads=num_kv_heads,
+            causal=causal,
+            dropout_rate=dropout_rate,
+            implementation=implementation,
+            blockwise_threshold=blockwise_threshold,
+            block_size=block_size,
+            **kw,
+        )
+        self.norm2 = _norm(norm, d_model, **kw)
+        self.mlp_in = nnx.Linear(d_model, mlp_ratio * d_model, **kw)
+        self.mlp_out = nnx.Linear(mlp_ratio * d_model, d_model, **kw)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+    def __call__(self, x, *, positions, padding_mask=None, decode=False, deterministic=True):
+        """x: [B, T, D] -> [B, T, D]."""
+        x = x + self.attn(
+            self.norm1(x),
+            positions=positions,
+            padding_mask=padding_mask,
+            decode=decode,
+            deterministic=deterministic,
+        )
+        h = jax.nn.gelu(self.mlp_in(self.norm2(x)))
+        return x + self.dropout(self.mlp_out(h), deterministic=deterministic)
+
+
+class _Transformer(nnx.Module):
+    causal: bool = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        scheme: Scheme | str | dict[str, Any] = "nope",
+        num_layers: int = 2,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_kv_heads: int | None = None,
+        mlp_ratio: int = 4,
+        norm: str = "layernorm",
+        dropout_rate: float = 0.0,
+        implementation: str = "auto",
+        blockwise_threshold: int | None = 4096,
+        block_size: int = 512,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        for key, value in (
+            ("vocab_size", vocab_size),
+            ("num_layers", num_layers),
+            ("d_model", d_model),
+            ("num_heads", num_heads),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"{key} must be >= 1; got {value}")
+        if num_heads > d_model:
+            raise ValueError(f"num_heads ({num_heads}) must not exceed d_model ({d_model})")
+        self.scheme = make_scheme(scheme).configure(causal=self.causal)
+        self.scheme.validate(num_heads=num_heads, head_dim=d_model // num_heads, d_model=d_model)
+        self.d_model = d_model
+        self.embed = nnx.Embed(
+            vocab_size,
+            d_model,
+            embedding_init=nnx.initializers.normal(1.0),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.pos_params = nnx.Param(self.scheme.init_embed_params(rngs.params(), d_model=d_model))
+        self.blocks = nnx.List(
+            [
+                TransformerBlock(
+                    d_model,
+                    num_heads=num_heads,
+                    scheme=self.scheme,
+                    num_kv_heads=num_kv_heads,
+                    mlp_ratio=mlp_ratio,
+                    norm=norm,
+                    causal=self.causal,
+                    dropout_rate=dropout_rate,
+                    implementation=implementation,
+                    blockwise_threshold=blockwise_threshold,
+                    block_size=block_size,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        self.final_norm = _norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.head = nnx.Linear(d_model, vocab_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        *,
+        positions: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
+        decode: bool = False,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Logits for tokens.
+
+        Args:
+          tokens: [B, T] int.
+          positions: [T] or [B, T]; default: from padding_mask (cumsum - 1) when
+            given, else 0..T-1. Pass them explicitly for KV-cache offsets or
+            randomized positions.
+          padding_mask: [B, T] bool, True = real token.
+          decode: incremental decoding with the KV cache (see `init_cache`).
+          deterministic: disable dropout.
+
+        Returns:
+          [B, T, V] float32 logits.
+        """
+        b, t = tokens.shape
+        if positions is None:
+            if decode:
+                raise ValueError("decode=True needs explicit positions (the cache offset)")
+            positions = (
+                positions_from_padding(padding_mask)
+                if padding_mask is not None
+                else jnp.arange(t, dtype=jnp.int32)
+            )
+        positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
+        x = self.embed(tokens)  # [B, T, D]
+        x = self.scheme.embed(self.pos_params.get_value(), x, positions)
+        x = self.dropout(x, deterministic=deterministic)
+        for block in self.blocks:
+            x = block(
+                x,
+                positions=positions,
+                padding_mask=padding_mask,
+                decode=decode,
+                deterministic=deterministic,
+            )
+        return self.head(self.final_norm(x)).astype(jnp.float32)
+
+    def init_cache(self, batch_size: int, max_length: int, *, dtype=jnp.float32) -> None:
+        """Allocates KV caches of ``max_length`` slots in every layer."""
+        for block in self.blocks:
+            block.attn.init_cache(batch_size, max_length, dtype=dtype)
+
+
+class TransformerLM(_Transformer):
+    """Decoder-only (causal) tiny language model with a positional scheme.
+
+    Example:
+        >>> model = TransformerLM(16, scheme="rope", num_layers=1, d_model=32,
+        ...                       num_heads=4, rngs=nnx.Rngs(0))
+        >>> model(jnp.zeros((2, 7), jnp.int32)).shape
+        (2, 7, 16)
+
+    References: Radford et al. 2019 (GPT-2).
+    """
+
+    causal = True
+
+
+class TransformerEncoder(_Transformer):
+    """Bidirectional encoder with a per-position classification head.
+
+    References: Devlin et al. 2019 (BERT); Ruoss et al. 2023 (arXiv 2305.16843).
+    """
+
+    causal = False
+
+
+def generate(
+    model: TransformerLM,
+    prompt: jax.Array,
+    *,
+    max_new_tokens: int,
+    prompt_mask: jax.Array | None = None,
+) -> jax.Array:
+    """Greedy decoding with the KV cache.
+
+    Args:
+      model: a TransformerLM.
+      prompt: [B, T0] int tokens; left-pad rows of different lengths and pass
+        ``prompt_mask`` ([B, T0] bool, True = real token).
+      max_new_tokens: number of tokens to append.
+
+    Returns:
+      [B, T0 + max_new_tokens] tokens.
+    """
+    if not model.causal:
+        raise ValueError("generate needs a causal model (TransformerLM)")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
+    b, t0 = prompt.shape
+    mask = jnp.ones((b, t0), bool) if prompt_mask is None else prompt_mask.astype(bool)
+    model.init_cache(b, t0 + max_new_tokens)
+    positions = positions_from_padding(mask)
+    logits = _decode_step(model, prompt, positions, mask)
+    next_pos = positions[:, -1:] + 1
+    out = [prompt]
+    token = jnp.argmax(logits[:, -1:], axis=-1).astype(prompt.dtype)  # [B, 1]
+    for step in range(max_new_tokens):
+        out.append(token)
+        if step == max_new_tokens - 1:
+            break
+        logits = _decode_step(model, token, next_pos, jnp.ones((b, 1), bool))
+        token = jnp.argmax(logits[:, -1:], axis=-1).astype(prompt.dtype)
+        next_pos = next_pos + 1
+    return jnp.concatenate(out, axis=1)
+
+
+@nnx.jit
+def _decode_step(model, tokens, positions, mask):
+    return model(tokens, positions=positions, padding_mask=mask, decode=True)

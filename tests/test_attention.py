@@ -1,0 +1,276 @@
+"""Attention paths: dense vs a float64 numpy reference, blockwise vs dense, fused vs dense."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from posenc_jax.attention import (
+    MASK_VALUE,
+    attend,
+    blockwise_attention,
+    dense_attention,
+    fused_attention,
+    select_implementation,
+)
+from posenc_jax.schemes import make_scheme
+
+SCHEME_SPECS = [
+    "nope",
+    "alibi",
+    {"name": "t5", "num_buckets": 8, "max_distance": 20},
+    {"name": "shaw", "max_distance": 4},
+]
+
+
+def _setup(spec, causal, *, b=2, t=37, s=37, n=4, kv=4, h=8, seed=0):
+    scheme = make_scheme(spec).configure(causal=causal)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    q = jax.random.normal(keys[0], (b, t, n, h))
+    k = jax.random.normal(keys[1], (b, s, kv, h))
+    v = jax.random.normal(keys[2], (b, s, kv, h))
+    params = scheme.init_attention_params(keys[3], num_heads=n, head_dim=h)
+    # Make learned tables large enough to matter.
+    params = jax.tree.map(lambda x: 10.0 * x, params)
+    return scheme, q, k, v, params
+
+
+def _numpy_alibi_attention(q, k, v, q_pos, k_pos, slopes, causal):
+    """float64 transcription: softmax(q.k/sqrt(h) - m|i-j|) v (Press et al. 2022)."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    h = q.shape[-1]
+    logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(h)
+    dist = q_pos[:, None] - k_pos[None, :]
+    bias = -np.asarray(slopes, np.float64)[:, None, None] * (dist if causal else np.abs(dist))
+    logits = logits + bias[None]
+    if causal:
+        logits = np.where(k_pos[None, :] <= q_pos[:, None], logits, -np.inf)
+    logits = logits - logits.max(-1, keepdims=True)
+    w = np.exp(logits)
+    w /= w.sum(-1, keepdims=True)
+    return np.einsum("bnts,bsnh->btnh", w, v)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_dense_alibi_matches_numpy_reference(causal):
+    scheme, q, k, v, params = _setup("alibi", causal, t=9, s=9)
+    pos = np.arange(9) + 5
+    out = dense_attention(
+        q, k, v, q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=causal
+    )
+    # Slopes for 4 heads are 2^-2, 2^-4, 2^-6, 2^-8 (Press et al.).
+    ref = _numpy_alibi_attention(q, k, v, pos, pos, [2**-2, 2**-4, 2**-6, 2**-8], causal)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+
+
+def test_dense_shaw_matches_naive_reference():
+    """Shaw et al. eq. (3)-(5) with a materialised [T, S, H] tensor of a_ij."""
+    scheme, q, k, v, params = _setup({"name": "shaw", "max_distance": 3}, True, t=7, s=7)
+    pos = np.arange(7)
+    out = dense_attention(
+        q, k, v, q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=True
+    )
+    q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+    idx = np.clip(pos[None, :] - pos[:, None], -3, 3) + 3
+    a_k = np.asarray(params["table_k"], np.float64)[idx]  # [T, S, H]
+    a_v = np.asarray(params["table_v"], np.float64)[idx]
+    h = q.shape[-1]
+    e = np.einsum("btnh,bsnh->bnts", q64, k64) + np.einsum("btnh,tsh->bnts", q64, a_k)
+    e = e / np.sqrt(h)
+    e = np.where(pos[None, :] <= pos[:, None], e, -np.inf)
+    w = np.exp(e - e.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    ref = np.einsum("bnts,bsnh->btnh", w, v64) + np.einsum("bnts,tsh->btnh", w, a_v)
+    np.testing.assert_allclose(out, ref, atol=5e-5)
+
+
+def test_grouped_query_attention_matches_repeated_heads():
+    scheme, q, k, v, _params = _setup("alibi", True, n=4, kv=2, t=6, s=6)
+    pos = np.arange(6)
+    out = dense_attention(q, k, v, q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
+    ref = _numpy_alibi_attention(
+        q,
+        np.repeat(k, 2, axis=2),
+        np.repeat(v, 2, axis=2),
+        pos,
+        pos,
+        [2**-2, 2**-4, 2**-6, 2**-8],
+        True,
+    )
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        dense_attention(
+            q, k[:, :, :1].repeat(3, 2), v[:, :, :1].repeat(3, 2), q_positions=pos, k_positions=pos
+        )
+
+
+@pytest.mark.parametrize("spec", SCHEME_SPECS, ids=str)
+@pytest.mark.parametrize("causal", [True, False])
+def test_blockwise_equals_dense_forward_and_grad(spec, causal):
+    scheme, q, k, v, params = _setup(spec, causal, t=37, s=45)
+    q_pos = jnp.arange(37) + 8  # queries are the last 37 of 45 keys (as with a cache)
+    k_pos = jnp.arange(45)
+    key_mask = jnp.ones((2, 45), bool).at[1, :5].set(False)  # left padding in row 1
+
+    def run(fn, q, k, v, params, **kw):
+        return fn(
+            q,
+            k,
+            v,
+            q_positions=q_pos,
+            k_positions=k_pos,
+            scheme=scheme,
+            params=params,
+            causal=causal,
+            key_mask=key_mask,
+            **kw,
+        )
+
+    dense = run(dense_attention, q, k, v, params)
+    block = run(blockwise_attention, q, k, v, params, q_block=16, k_block=8)
+    np.testing.assert_allclose(block, dense, atol=1e-5, rtol=1e-5)
+
+    def loss(fn, *args, **kw):
+        return jnp.sum(jnp.sin(run(fn, *args, **kw)))
+
+    g_dense = jax.grad(lambda *a: loss(dense_attention, *a), argnums=(0, 1, 2, 3))(q, k, v, params)
+    g_block = jax.grad(
+        lambda *a: loss(blockwise_attention, *a, q_block=16, k_block=8), argnums=(0, 1, 2, 3)
+    )(q, k, v, params)
+    for gd, gb in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_block), strict=True):
+        np.testing.assert_allclose(gb, gd, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(t=st.integers(1, 40), block=st.integers(1, 17), offset=st.integers(0, 1000))
+def test_blockwise_equals_dense_any_length(t, block, offset):
+    scheme, q, k, v, params = _setup(
+        {"name": "t5", "num_buckets": 8, "max_distance": 16}, True, b=1, t=t, s=t, n=2, kv=1, h=4
+    )
+    pos = jnp.arange(t) + offset
+    kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=True)
+    np.testing.assert_allclose(
+        blockwise_attention(q, k, v, q_block=block, k_block=block, **kw),
+        dense_attention(q, k, v, **kw),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("fn", [dense_attention, blockwise_attention])
+def test_fully_masked_row_is_finite_with_finite_grads(fn):
+    scheme, q, k, v, params = _setup({"name": "shaw", "max_distance": 2}, True, t=6, s=6)
+    pos = jnp.arange(6)
+    key_mask = jnp.ones((2, 6), bool).at[0].set(False)  # row 0 attends to nothing
+
+    def f(q, k, v):
+        return fn(
+            q,
+            k,
+            v,
+            q_positions=pos,
+            k_positions=pos,
+            scheme=scheme,
+            params=params,
+            causal=True,
+            key_mask=key_mask,
+        )
+
+    out = f(q, k, v)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[0], 0.0)
+    grads = jax.grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2))(q, k, v)
+    for g in grads:
+        assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("spec", ["nope", "alibi", {"name": "t5", "num_buckets": 8}], ids=str)
+def test_fused_path_equals_dense(spec):
+    """jax.nn.dot_product_attention (run with its XLA implementation on CPU) = dense."""
+    scheme, q, k, v, params = _setup(spec, True, t=12, s=12)
+    pos = jnp.arange(12)
+    kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=True)
+    np.testing.assert_allclose(
+        fused_attention(q, k, v, implementation="xla", **kw),
+        dense_attention(q, k, v, **kw),
+        atol=1e-5,
+    )
+
+
+def test_fused_path_rejects_q_dependent_schemes():
+    scheme, q, k, v, params = _setup("shaw", True, t=4, s=4)
+    with pytest.raises(ValueError, match="shaw"):
+        fused_attention(
+            q,
+            k,
+            v,
+            q_positions=jnp.arange(4),
+            k_positions=jnp.arange(4),
+            scheme=scheme,
+            params=params,
+            implementation="xla",
+        )
+
+
+def test_select_implementation_decisions():
+    rope = make_scheme("rope")
+    base = dict(
+        platform="gpu",
+        dtype=jnp.bfloat16,
+        head_dim=64,
+        q_len=1024,
+        k_len=1024,
+        has_mask=False,
+        aligned=True,
+        blockwise_threshold=4096,
+    )
+    assert select_implementation(scheme=rope, **base) == "cudnn"
+    assert select_implementation(scheme=make_scheme("alibi"), **base) == "cudnn"
+    assert select_implementation(scheme=make_scheme("shaw"), **base) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "platform": "cpu"}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "platform": "tpu"}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "dtype": jnp.float32}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "head_dim": 60}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "head_dim": 256}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "has_mask": True}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "aligned": False}) == "xla"
+    assert select_implementation(scheme=rope, **{**base, "q_len": 8192}) == "blockwise"
+    assert (
+        select_implementation(scheme=rope, **{**base, "q_len": 8192, "blockwise_threshold": None})
+        == "cudnn"
+    )
+
+
+def test_attend_auto_uses_blockwise_above_threshold_and_validates():
+    scheme, q, k, v, params = _setup("alibi", True, t=20, s=20)
+    pos = jnp.arange(20)
+    kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=True)
+    np.testing.assert_allclose(
+        attend(q, k, v, blockwise_threshold=8, block_size=8, **kw),
+        dense_attention(q, k, v, **kw),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="implementation"):
+        attend(q, k, v, implementation="flash", **kw)
+
+
+def test_mask_value_far_below_longest_biases():
+    # The largest ALiBi slope is 1/2; positions up to 2^31 give |bias| <= 2^30.
+    assert MASK_VALUE < -1e20 * 2.0**30
+    # A masked logit never wins against the most negative real bias.
+    scheme = make_scheme("alibi").configure(causal=True)
+    q = jnp.ones((1, 1, 2, 4))
+    k = jnp.ones((1, 2, 2, 4))
+    v = jnp.stack([jnp.zeros((2, 4)), jnp.ones((2, 4))])[None]
+    out = dense_attention(
+        q,
+        k,
+        v,
+        q_positions=jnp.array([2**20]),
+        k_positions=jnp.array([0, 2**20 + 1]),
+        scheme=scheme,
+        causal=True,
+    )
+    np.testing.assert_allclose(out, 0.0)  # only key 0 is allowed, however far away

@@ -1,0 +1,198 @@
+"""NNX modules, parameterised over every scheme: jit, KV cache, padding, gradients, training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from posenc_jax.nn import (
+    MultiHeadAttention,
+    TransformerEncoder,
+    TransformerLM,
+    generate,
+    positions_from_padding,
+)
+from posenc_jax.schemes import list_schemes
+
+SCHEMES = [
+    "nope",
+    {"name": "learned", "max_length": 64},
+    "sinusoidal",
+    {"name": "shaw", "max_distance": 4},
+    {"name": "t5", "num_buckets": 8, "max_distance": 16},
+    "rope",
+    {"name": "rope", "layout": "interleaved", "rotary_fraction": 0.5},
+    {"name": "rope", "scaling": {"rope_type": "linear", "factor": 2.0}},
+    {
+        "name": "rope",
+        "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+    },
+    "alibi",
+]
+IDS = [s if isinstance(s, str) else "-".join(str(v) for v in s.values())[:40] for s in SCHEMES]
+VOCAB = 11
+
+
+def _lm(spec, *, cls=TransformerLM, seed=0, **kw):
+    opts = dict(num_layers=2, d_model=32, num_heads=4)
+    opts.update(kw)
+    return cls(VOCAB, scheme=spec, rngs=nnx.Rngs(seed), **opts)
+
+
+def test_every_registered_scheme_is_exercised():
+    names = {s if isinstance(s, str) else s["name"] for s in SCHEMES}
+    assert set(list_schemes()) <= names | {"xpos", "kerple", "fire"}
+
+
+@pytest.mark.parametrize("spec", SCHEMES, ids=IDS)
+def test_kv_cache_decoding_equals_full_forward(spec):
+    model = _lm(spec)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 10), 0, VOCAB)
+    full = nnx.jit(lambda m, x: m(x))(model, tokens)
+    model.init_cache(2, 10)
+    step = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))
+    # A prefill of 4 tokens, then one token at a time.
+    outs = [step(model, tokens[:, :4], jnp.arange(4))]
+    for i in range(4, 10):
+        outs.append(step(model, tokens[:, i : i + 1], jnp.array([i])))
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("spec", SCHEMES, ids=IDS)
+@pytest.mark.parametrize("cls", [TransformerLM, TransformerEncoder])
+def test_left_padded_batch_equals_unpadded(spec, cls):
+    model = _lm(spec, cls=cls)
+    seqs = [np.array([3, 1, 4, 1, 5, 9, 2]), np.array([6, 5, 3])]
+    width = 7
+    tokens = np.zeros((2, width), np.int32)
+    mask = np.zeros((2, width), bool)
+    for i, s in enumerate(seqs):
+        tokens[i, width - len(s) :] = s
+        mask[i, width - len(s) :] = True
+    padded = nnx.jit(lambda m, x, pm: m(x, padding_mask=pm))(model, tokens, mask)
+    for i, s in enumerate(seqs):
+        alone = model(jnp.asarray(s)[None])
+        np.testing.assert_allclose(padded[i, width - len(s) :], alone[0], atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("spec", SCHEMES, ids=IDS)
+def test_gradients_finite_with_fully_masked_rows(spec):
+    model = _lm(spec, cls=TransformerEncoder)
+    tokens = jnp.ones((2, 6), jnp.int32)
+    mask = jnp.array([[True] * 6, [False] * 6])
+
+    def loss(m):
+        logits = m(tokens, padding_mask=mask, positions=jnp.arange(6))
+        return jnp.mean(logits**2)
+
+    value, grads = nnx.value_and_grad(loss)(model)
+    assert np.isfinite(value)
+    for g in jax.tree.leaves(grads):
+        assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("spec", SCHEMES, ids=IDS)
+def test_tiny_lm_overfits_a_batch(spec):
+    model = _lm(spec, num_layers=1)
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (4, 12), 0, VOCAB)
+    opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    def loss_fn(m):
+        logits = m(tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    @nnx.jit
+    def step(m, o):
+        loss, grads = nnx.value_and_grad(loss_fn)(m)
+        o.update(m, grads)
+        return loss
+
+    losses = [float(step(model, opt)) for _ in range(60)]
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize(
+    ("spec", "where"),
+    [
+        ({"name": "t5", "num_buckets": 8}, "attn"),
+        ({"name": "shaw", "max_distance": 3}, "attn"),
+        ({"name": "learned", "max_length": 16}, "embed"),
+    ],
+    ids=["t5", "shaw", "learned"],
+)
+def test_scheme_parameters_receive_gradients(spec, where):
+    model = _lm(spec, num_layers=1)
+    tokens = jnp.arange(8)[None] % VOCAB
+    grads = nnx.grad(lambda m: jnp.mean(m(tokens) ** 2))(model)
+    holder = grads.blocks[0].attn if where == "attn" else grads
+    leaves = jax.tree.leaves(holder.pos_params.get_value())
+    assert leaves
+    for g in leaves:
+        assert float(jnp.abs(g).sum()) > 0
+
+
+def test_learned_table_out_of_range_is_an_error():
+    model = _lm({"name": "learned", "max_length": 8})
+    with pytest.raises(ValueError, match="out_of_range"):
+        model(jnp.zeros((1, 9), jnp.int32))
+    clip = _lm({"name": "learned", "max_length": 8, "out_of_range": "clip"})
+    assert np.all(np.isfinite(clip(jnp.zeros((1, 9), jnp.int32))))
+
+
+def test_generate_greedy_matches_argmax_of_full_forward():
+    model = _lm("alibi")
+    prompt = jnp.array([[1, 2, 3, 4], [0, 5, 6, 7]])
+    mask = jnp.array([[True] * 4, [False, True, True, True]])
+    out = generate(model, prompt, max_new_tokens=5, prompt_mask=mask)
+    assert out.shape == (2, 9)
+    # Re-run the whole sequence without a cache: each generated token is the argmax.
+    full = model(out, padding_mask=jnp.concatenate([mask, jnp.ones((2, 5), bool)], 1))
+    np.testing.assert_array_equal(out[:, 4:], jnp.argmax(full[:, 3:-1], -1))
+
+
+def test_positions_from_padding():
+    mask = jnp.array([[False, False, True, True, True], [True, True, True, True, True]])
+    np.testing.assert_array_equal(positions_from_padding(mask), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
+def test_blockwise_path_inside_the_model_equals_dense():
+    dense = _lm({"name": "t5", "num_buckets": 8}, blockwise_threshold=None)
+    block = _lm({"name": "t5", "num_buckets": 8}, blockwise_threshold=8, block_size=8)
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 21), 0, VOCAB)
+    np.testing.assert_allclose(block(tokens), dense(tokens), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(num_heads=5), "divisible"),
+        (dict(num_heads=64, d_model=32), "num_heads"),
+        (dict(num_layers=0), "num_layers"),
+        (dict(norm="batchnorm"), "layernorm"),
+    ],
+)
+def test_bad_model_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _lm("nope", **kwargs)
+
+
+def test_unknown_scheme_lists_valid_names():
+    with pytest.raises(ValueError, match="valid schemes"):
+        _lm("rotary")
+    with pytest.raises(ValueError, match="valid settings"):
+        _lm({"name": "alibi", "slope": 2})
+
+
+def test_rope_odd_head_dim_error_names_setting():
+    with pytest.raises(ValueError, match="rotary"):
+        MultiHeadAttention(
+            30, num_heads=2, scheme={"name": "rope", "rotary_fraction": 0.2}, rngs=nnx.Rngs(0)
+        )
+
+
+def test_bf16_forward_is_finite():
+    model = _lm("rope", dtype=jnp.bfloat16)
+    out = model(jnp.arange(9)[None] % VOCAB)
+    assert out.dtype == jnp.float32 and np.all(np.isfinite(out))
