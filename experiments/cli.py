@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="posenc", description="Positional encodings: train short, test long."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # Also accepted after the command; SUPPRESS keeps a top-level --debug from being reset.
+    debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run an experiment config")
     p.add_argument("config", help="YAML config file (e.g. configs/quick.yaml)")
@@ -89,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace results of a different config in the output folder",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", **debug)
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("list", help="list schemes, tasks and presets")
     p.add_argument("what", nargs="?", choices=["schemes", "tasks", "presets"])
     p.set_defaults(fn=_cmd_list)
     p = sub.add_parser("plot", help="redraw plots and tables of a results folder")
     p.add_argument("results_dir")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", **debug)
     p.set_defaults(fn=_cmd_plot)
     return parser
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from experiments import results as res
+from experiments.checkpoint import RunCheckpointer, run_dir_name
 from experiments.config import (
     ConfigError,
     ExperimentConfig,
@@ -183,37 +185,50 @@ def _prepare_out_dir(out_dir: Path, cfg_dict: dict, overwrite: bool) -> list[dic
             return res.read_records(out_dir / res.RECORDS)
         if not overwrite:
             raise ConfigError(
-                f"{out_dir} holds results of a different config; choose another --out, "
+                f"--out {out_dir} holds results of a different config; choose another --out, "
                 "or pass --overwrite to replace them"
             )
-        for name in (res.RECORDS, "summary.csv", "results.md", "environment.json"):
+        for name in (res.RECORDS, "summary.csv", "results.md", "environment.json", "timings.json"):
             (out_dir / name).unlink(missing_ok=True)
         for png in out_dir.glob("length_*.png"):
             png.unlink()
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(
-            f"{out_dir} is not empty and holds no posenc results; choose another --out, "
+            f"--out {out_dir} is not empty and holds no posenc results; choose another --out, "
             "or pass --overwrite"
         )
     return []
 
 
-def _records_for(run: Run, seeds, metrics: dict, *, scheme_label: str, info: dict) -> list[dict]:
+def _records_for(
+    run: Run, seeds, metrics: dict, *, scheme_label: str, diverged: dict[int, int]
+) -> list[dict]:
+    """One record per (seed, eval length); diverged seeds get one 'diverged' record."""
     out = []
     is_lm = getattr(run.task, "name", "") == "lm"
-    for length, m in metrics.items():
-        for i, seed in enumerate(seeds):
+    base = {"scheme": scheme_label, "task": run.task_label, "train_length": run.train.length}
+    for i, seed in enumerate(seeds):
+        if int(seed) in diverged:
+            out.append(
+                {
+                    **base,
+                    "seed": int(seed),
+                    "eval_length": None,
+                    "status": "diverged",
+                    "diverged_step": diverged[int(seed)],
+                }
+            )
+            continue
+        for length, m in metrics.items():
             r = {
-                "scheme": scheme_label,
-                "task": run.task_label,
+                **base,
                 "seed": int(seed),
-                "train_length": run.train.length,
                 "eval_length": int(length),
                 "accuracy": float(m["accuracy"][i]),
                 "sequence_accuracy": float(m["sequence_accuracy"][i]),
                 "loss": float(m["loss"][i]),
                 "status": "ok",
-                "train_seconds": round(info["seconds"], 3),
             }
             if is_lm:
                 r["perplexity"] = float(m["perplexity"][i])
@@ -243,7 +258,11 @@ def run(
     results.jsonl, summary.csv, results.md and length_<task>.png.
     """
     cfg = load_config(config, overrides) if isinstance(config, str | Path) else config
-    runs = plan(cfg)
+    source = str(config) if isinstance(config, str | Path) else f"config {cfg.name!r}"
+    try:
+        runs = plan(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     out_dir = Path(out_dir or Path("runs") / cfg.name)
     cfg_dict = config_to_dict(cfg)
     records = _prepare_out_dir(out_dir, cfg_dict, overwrite)
@@ -253,6 +272,8 @@ def run(
         out_dir / "environment.json", json.dumps(res.environment(), indent=2) + "\n"
     )
     done = {(r["scheme"], r["task"]) for r in records}
+    timings_path = out_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() and records else {}
     seeds = list(cfg.seeds)
     say = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
     t_start = time.perf_counter()
@@ -261,11 +282,17 @@ def run(
             say(f"[{k + 1}/{len(runs)}] {r.scheme_label} / {r.task_label}: done before, skipped")
             continue
         desc = f"[{k + 1}/{len(runs)}] {r.scheme_label}/{r.task_label}"
-        new = _train_and_eval(r, cfg, seeds, desc=desc, progress=progress)
+        ckpt = RunCheckpointer(out_dir / "checkpoints" / run_dir_name(r.scheme_label, r.task_label))
+        new, info = _train_and_eval(r, cfg, seeds, checkpointer=ckpt, desc=desc, progress=progress)
         records = records + new
         res.write_records(out_dir / res.RECORDS, records)
-        say(f"{desc}: {_one_line(new)}")
+        ckpt.remove()  # the run's records are safe; its checkpoint is no longer needed
+        timings[f"{r.scheme_label}/{r.task_label}"] = round(info["seconds"], 3)
+        res.atomic_write_text(out_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
+        resumed = f" (resumed at step {info['resumed_from']})" if info["resumed_from"] else ""
+        say(f"{desc}: {_one_line(new)}{resumed}")
     write_reports(out_dir, records)
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     say(f"done in {seconds_to_str(time.perf_counter() - t_start)}; results in {out_dir}")
     return records
 
@@ -273,43 +300,55 @@ def run(
 def _one_line(records: list[dict[str, Any]]) -> str:
     if not records:
         return "no records"
-    if records[0].get("status") == "diverged":
-        return f"diverged at step {records[0].get('diverged_step')}"
+    bad = {r["seed"]: r.get("diverged_step") for r in records if r.get("status") == "diverged"}
+    note = f"; diverged seeds {bad}" if bad else ""
+    records = [r for r in records if r.get("status") == "ok"]
+    if not records:
+        return f"every seed diverged {bad}"
     metric = "perplexity" if "perplexity" in records[0] else "accuracy"
     base = [r for r in records if "+" not in r["scheme"]]
     by_len: dict[int, list[float]] = {}
     for r in base:
         by_len.setdefault(r["eval_length"], []).append(r[metric])
     parts = [f"{n}: {sum(v) / len(v):.3g}" for n, v in sorted(by_len.items())]
-    return f"{metric} by length " + ", ".join(parts)
+    return f"{metric} by length " + ", ".join(parts) + note
 
 
 def _train_and_eval(
-    r: Run, cfg: ExperimentConfig, seeds: list[int], *, desc: str, progress: bool
-) -> list[dict[str, Any]]:
+    r: Run,
+    cfg: ExperimentConfig,
+    seeds: list[int],
+    *,
+    checkpointer: RunCheckpointer | None,
+    desc: str,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     scheme = r.scheme.configure(causal=r.task.causal)
     graphdef, state, info = train(
-        r.task, scheme, seeds, cfg.model, r.train, cfg.eval, progress=progress, desc=desc
+        r.task,
+        scheme,
+        seeds,
+        cfg.model,
+        r.train,
+        cfg.eval,
+        checkpointer=checkpointer,
+        progress=progress,
+        desc=desc,
     )
-    if info["diverged"]:
-        return [
-            {
-                "scheme": r.scheme_label,
-                "task": r.task_label,
-                "seed": int(s),
-                "train_length": r.train.length,
-                "eval_length": None,
-                "status": "diverged",
-                "diverged_step": info["diverged"].get(int(s)),
-                "train_seconds": round(info["seconds"], 3),
-            }
-            for s in seeds
-        ]
-    metrics = evaluate(
-        r.task, graphdef, state, r.eval_lengths, cfg.eval, progress=progress, desc=desc + " eval"
-    )
-    records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, info=info)
-    if scheme.name == "rope":
+    diverged = info["diverged"]
+    metrics = {}
+    if len(diverged) < len(seeds):
+        metrics = evaluate(
+            r.task,
+            graphdef,
+            state,
+            r.eval_lengths,
+            cfg.eval,
+            progress=progress,
+            desc=desc + " eval",
+        )
+    records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, diverged=diverged)
+    if scheme.name == "rope" and len(diverged) < len(seeds):
         train_len = r.task.sequence_length(r.train.length)
         for method in cfg.eval.rope_scalings:
 
@@ -333,6 +372,6 @@ def _train_and_eval(
                 desc=f"{desc} eval {method}",
             )
             records += _records_for(
-                r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", info=info
+                r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", diverged=diverged
             )
-    return records
+    return records, info

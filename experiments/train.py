@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from experiments.checkpoint import RunCheckpointer
 from experiments.config import EvalConfig, ModelConfig, TrainConfig
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
@@ -223,21 +224,35 @@ def train(
     tcfg: TrainConfig,
     ecfg: EvalConfig,
     *,
-    state: RunState | None = None,
-    on_checkpoint: Callable[[RunState], None] | None = None,
+    checkpointer: RunCheckpointer | None = None,
     progress: bool = True,
     desc: str = "",
 ) -> tuple[nnx.GraphDef, RunState, dict[str, Any]]:
-    """Trains every seed of one (scheme, task) run.
+    """Trains every seed of one (scheme, task) run, resuming from a checkpoint if any.
+
+    The loss of every seed is checked every ``log_every`` steps and at the end; a
+    seed whose loss is NaN or infinite is recorded as diverged at that step (the
+    other seeds, independent under vmap, go on; training stops when all diverged).
 
     Returns:
-      (graphdef, state, info) with info["diverged"]: {seed: step} for seeds whose
-      loss became NaN/inf (training stops there), info["final_loss"], info["seconds"].
+      (graphdef, state, info): info["diverged"] maps seed -> step for diverged
+      seeds, info["seconds"] is the training wall time of this call,
+      info["resumed_from"] the checkpoint step it started from (or None).
     """
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, mcfg, ecfg)
-    graphdef, fresh = init_state(make_model, seeds, tx)
-    state = state or fresh
+    graphdef, state = init_state(make_model, seeds, tx)
+    diverged = np.full(len(seeds), -1, np.int64)
+    info: dict[str, Any] = {"resumed_from": None}
+    if checkpointer is not None:
+        restored = checkpointer.restore(_checkpoint_tree(state, diverged))
+        if restored is not None:
+            step, tree = restored
+            state = RunState(
+                step=step, params=tree["params"], rest=tree["rest"], opt_state=tree["opt_state"]
+            )
+            diverged = np.asarray(tree["diverged"])
+            info["resumed_from"] = step
     step_fn = make_train_step(graphdef, tx)
     bar = tqdm(
         total=tcfg.steps,
@@ -248,27 +263,42 @@ def train(
         dynamic_ncols=True,
     )
     t0 = time.perf_counter()
-    last = None
-    info: dict[str, Any] = {"diverged": {}}
     for batch in training_batches(task, seeds, tcfg, start_step=state.step):
         params, rest, opt_state, metrics = step_fn(state.params, state.rest, state.opt_state, batch)
         state = RunState(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
         bar.update(1)
-        log = tcfg.log_every and (state.step % tcfg.log_every == 0 or state.step == tcfg.steps)
-        if log or state.step == tcfg.steps:
-            last = jax.device_get(metrics)
-            bad = [s for s, ok in zip(seeds, last["finite"], strict=True) if not ok]
-            if bad:
-                info["diverged"] = {int(s): state.step for s in bad}
+        if (tcfg.log_every and state.step % tcfg.log_every == 0) or state.step == tcfg.steps:
+            m = jax.device_get(metrics)
+            newly = (~np.asarray(m["finite"])) & (diverged < 0)
+            diverged[newly] = state.step
+            ok = diverged < 0
+            if ok.any():
+                acc = m["correct"][ok] / np.maximum(m["tokens"][ok], 1)
+                bar.set_postfix(
+                    loss=f"{float(np.mean(m['loss'][ok])):.3f}", acc=f"{float(np.mean(acc)):.3f}"
+                )
+            else:
                 break
-            acc = float(np.mean(last["correct"] / np.maximum(last["tokens"], 1)))
-            bar.set_postfix(loss=f"{float(np.mean(last['loss'])):.3f}", acc=f"{acc:.3f}")
-        if on_checkpoint and tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0:
-            on_checkpoint(state)
+        if (
+            checkpointer is not None
+            and tcfg.checkpoint_every
+            and (state.step % tcfg.checkpoint_every == 0)
+            and state.step < tcfg.steps
+        ):
+            checkpointer.save(state.step, _checkpoint_tree(state, diverged))
     bar.close()
     info["seconds"] = time.perf_counter() - t0
-    info["final_loss"] = None if last is None else [float(x) for x in last["loss"]]
+    info["diverged"] = {int(s): int(d) for s, d in zip(seeds, diverged, strict=True) if d >= 0}
     return graphdef, state, info
+
+
+def _checkpoint_tree(state: RunState, diverged: np.ndarray) -> dict[str, Any]:
+    return {
+        "params": state.params,
+        "rest": state.rest,
+        "opt_state": state.opt_state,
+        "diverged": np.asarray(diverged),
+    }
 
 
 def graph_of(make_model: Callable) -> nnx.GraphDef:

@@ -1,0 +1,273 @@
+"""The experiment harness end to end: CLI, files, bad configs, resume, divergence, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.cli import main
+from experiments.config import ConfigError, load_config
+from experiments.results import read_records
+from experiments.runner import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "schemes": ["alibi", {"name": "learned", "max_length": 64}],
+    "tasks": [{"name": "copy", "num_symbols": 5}],
+    "seeds": [0, 1],
+    "model": {"num_layers": 1, "d_model": 16, "num_heads": 2},
+    "train": {"length": 4, "steps": 6, "batch_size": 4, "warmup_steps": 2, "log_every": 2},
+    "eval": {"lengths": [4, 8], "batch_size": 4},
+}
+
+
+def _write(tmp_path: Path, cfg: dict, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_end_to_end_writes_results(tmp_path, capsys):
+    cfg = _write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "### copy" in printed and "alibi" in printed
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "results.jsonl",
+        "summary.csv",
+        "results.md",
+        "length_copy.png",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "length_copy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = read_records(out / "results.jsonl")
+    # 2 schemes x 1 task x 2 seeds x 2 lengths
+    assert len(records) == 8
+    keys = {"scheme", "task", "seed", "train_length", "eval_length", "accuracy", "loss"}
+    for r in records:
+        assert keys <= set(r)
+        assert r["train_length"] == 4 and r["eval_length"] in (4, 8)
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0
+    assert {(r["scheme"], r["seed"]) for r in records} == {
+        (s, seed) for s in ("alibi", "learned") for seed in (0, 1)
+    }
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("task,scheme,train_length,eval_length,seeds")
+    assert len(summary) == 1 + 4
+    table = (out / "results.md").read_text()
+    assert "| scheme | 4 | 8 | in-dist. | beyond |" in table
+    env = json.loads((out / "environment.json").read_text())
+    assert env["jax"] and env["devices"] and env["cpu_count"] >= 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["seeds"] == [0, 1]
+    assert not (out / "checkpoints").exists()
+
+
+def test_language_model_records_perplexity_and_overrides(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 400)
+    cfg = dict(
+        TINY,
+        schemes=["rope"],
+        tasks=[{"name": "lm", "corpus": str(corpus), "eval_lengths": [8, 16]}],
+    )
+    cfg_path = _write(tmp_path, cfg)
+    records = run(
+        cfg_path,
+        out_dir=tmp_path / "out",
+        progress=False,
+        verbose=False,
+        overrides=("train.length=8", "eval.rope_scalings=[linear, yarn]"),
+    )
+    schemes = {r["scheme"] for r in records}
+    assert schemes == {"rope", "rope+linear", "rope+yarn"}
+    for r in records:
+        assert r["perplexity"] == pytest.approx(2.718281828 ** r["loss"], rel=1e-6)
+    # At the training length the scaled variants use factor 1: same numbers as plain RoPE.
+    at_train = {r["scheme"]: r["loss"] for r in records if r["eval_length"] == 8 and r["seed"] == 0}
+    assert at_train["rope+linear"] == pytest.approx(at_train["rope"], rel=1e-5)
+
+
+BAD_CONFIGS = [
+    ({"schemes": ["rotary"]}, "schemes[0]: unknown scheme 'rotary'; valid schemes"),
+    ({"tasks": ["revers"]}, "tasks[0]"),
+    ({"model": {"d_model": 16, "num_heads": 32}}, "model.num_heads"),
+    ({"model": {"d_modl": 16}}, "unknown key model.d_modl; valid keys"),
+    ({"train": {"steps": 0}}, "train.steps must be > 0"),
+    ({"train": {"length": -3}}, "train.length must be > 0"),
+    ({"train": {"steps": "many"}}, "train.steps must be int"),
+    ({"eval": {"lengths": [4, 0]}}, "eval.lengths[1] must be > 0"),
+    ({"eval": {"rope_scalings": ["magic"]}}, "eval.rope_scalings"),
+    ({"schemes": [{"name": "learned", "max_length": 8}]}, "max_length 8 is shorter"),
+    ({"schemes": [{"name": "rope", "rotary_fraction": 0.375}]}, "rotary"),
+    ({"schemes": [{"name": "alibi", "slope": 1}]}, "unknown setting 'slope'"),
+    ({"model": {"norm": "batch"}}, "model.norm must be one of ['layernorm', 'rmsnorm']"),
+    ({"seeds": []}, "seeds must list"),
+    ({"colour": "red"}, "unknown key colour"),
+    ({"tasks": [{"name": "copy", "train": {"steps": -1}}]}, "tasks[0].train.steps"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_bad_config_fails_before_anything_is_written(tmp_path, capsys, change, message):
+    cfg = {**TINY, **change}
+    path = _write(tmp_path, cfg)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"posenc: error: {path}: "), err  # names the file
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
+    assert message in err, err
+    assert not out.exists()
+
+
+def test_malformed_yaml_and_missing_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schemes: [nope\ntasks: {")
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "malformed YAML" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        load_config(_write(tmp_path, TINY), ["train.steps"])
+
+
+def test_debug_flag_shows_traceback(tmp_path, capsys):
+    path = _write(tmp_path, {**TINY, "schemes": ["rotary"]})
+    assert main(["--debug", "run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_rerun_skips_finished_runs_and_refuses_other_configs(tmp_path, capsys):
+    path = _write(tmp_path, TINY)
+    out = tmp_path / "out"
+    first = run(path, out_dir=out, progress=False, verbose=False)
+    before = (out / "results.jsonl").read_bytes()
+    again = run(path, out_dir=out, progress=False)
+    assert "done before, skipped" in capsys.readouterr().err
+    assert again == first
+    assert (out / "results.jsonl").read_bytes() == before
+    other = _write(tmp_path, {**TINY, "seeds": [3]}, "other.yaml")
+    with pytest.raises(ConfigError, match="different config"):
+        run(other, out_dir=out, progress=False, verbose=False)
+    assert (out / "results.jsonl").read_bytes() == before
+    records = run(other, out_dir=out, overwrite=True, progress=False, verbose=False)
+    assert {r["seed"] for r in records} == {3}
+
+
+def test_same_config_gives_identical_results_files(tmp_path):
+    path = _write(tmp_path, TINY)
+    run(path, out_dir=tmp_path / "a", progress=False, verbose=False)
+    run(path, out_dir=tmp_path / "b", progress=False, verbose=False)
+    for name in ("results.jsonl", "summary.csv", "results.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    cfg = {
+        **TINY,
+        "tasks": [
+            {"name": "copy", "num_symbols": 5},
+            {
+                "name": "copy",
+                "num_symbols": 5,
+                "label": "copy_nan",
+                "train": {"learning_rate": 1.0e38, "grad_clip": 0.0, "warmup_steps": 0},
+            },
+        ],
+    }
+    records = run(_write(tmp_path, cfg), out_dir=tmp_path / "out", progress=False, verbose=False)
+    bad = [r for r in records if r["task"] == "copy_nan"]
+    good = [r for r in records if r["task"] == "copy"]
+    assert bad and all(r["status"] == "diverged" for r in bad)
+    assert all(isinstance(r["diverged_step"], int) and r["diverged_step"] > 0 for r in bad)
+    assert len(good) == 8 and all(r["status"] == "ok" for r in good)
+    assert "Diverged runs" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
+    cfg = {
+        **TINY,
+        "schemes": ["t5"],
+        "train": {**TINY["train"], "steps": 400, "checkpoint_every": 25, "log_every": 25},
+    }
+    path = _write(tmp_path, cfg)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "experiments.cli", "run", str(path), "--no-progress", "--out"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*cmd, str(killed)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpt = killed / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        steps = [p for p in ckpt.glob("*/*") if p.name.isdigit()] if ckpt.exists() else []
+        if steps:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.jsonl").exists()
+    res = subprocess.run(
+        [*cmd, str(killed)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert "resumed at step" in res.stderr
+    subprocess.run(
+        [*cmd, str(tmp_path / "clean")],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert (killed / "results.jsonl").read_bytes() == (
+        tmp_path / "clean" / "results.jsonl"
+    ).read_bytes()
+
+
+def test_list_and_plot_commands(tmp_path, capsys):
+    assert main(["list", "schemes"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("nope", "learned", "sinusoidal", "shaw", "t5", "rope", "alibi"):
+        assert name in listed
+    assert main(["list", "tasks"]) == 0
+    assert "reverse_string" in capsys.readouterr().out
+    out = tmp_path / "out"
+    run(_write(tmp_path, TINY), out_dir=out, progress=False, verbose=False)
+    (out / "length_copy.png").unlink()
+    assert main(["plot", str(out)]) == 0
+    assert (out / "length_copy.png").is_file()
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+
+
+def test_default_quick_config_is_valid():
+    from experiments.runner import plan
+
+    cfg = load_config(ROOT / "configs" / "quick.yaml")
+    runs = plan(cfg)
+    assert {r.scheme.name for r in runs} == {
+        "nope",
+        "learned",
+        "sinusoidal",
+        "shaw",
+        "t5",
+        "rope",
+        "alibi",
+    }
