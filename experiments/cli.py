@@ -19,7 +19,9 @@ __all__ = ["main"]
 def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.results import markdown_table
     from experiments.runner import run
+    from experiments.sharding import maybe_initialize_distributed
 
+    maybe_initialize_distributed()
     records = run(
         args.config,
         out_dir=args.out,

@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "EvalConfig",
     "ExperimentConfig",
+    "MeshConfig",
     "ModelConfig",
     "TrainConfig",
     "apply_overrides",
@@ -76,6 +77,14 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh: seeds and batch rows sharded over devices (null = chosen automatically)."""
+
+    seed: int | None = None
+    data: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """A grid: every scheme x task, each trained for all seeds together."""
 
@@ -86,12 +95,13 @@ class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    mesh: MeshConfig = MeshConfig()
 
 
 ROPE_SCALINGS = ("linear", "ntk", "dynamic", "yarn")
 NORMS = ("layernorm", "rmsnorm")
 DTYPES = ("float32", "bfloat16")
-_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "mesh": MeshConfig}
 
 
 def _type_name(tp: Any) -> str:
@@ -210,6 +220,10 @@ def validate(cfg: ExperimentConfig) -> None:
     _positive(e.block_size, "eval.block_size")
     for i, name in enumerate(e.rope_scalings):
         _choice(name, f"eval.rope_scalings[{i}]", ROPE_SCALINGS)
+    for key in ("seed", "data"):
+        value = getattr(cfg.mesh, key)
+        if value is not None:
+            _positive(value, f"mesh.{key}")
     if not cfg.seeds:
         raise ConfigError("seeds must list at least one seed")
     if len(set(cfg.seeds)) != len(cfg.seeds):

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import yaml
+from jax.sharding import Mesh
 
 from experiments import results as res
 from experiments.checkpoint import RunCheckpointer, run_dir_name
@@ -31,6 +33,7 @@ from experiments.config import (
     validate,
 )
 from experiments.plots import plot_results
+from experiments.sharding import choose_mesh_shape, make_mesh
 from experiments.tasks import get_task
 from experiments.train import (
     build_model_fn,
@@ -143,6 +146,17 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
     return out
 
 
+def mesh_shape(cfg: ExperimentConfig, runs: list[Run]) -> tuple[int, int]:
+    """The (seed, data) mesh for this config on the devices present."""
+    batch_sizes = tuple({r.train.batch_size for r in runs} | {cfg.eval.batch_size})
+    try:
+        return choose_mesh_shape(
+            jax.device_count(), len(cfg.seeds), batch_sizes, seed=cfg.mesh.seed, data=cfg.mesh.data
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def plan(cfg: ExperimentConfig) -> list[Run]:
     """Resolves and checks the whole grid before anything runs.
 
@@ -173,6 +187,7 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                     "set out_of_range: clip"
                 )
             runs.append(Run(s_label, scheme, t_label, task, tcfg, lengths))
+    mesh_shape(cfg, runs)
     return runs
 
 
@@ -263,19 +278,24 @@ def run(
         runs = plan(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    mesh = make_mesh(mesh_shape(cfg, runs))
+    # On several hosts every process trains its shards; only process 0 writes files.
+    writer = jax.process_index() == 0
     out_dir = Path(out_dir or Path("runs") / cfg.name)
     cfg_dict = config_to_dict(cfg)
-    records = _prepare_out_dir(out_dir, cfg_dict, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    res.atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
-    res.atomic_write_text(
-        out_dir / "environment.json", json.dumps(res.environment(), indent=2) + "\n"
-    )
+    records = _prepare_out_dir(out_dir, cfg_dict, overwrite if writer else False)
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        res.atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+        env = dict(
+            res.environment(), mesh=dict(zip(mesh.axis_names, mesh.devices.shape, strict=True))
+        )
+        res.atomic_write_text(out_dir / "environment.json", json.dumps(env, indent=2) + "\n")
     done = {(r["scheme"], r["task"]) for r in records}
     timings_path = out_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() and records else {}
     seeds = list(cfg.seeds)
-    say = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
+    say = (lambda msg: print(msg, file=sys.stderr)) if verbose and writer else (lambda msg: None)
     t_start = time.perf_counter()
     for k, r in enumerate(runs):
         if (r.scheme_label, r.task_label) in done:
@@ -283,16 +303,20 @@ def run(
             continue
         desc = f"[{k + 1}/{len(runs)}] {r.scheme_label}/{r.task_label}"
         ckpt = RunCheckpointer(out_dir / "checkpoints" / run_dir_name(r.scheme_label, r.task_label))
-        new, info = _train_and_eval(r, cfg, seeds, checkpointer=ckpt, desc=desc, progress=progress)
+        new, info = _train_and_eval(
+            r, cfg, seeds, checkpointer=ckpt, mesh=mesh, desc=desc, progress=progress and writer
+        )
         records = records + new
-        res.write_records(out_dir / res.RECORDS, records)
-        ckpt.remove()  # the run's records are safe; its checkpoint is no longer needed
         timings[f"{r.scheme_label}/{r.task_label}"] = round(info["seconds"], 3)
-        res.atomic_write_text(out_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
+        if writer:
+            res.write_records(out_dir / res.RECORDS, records)
+            res.atomic_write_text(out_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
+            ckpt.remove()  # the run's records are safe; its checkpoint is no longer needed
         resumed = f" (resumed at step {info['resumed_from']})" if info["resumed_from"] else ""
         say(f"{desc}: {_one_line(new)}{resumed}")
-    write_reports(out_dir, records)
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if writer:
+        write_reports(out_dir, records)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     say(f"done in {seconds_to_str(time.perf_counter() - t_start)}; results in {out_dir}")
     return records
 
@@ -320,6 +344,7 @@ def _train_and_eval(
     seeds: list[int],
     *,
     checkpointer: RunCheckpointer | None,
+    mesh: Mesh | None,
     desc: str,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -332,6 +357,7 @@ def _train_and_eval(
         r.train,
         cfg.eval,
         checkpointer=checkpointer,
+        mesh=mesh,
         progress=progress,
         desc=desc,
     )
@@ -344,6 +370,7 @@ def _train_and_eval(
             state,
             r.eval_lengths,
             cfg.eval,
+            mesh=mesh,
             progress=progress,
             desc=desc + " eval",
         )
@@ -368,6 +395,7 @@ def _train_and_eval(
                 r.eval_lengths,
                 cfg.eval,
                 graph_for_length=graph_for,
+                mesh=mesh,
                 progress=progress,
                 desc=f"{desc} eval {method}",
             )

@@ -21,10 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from experiments.checkpoint import RunCheckpointer
 from experiments.config import EvalConfig, ModelConfig, TrainConfig
+from experiments.sharding import put_batch, put_state
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
 
@@ -225,6 +227,7 @@ def train(
     ecfg: EvalConfig,
     *,
     checkpointer: RunCheckpointer | None = None,
+    mesh: Mesh | None = None,
     progress: bool = True,
     desc: str = "",
 ) -> tuple[nnx.GraphDef, RunState, dict[str, Any]]:
@@ -238,10 +241,16 @@ def train(
       (graphdef, state, info): info["diverged"] maps seed -> step for diverged
       seeds, info["seconds"] is the training wall time of this call,
       info["resumed_from"] the checkpoint step it started from (or None).
+      With ``mesh``, the state is sharded over its "seed" axis and the batches over
+      ("seed", "data"); a checkpoint restores onto whatever mesh is given.
     """
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, mcfg, ecfg)
     graphdef, state = init_state(make_model, seeds, tx)
+    if mesh is not None:
+        state = RunState(
+            0, *(put_state(x, mesh) for x in (state.params, state.rest, state.opt_state))
+        )
     diverged = np.full(len(seeds), -1, np.int64)
     info: dict[str, Any] = {"resumed_from": None}
     if checkpointer is not None:
@@ -264,6 +273,8 @@ def train(
     )
     t0 = time.perf_counter()
     for batch in training_batches(task, seeds, tcfg, start_step=state.step):
+        if mesh is not None:
+            batch = put_batch(batch, mesh, stacked=True)
         params, rest, opt_state, metrics = step_fn(state.params, state.rest, state.opt_state, batch)
         state = RunState(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
         bar.update(1)
@@ -346,6 +357,7 @@ def evaluate(
     ecfg: EvalConfig,
     *,
     graph_for_length: Callable[[int], nnx.GraphDef] | None = None,
+    mesh: Mesh | None = None,
     progress: bool = True,
     desc: str = "eval",
 ) -> dict[int, dict[str, np.ndarray]]:
@@ -374,6 +386,8 @@ def evaluate(
         fn = fn_for(graph)
         totals: dict[str, np.ndarray] = {}
         for batch in eval_batches(task, length, ecfg):
+            if mesh is not None:
+                batch = put_batch(batch, mesh, stacked=False)
             m = jax.device_get(fn(state.params, state.rest, batch))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
