@@ -24,6 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     maybe_initialize_distributed()
     records = run(
         args.config,
+        compile_cache=args.compile_cache,
         out_dir=args.out,
         overrides=tuple(args.set or ()),
         overwrite=args.overwrite,
@@ -34,9 +35,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from posenc_jax.presets import presets_table_markdown
-
     from experiments.tasks import TASKS
+    from posenc_jax.presets import presets_table_markdown
     from posenc_jax.schemes import SCHEMES
 
     what = args.what
@@ -70,6 +70,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from experiments.viz import draw_all
+
+    paths = draw_all(args.out_dir)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="posenc", description="Positional encodings: train short, test long."
@@ -93,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace results of a different config in the output folder",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="persistent compilation cache folder (a rerun compiles nothing)",
+    )
     p.add_argument("--debug", **debug)
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("list", help="list schemes, tasks and presets")
@@ -102,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--debug", **debug)
     p.set_defaults(fn=_cmd_plot)
+    p = sub.add_parser("viz", help="draw pictures of every encoding (PNG)")
+    p.add_argument("out_dir", nargs="?", default="figures")
+    p.add_argument("--debug", **debug)
+    p.set_defaults(fn=_cmd_viz)
     return parser
 
 

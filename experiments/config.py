@@ -72,6 +72,7 @@ class EvalConfig:
     batch_size: int = 64
     num_batches: int = 1
     rope_scalings: tuple[str, ...] = ()
+    bucket: bool = True
     blockwise_threshold: int | None = 2048
     block_size: int = 512
 

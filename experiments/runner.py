@@ -146,6 +146,14 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
     return out
 
 
+def enable_compilation_cache(folder: str | Path) -> None:
+    """Turns on JAX's persistent compilation cache in ``folder`` for every program."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(Path(folder).absolute()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
 def mesh_shape(cfg: ExperimentConfig, runs: list[Run]) -> tuple[int, int]:
     """The (seed, data) mesh for this config on the devices present."""
     batch_sizes = tuple({r.train.batch_size for r in runs} | {cfg.eval.batch_size})
@@ -266,12 +274,17 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool = True,
+    compile_cache: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Runs a config (object or YAML path) and returns the results table (list of records).
 
     Writes into ``out_dir`` (default ``runs/<name>``): config.yaml, environment.json,
     results.jsonl, summary.csv, results.md and length_<task>.png.
+    ``compile_cache``: a folder for JAX's persistent compilation cache, so a second
+    run of the same config compiles nothing.
     """
+    if compile_cache is not None:
+        enable_compilation_cache(compile_cache)
     cfg = load_config(config, overrides) if isinstance(config, str | Path) else config
     source = str(config) if isinstance(config, str | Path) else f"config {cfg.name!r}"
     try:

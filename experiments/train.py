@@ -97,6 +97,10 @@ def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
 def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Right-pads a task batch ([B, L]) to ``width`` columns with a padding mask.
 
+    Padding columns get position 0, so they never exceed a learned table or raise
+    the current length seen by dynamic RoPE scaling; they are masked as keys and
+    unscored as queries, so they change no result.
+
     Returns a dict of numpy arrays: tokens, targets, loss_mask, padding_mask, positions.
     """
     b, length = batch.tokens.shape
@@ -114,7 +118,6 @@ def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[st
         positions = np.broadcast_to(np.arange(length, dtype=np.int32), (b, length))
     pos = np.zeros((b, width), np.int32)
     pos[:, :length] = positions
-    pos[:, length:] = positions[:, -1:] + 1 + np.arange(width - length)
     out["positions"] = pos
     return out
 
@@ -337,9 +340,20 @@ def rope_scaling_variant(
     return dataclasses.replace(scheme, scaling=scaling)
 
 
+def bucket_width(seq_len: int) -> int:
+    """The padded width of an evaluation bucket: the next power of two (at least 8)."""
+    return max(8, 1 << (int(seq_len) - 1).bit_length())
+
+
 def eval_batches(task, length: int, ecfg: EvalConfig) -> Iterator[dict[str, np.ndarray]]:
-    """Deterministic evaluation batches at one task length (the same for every scheme and seed)."""
+    """Deterministic evaluation batches at one task length (the same for every scheme and seed).
+
+    With ``ecfg.bucket`` the batches are right-padded to `bucket_width`, so all
+    lengths in a bucket share one compiled program.
+    """
     width = task.sequence_length(length)
+    if ecfg.bucket:
+        width = bucket_width(width)
     if hasattr(task, "eval_batches"):
         batches = task.eval_batches(length, ecfg.batch_size, ecfg.num_batches)
     else:

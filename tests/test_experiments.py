@@ -271,3 +271,76 @@ def test_default_quick_config_is_valid():
         "rope",
         "alibi",
     }
+
+
+@pytest.mark.parametrize("task_name", ["reverse_string", "copy"])
+def test_bucketed_evaluation_equals_unbucketed(task_name):
+    import dataclasses
+
+    import numpy as np
+
+    from experiments.config import EvalConfig, ModelConfig, TrainConfig
+    from experiments.tasks import get_task
+    from experiments.train import bucket_width, evaluate, train
+    from posenc_jax.schemes import make_scheme
+
+    task = get_task(task_name)
+    scheme = make_scheme({"name": "t5", "num_buckets": 8}).configure(causal=task.causal)
+    ecfg = EvalConfig(lengths=(3, 5, 6), batch_size=4, bucket=False)
+    graph, state, _ = train(
+        task,
+        scheme,
+        [0, 1],
+        ModelConfig(num_layers=1, d_model=16, num_heads=2),
+        TrainConfig(length=4, steps=3, batch_size=4),
+        ecfg,
+        progress=False,
+    )
+    plain = evaluate(task, graph, state, ecfg.lengths, ecfg, progress=False)
+    bucketed = evaluate(
+        task, graph, state, ecfg.lengths, dataclasses.replace(ecfg, bucket=True), progress=False
+    )
+    widths = {bucket_width(task.sequence_length(n)) for n in ecfg.lengths}
+    assert len(widths) < len(ecfg.lengths)  # lengths really share a padded program
+    for n in ecfg.lengths:
+        for metric in ("loss", "accuracy", "sequence_accuracy"):
+            np.testing.assert_allclose(bucketed[n][metric], plain[n][metric], rtol=1e-5, atol=1e-6)
+
+
+def test_persistent_compilation_cache_makes_a_rerun_compile_nothing(tmp_path):
+    cfg = _write(tmp_path, {**TINY, "schemes": ["alibi"]})
+    script = (
+        "import sys, jax\n"
+        "from jax import monitoring\n"
+        "counts = {}\n"
+        "monitoring.register_event_listener(\n"
+        "    lambda e, **k: counts.__setitem__(e, counts.get(e, 0) + 1))\n"
+        "from experiments.runner import run\n"
+        "run(sys.argv[1], out_dir=sys.argv[2], progress=False, verbose=False, overwrite=True,\n"
+        "    compile_cache=sys.argv[3])\n"
+        "print(counts.get('/jax/compilation_cache/cache_misses', 0),\n"
+        "      counts.get('/jax/compilation_cache/cache_hits', 0))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outs = []
+    for i in range(2):
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                str(cfg),
+                str(tmp_path / f"o{i}"),
+                str(tmp_path / "cache"),
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        outs.append([int(x) for x in res.stdout.split()])
+    (miss1, hit1), (miss2, hit2) = outs
+    assert miss1 > 0 and hit1 == 0
+    assert miss2 == 0 and hit2 >= miss1
