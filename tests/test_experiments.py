@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.cli import main
 from experiments.config import ConfigError, load_config
@@ -344,3 +346,42 @@ def test_persistent_compilation_cache_makes_a_rerun_compile_nothing(tmp_path):
     (miss1, hit1), (miss2, hit2) = outs
     assert miss1 > 0 and hit1 == 0
     assert miss2 == 0 and hit2 >= miss1
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 50), extra=st.integers(0, 200), seed=st.integers(0, 2**31))
+def test_randomized_positions_are_sorted_distinct_subsets(length, extra, seed):
+    import numpy as np
+
+    from experiments.train import randomized_positions
+
+    pos = randomized_positions(np.random.default_rng(seed), 3, length, length + extra)
+    assert pos.shape == (3, length) and pos.dtype == np.int32
+    assert np.all(np.diff(pos, axis=1) > 0)  # sorted and distinct
+    assert pos.min() >= 0 and pos.max() < length + extra
+
+
+def test_randomized_positions_in_training_and_errors(tmp_path):
+    import numpy as np
+
+    from experiments.config import TrainConfig
+    from experiments.tasks import get_task
+    from experiments.train import randomized_positions, training_batches
+
+    task = get_task("reverse_string")
+    tcfg = TrainConfig(length=6, steps=2, batch_size=4, randomized_positions=64)
+    batch = next(training_batches(task, [0], tcfg))
+    real = batch["padding_mask"][0]
+    pos = batch["positions"][0]
+    # Real tokens get sorted random positions in [0, 64); evaluation keeps ordinary ones.
+    for row, mask in zip(pos, real, strict=True):
+        assert np.all(np.diff(row[mask]) > 0) and row[mask].max() < 64
+    assert not np.array_equal(pos[0][real[0]], np.arange(real[0].sum()))
+    with pytest.raises(ValueError, match="randomized_positions"):
+        randomized_positions(np.random.default_rng(0), 1, 10, 5)
+    cfg = {**TINY, "train": {**TINY["train"], "randomized_positions": 32}}
+    records = run(_write(tmp_path, cfg), out_dir=tmp_path / "out", progress=False, verbose=False)
+    assert {r["status"] for r in records} == {"ok"}
+    bad = {**TINY, "train": {**TINY["train"], "randomized_positions": 5}}
+    with pytest.raises(ConfigError, match="randomized_positions"):
+        run(_write(tmp_path, bad, "bad.yaml"), out_dir=tmp_path / "o2", progress=False)
