@@ -19,7 +19,7 @@ def test_colab_notebook_runs_as_a_script(tmp_path):
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "POSENC_NOTEBOOK_STEPS": "3",
+        "POSENC_NOTEBOOK_SMOKE": "1",
     }
     env.pop("POSENC_REPO_URL", None)
     res = subprocess.run(

@@ -37,11 +37,23 @@ def _write(tmp_path: Path, cfg: dict, name: str = "cfg.yaml") -> Path:
     return path
 
 
-def test_cli_end_to_end_writes_results(tmp_path, capsys):
-    cfg = _write(tmp_path, TINY)
-    out = tmp_path / "out"
-    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The TINY config run once through the CLI: (config path, output folder, stdout)."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    cfg = _write(tmp, TINY)
+    out = tmp / "out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    return cfg, out, buf.getvalue()
+
+
+def test_cli_end_to_end_writes_results(tiny_run):
+    _, out, printed = tiny_run
     assert "### copy" in printed and "alibi" in printed
     for name in (
         "config.yaml",
@@ -150,50 +162,53 @@ def test_debug_flag_shows_traceback(tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_rerun_skips_finished_runs_and_refuses_other_configs(tmp_path, capsys):
-    path = _write(tmp_path, TINY)
+def test_rerun_skips_finished_runs_and_refuses_other_configs(tiny_run, tmp_path, capsys):
+    import shutil
+
+    path, done, _ = tiny_run
     out = tmp_path / "out"
-    first = run(path, out_dir=out, progress=False, verbose=False)
+    shutil.copytree(done, out)
+    first = read_records(out / "results.jsonl")
     before = (out / "results.jsonl").read_bytes()
     again = run(path, out_dir=out, progress=False)
-    assert "done before, skipped" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("done before, skipped") == 2
     assert again == first
     assert (out / "results.jsonl").read_bytes() == before
-    other = _write(tmp_path, {**TINY, "seeds": [3]}, "other.yaml")
+    other_cfg = {**TINY, "schemes": ["nope"], "seeds": [3]}
+    other = _write(tmp_path, other_cfg, "other.yaml")
     with pytest.raises(ConfigError, match="different config"):
         run(other, out_dir=out, progress=False, verbose=False)
     assert (out / "results.jsonl").read_bytes() == before
     records = run(other, out_dir=out, overwrite=True, progress=False, verbose=False)
-    assert {r["seed"] for r in records} == {3}
+    assert {(r["scheme"], r["seed"]) for r in records} == {("nope", 3)}
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        run(other, out_dir=tmp_path / "stranger", progress=False, verbose=False)
 
 
-def test_same_config_gives_identical_results_files(tmp_path):
-    path = _write(tmp_path, TINY)
-    run(path, out_dir=tmp_path / "a", progress=False, verbose=False)
+def test_same_config_gives_identical_results_files(tiny_run, tmp_path):
+    path, done, _ = tiny_run
     run(path, out_dir=tmp_path / "b", progress=False, verbose=False)
     for name in ("results.jsonl", "summary.csv", "results.md"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert (done / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
-    cfg = {
-        **TINY,
-        "tasks": [
-            {"name": "copy", "num_symbols": 5},
-            {
-                "name": "copy",
-                "num_symbols": 5,
-                "label": "copy_nan",
-                "train": {"learning_rate": 1.0e38, "grad_clip": 0.0, "warmup_steps": 0},
-            },
-        ],
+    nan_task = {
+        "name": "copy",
+        "num_symbols": 5,
+        "label": "copy_nan",
+        "train": {"learning_rate": 1.0e38, "grad_clip": 0.0, "warmup_steps": 0},
     }
+    # The diverging run comes first: the sweep must go on to the next one.
+    cfg = {**TINY, "schemes": ["alibi"], "tasks": [nan_task, {"name": "copy", "num_symbols": 5}]}
     records = run(_write(tmp_path, cfg), out_dir=tmp_path / "out", progress=False, verbose=False)
     bad = [r for r in records if r["task"] == "copy_nan"]
     good = [r for r in records if r["task"] == "copy"]
     assert bad and all(r["status"] == "diverged" for r in bad)
     assert all(isinstance(r["diverged_step"], int) and r["diverged_step"] > 0 for r in bad)
-    assert len(good) == 8 and all(r["status"] == "ok" for r in good)
+    assert len(good) == 4 and all(r["status"] == "ok" for r in good)
     assert "Diverged runs" in (tmp_path / "out" / "results.md").read_text()
 
 
@@ -201,7 +216,7 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
     cfg = {
         **TINY,
         "schemes": ["t5"],
-        "train": {**TINY["train"], "steps": 400, "checkpoint_every": 25, "log_every": 25},
+        "train": {**TINY["train"], "steps": 200, "checkpoint_every": 20, "log_every": 20},
     }
     path = _write(tmp_path, cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -244,7 +259,9 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
     ).read_bytes()
 
 
-def test_list_and_plot_commands(tmp_path, capsys):
+def test_list_and_plot_commands(tiny_run, tmp_path, capsys):
+    import shutil
+
     assert main(["list", "schemes"]) == 0
     listed = capsys.readouterr().out
     for name in ("nope", "learned", "sinusoidal", "shaw", "t5", "rope", "alibi"):
@@ -252,7 +269,7 @@ def test_list_and_plot_commands(tmp_path, capsys):
     assert main(["list", "tasks"]) == 0
     assert "reverse_string" in capsys.readouterr().out
     out = tmp_path / "out"
-    run(_write(tmp_path, TINY), out_dir=out, progress=False, verbose=False)
+    shutil.copytree(tiny_run[1], out)
     (out / "length_copy.png").unlink()
     assert main(["plot", str(out)]) == 0
     assert (out / "length_copy.png").is_file()
@@ -379,7 +396,7 @@ def test_randomized_positions_in_training_and_errors(tmp_path):
     assert not np.array_equal(pos[0][real[0]], np.arange(real[0].sum()))
     with pytest.raises(ValueError, match="randomized_positions"):
         randomized_positions(np.random.default_rng(0), 1, 10, 5)
-    cfg = {**TINY, "train": {**TINY["train"], "randomized_positions": 32}}
+    cfg = {**TINY, "schemes": ["rope"], "train": {**TINY["train"], "randomized_positions": 32}}
     records = run(_write(tmp_path, cfg), out_dir=tmp_path / "out", progress=False, verbose=False)
     assert {r["status"] for r in records} == {"ok"}
     bad = {**TINY, "train": {**TINY["train"], "randomized_positions": 5}}
