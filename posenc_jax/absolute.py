@@ -1,0 +1,215 @@
+"""Absolute position encodings added to the input embeddings.
+
+Two schemes, both functions of explicit positions:
+
+- `sinusoidal`: the fixed encoding of Vaswani et al. 2017, defined for any
+  position (no maximum length).
+- `learned_lookup` / `init_learned_table`: a learned table of ``L`` rows
+  (BERT, GPT-2), defined only for positions ``0 .. L-1``.
+
+Shape legend: B batch, T length, D model dim, L table length.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["OUT_OF_RANGE_POLICIES", "init_learned_table", "learned_lookup", "sinusoidal"]
+
+OUT_OF_RANGE_POLICIES = ("error", "clip")
+
+
+def _as_int(value: Any, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int; got {value!r}") from None
+
+
+def sinusoidal(
+    positions: jax.Array,
+    dim: int,
+    *,
+    base: float = 10000.0,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Sinusoidal position encoding with interleaved sin/cos channels.
+
+    ``PE(p, 2i) = sin(p / base^(2i/dim))`` and ``PE(p, 2i+1) = cos(p / base^(2i/dim))``
+    for ``i = 0 .. dim/2 - 1``. Angles are computed in float32 whatever ``dtype``;
+    the result is cast to ``dtype`` at the end.
+
+    Args:
+      positions: integer or float positions of any shape ``[...]`` (e.g. ``[T]``
+        or ``[B, T]``); any value, there is no maximum length.
+      dim: encoding size D; even and >= 2.
+      base: wavelength base (10000 in the paper); > 0.
+      dtype: output dtype.
+
+    Returns:
+      ``[..., dim]`` array of ``dtype``.
+
+    Raises:
+      ValueError: ``dim`` odd or < 2, or ``base`` <= 0.
+
+    Example:
+      >>> pe = sinusoidal(jnp.arange(4), 8)
+      >>> pe.shape
+      (4, 8)
+      >>> [float(v) for v in pe[0, :2]]
+      [0.0, 1.0]
+
+    References: Vaswani et al. 2017, "Attention Is All You Need", section 3.5
+    (arXiv 1706.03762).
+    """
+    dim = _as_int(dim, "dim")
+    if dim < 2 or dim % 2:
+        raise ValueError(f"sinusoidal needs an even dim >= 2; got dim={dim}")
+    base = float(base)
+    if not base > 0 or not math.isfinite(base):
+        raise ValueError(f"sinusoidal needs a finite base > 0; got base={base}")
+    # Frequencies as host constants in float64, rounded once to float32: [dim/2].
+    inv_freq = np.power(base, -np.arange(0, dim, 2, dtype=np.float64) / dim).astype(np.float32)
+    angles = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv_freq  # [..., dim/2]
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [..., dim/2, 2]
+    return pe.reshape(*angles.shape[:-1], dim).astype(dtype)  # [..., dim]
+
+
+def init_learned_table(
+    key: jax.Array,
+    max_length: int,
+    dim: int,
+    *,
+    stddev: float = 0.02,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Initial table of learned position embeddings, as in BERT and GPT-2.
+
+    Entries are drawn from a normal distribution of standard deviation ``stddev``
+    truncated at two standard deviations (BERT's ``truncated_normal_initializer``;
+    GPT-2 uses the untruncated normal with the same 0.02).
+
+    Args:
+      key: PRNG key.
+      max_length: number of rows L (positions 0 .. L-1); >= 1.
+      dim: embedding size D; >= 1.
+      stddev: standard deviation before truncation; >= 0.
+      dtype: output dtype.
+
+    Returns:
+      ``[max_length, dim]`` array of ``dtype``.
+
+    Raises:
+      ValueError: ``max_length`` < 1, ``dim`` < 1 or ``stddev`` < 0.
+
+    Example:
+      >>> init_learned_table(jax.random.key(0), 512, 64).shape
+      (512, 64)
+
+    References: Devlin et al. 2019, "BERT" (arXiv 1810.04805); Radford et al. 2019,
+    "Language Models are Unsupervised Multitask Learners" (GPT-2).
+    """
+    max_length = _as_int(max_length, "max_length")
+    dim = _as_int(dim, "dim")
+    if max_length < 1:
+        raise ValueError(f"init_learned_table needs max_length >= 1; got max_length={max_length}")
+    if dim < 1:
+        raise ValueError(f"init_learned_table needs dim >= 1; got dim={dim}")
+    stddev = float(stddev)
+    if not stddev >= 0:
+        raise ValueError(f"init_learned_table needs stddev >= 0; got stddev={stddev}")
+    table = jax.random.truncated_normal(key, -2.0, 2.0, (max_length, dim), jnp.float32)
+    return (stddev * table).astype(dtype)
+
+
+def _out_of_range_message(lo: int, hi: int, length: int) -> str:
+    head = (
+        f"learned_lookup: positions must lie in [0, {length - 1}] for a table of length "
+        f"{length}; got min position {lo}, max position {hi}."
+    )
+    if lo < 0:
+        fix = " Negative positions have no row: shift the positions to start at 0"
+    else:
+        fix = f" Use a table with at least {hi + 1} rows"
+    return head + fix + ", or pass out_of_range='clip' to clamp positions to the table."
+
+
+def _check_in_range(lo: Any, hi: Any, length: int) -> None:
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= length:
+        raise ValueError(_out_of_range_message(lo, hi, length))
+
+
+def learned_lookup(
+    table: jax.Array,
+    positions: jax.Array,
+    *,
+    out_of_range: str = "error",
+) -> jax.Array:
+    """Looks up learned position embeddings, never returning a silent NaN.
+
+    Policies for positions outside ``[0, L-1]`` (negative positions included):
+
+    - ``"error"`` (default): with concrete positions, raises ValueError at call
+      time. When positions are traced (under ``jax.jit``, ``vmap``, ``grad``), the
+      range is checked at run time by a host callback (``jax.debug.callback``)
+      that raises; on CPU (tested, jax 0.10) the computation then fails with
+      ``jax.errors.JaxRuntimeError`` (a RuntimeError) whose message contains the
+      ValueError text (other backends untested). ``jax.experimental.checkify``
+      was not used: under ``jax.jit`` its checks fail to trace unless every
+      caller wraps the function in ``checkify.checkify``. With asynchronous dispatch the error may
+      surface when the result is first used (e.g. ``block_until_ready``). The
+      gather itself uses ``mode="clip"``, so no NaN is ever produced.
+    - ``"clip"``: positions are clamped to ``[0, L-1]`` (positions past the end
+      reuse the last row).
+
+    Args:
+      table: ``[L, D]`` embedding table.
+      positions: integer positions ``[...]`` (e.g. ``[T]`` or ``[B, T]``).
+      out_of_range: ``"error"`` or ``"clip"``.
+
+    Returns:
+      ``[..., D]`` array of ``table.dtype``.
+
+    Raises:
+      ValueError: unknown ``out_of_range``, ``table`` not 2-D, non-integer
+        positions, or (policy "error", concrete positions) a position out of range.
+
+    Example:
+      >>> table = jnp.arange(6.0).reshape(3, 2)
+      >>> learned_lookup(table, jnp.array([0, 2])).tolist()
+      [[0.0, 1.0], [4.0, 5.0]]
+      >>> learned_lookup(table, jnp.array([5]), out_of_range="clip").tolist()
+      [[4.0, 5.0]]
+
+    References: Devlin et al. 2019, "BERT" (arXiv 1810.04805); Radford et al. 2019 (GPT-2).
+    """
+    if out_of_range not in OUT_OF_RANGE_POLICIES:
+        raise ValueError(
+            f"learned_lookup: out_of_range must be one of {list(OUT_OF_RANGE_POLICIES)}; "
+            f"got {out_of_range!r}"
+        )
+    table = jnp.asarray(table)
+    if table.ndim != 2:
+        raise ValueError(f"learned_lookup needs table of shape [L, D]; got shape {table.shape}")
+    positions = jnp.asarray(positions)
+    if not jnp.issubdtype(positions.dtype, jnp.integer):
+        raise ValueError(
+            f"learned_lookup needs integer positions; got positions of dtype {positions.dtype}"
+        )
+    length = table.shape[0]
+    if out_of_range == "error" and positions.size > 0:
+        if isinstance(positions, jax.core.Tracer):
+            check = functools.partial(_check_in_range, length=length)
+            jax.debug.callback(check, jnp.min(positions), jnp.max(positions))
+        else:
+            _check_in_range(jnp.min(positions), jnp.max(positions), length)
+    index = jnp.clip(positions, 0, length - 1)  # [...]
+    return jnp.take(table, index, axis=0, mode="clip")  # [..., D]

@@ -1,0 +1,123 @@
+"""ALiBi: attention with linear biases (Press, Smith, Lewis 2022).
+
+Each head n adds ``-m_n * distance`` to its attention logits, with fixed
+per-head slopes ``m_n`` forming a geometric sequence. No parameters.
+
+Shape legend: B batch, T query length, S key length, N heads.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["alibi_bias", "alibi_slopes"]
+
+
+def _slopes_power_of_two(n: int) -> list[float]:
+    # 2^(-8 i / n), i = 1 .. n: start 2^(-8/n), ratio 2^(-8/n).
+    return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+
+
+def alibi_slopes(num_heads: int) -> jax.Array:
+    """Per-head ALiBi slopes, exactly as the authors' code.
+
+    For a power of two n the slopes are ``2^(-8 i / n)``, ``i = 1 .. n`` (8 heads:
+    1/2, 1/4, ..., 1/256). Otherwise, with p the largest power of two below n,
+    the p slopes of p heads come first, followed by every second slope of the
+    2p-head sequence (``2^(-4 i / p)`` for odd i), for the remaining n - p heads.
+    Computed in float64 on the host, returned as float32.
+
+    Args:
+      num_heads: N, >= 1.
+
+    Returns:
+      ``[N]`` float32 slopes in (0, 1).
+
+    Raises:
+      ValueError: ``num_heads`` < 1 or not an int.
+
+    Example:
+      >>> alibi_slopes(4).tolist()
+      [0.25, 0.0625, 0.015625, 0.00390625]
+
+    References: Press, Smith, Lewis 2022, "Train Short, Test Long: Attention with
+    Linear Biases Enables Input Length Extrapolation" (arXiv 2108.12409), and the
+    authors' fairseq ``get_slopes``.
+    """
+    try:
+        n = operator.index(num_heads)
+    except TypeError:
+        raise ValueError(f"alibi_slopes needs an int num_heads; got {num_heads!r}") from None
+    if n < 1:
+        raise ValueError(f"alibi_slopes needs num_heads >= 1; got num_heads={n}")
+    p = 1 << (n.bit_length() - 1)  # largest power of two <= n
+    slopes = _slopes_power_of_two(p)
+    if p < n:
+        slopes += _slopes_power_of_two(2 * p)[0::2][: n - p]
+    return jnp.asarray(np.asarray(slopes, dtype=np.float32))
+
+
+def _relative(q_positions: jax.Array, k_positions: jax.Array, bidirectional: bool) -> jax.Array:
+    """k - q (or -|k - q|) as float32, [T] / [B, T] with [S] / [B, S] -> [..., T, S]."""
+    q = jnp.asarray(q_positions)
+    k = jnp.asarray(k_positions)
+    for name, value in (("q_positions", q), ("k_positions", k)):
+        if value.ndim not in (1, 2):
+            raise ValueError(f"alibi_bias needs {name} of shape [T] or [B, T]; got {value.shape}")
+    if jnp.issubdtype(q.dtype, jnp.integer) and jnp.issubdtype(k.dtype, jnp.integer):
+        # Integer difference first: exact, and the diagonal is +0.0 after the cast.
+        rel = k.astype(jnp.int32)[..., None, :] - q.astype(jnp.int32)[..., :, None]
+    else:
+        rel = k.astype(jnp.float32)[..., None, :] - q.astype(jnp.float32)[..., :, None]
+    if bidirectional:
+        rel = -jnp.abs(rel)
+    return rel.astype(jnp.float32)  # [..., T, S]
+
+
+def alibi_bias(
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    slopes: jax.Array,
+    *,
+    bidirectional: bool = False,
+) -> jax.Array:
+    """ALiBi additive logit bias.
+
+    Causal (default): ``bias[n, i, j] = -m_n * (q_i - k_j)``. For keys at or
+    before the query (``k_j <= q_i``) this is ``-m_n * distance``; entries with
+    ``k_j > q_i`` are positive and must be removed by the causal mask, which the
+    attention applies separately. Bidirectional (encoders):
+    ``bias[n, i, j] = -m_n * |q_i - k_j|``.
+
+    The bias depends on positions only through ``q_i - k_j``, so shifting both
+    position arrays by the same offset leaves it unchanged.
+
+    Args:
+      q_positions: query positions ``[T]`` or ``[B, T]``.
+      k_positions: key positions ``[S]`` or ``[B, S]``.
+      slopes: ``[N]`` per-head slopes (see `alibi_slopes`).
+      bidirectional: use ``|q - k|`` instead of ``q - k``.
+
+    Returns:
+      float32 ``[N, T, S]`` when both position arrays are 1-D, else ``[B, N, T, S]``.
+
+    Raises:
+      ValueError: positions not 1-D/2-D, or ``slopes`` not 1-D.
+
+    Example:
+      >>> pos = jnp.arange(3)
+      >>> alibi_bias(pos, pos, jnp.array([0.5]))[0].tolist()
+      [[0.0, 0.5, 1.0], [-0.5, 0.0, 0.5], [-1.0, -0.5, 0.0]]
+
+    References: Press, Smith, Lewis 2022, "Train Short, Test Long" (arXiv 2108.12409).
+    """
+    slopes = jnp.asarray(slopes)
+    if slopes.ndim != 1:
+        raise ValueError(f"alibi_bias needs slopes of shape [N]; got {slopes.shape}")
+    rel = _relative(q_positions, k_positions, bool(bidirectional))  # [..., T, S]
+    m = slopes.astype(jnp.float32)[:, None, None]  # [N, 1, 1]
+    return m * rel[..., None, :, :]  # [..., N, T, S]; m * (k - q) == -m * (q - k)
