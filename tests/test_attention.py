@@ -143,7 +143,7 @@ def test_blockwise_equals_dense_forward_and_grad(spec, causal):
         np.testing.assert_allclose(gb, gd, atol=1e-5, rtol=1e-4)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(t=st.integers(1, 40), block=st.integers(1, 17), offset=st.integers(0, 1000))
 def test_blockwise_equals_dense_any_length(t, block, offset):
     scheme, q, k, v, params = _setup(
