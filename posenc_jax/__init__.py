@@ -1,0 +1,103 @@
+"""posenc-jax: positional encodings and length extrapolation for JAX.
+
+Pure functions (no Flax) for every scheme, the scheme registry that composes them
+into attention hooks, and dense / fused / blockwise attention. The Flax NNX modules
+live in :mod:`posenc_jax.nn`; model-family RoPE settings in :mod:`posenc_jax.presets`.
+"""
+
+from posenc_jax import research  # registers xpos, kerple and fire in the scheme registry
+from posenc_jax.absolute import (
+    OUT_OF_RANGE_POLICIES,
+    init_learned_table,
+    learned_lookup,
+    sinusoidal,
+)
+from posenc_jax.alibi import alibi_bias, alibi_slopes
+from posenc_jax.attention import (
+    MASK_VALUE,
+    attend,
+    blockwise_attention,
+    dense_attention,
+    select_implementation,
+)
+from posenc_jax.relative import (
+    shaw_key_logits,
+    shaw_relative_index,
+    shaw_value_term,
+    t5_bias,
+    t5_relative_bucket,
+)
+from posenc_jax.research import (
+    KERPLE_KINDS,
+    apply_xpos,
+    fire_bias,
+    fire_normalized_distance,
+    init_fire_params,
+    init_kerple_params,
+    kerple_bias,
+    rope_decay_bound,
+    xpos_zeta,
+)
+from posenc_jax.rope import (
+    LAYOUTS,
+    ROPE_TYPES,
+    RopeScaling,
+    RopeSettings,
+    apply_rope,
+    convert_rope_layout,
+    rope_frequencies,
+    rope_from_hf_config,
+    rotary_dim,
+)
+from posenc_jax.schemes import (
+    SCHEMES,
+    Scheme,
+    list_schemes,
+    make_scheme,
+    register_scheme,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KERPLE_KINDS",
+    "LAYOUTS",
+    "MASK_VALUE",
+    "OUT_OF_RANGE_POLICIES",
+    "ROPE_TYPES",
+    "SCHEMES",
+    "RopeScaling",
+    "RopeSettings",
+    "Scheme",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "apply_xpos",
+    "attend",
+    "blockwise_attention",
+    "convert_rope_layout",
+    "dense_attention",
+    "fire_bias",
+    "fire_normalized_distance",
+    "init_fire_params",
+    "init_kerple_params",
+    "init_learned_table",
+    "kerple_bias",
+    "learned_lookup",
+    "list_schemes",
+    "make_scheme",
+    "register_scheme",
+    "research",
+    "rope_decay_bound",
+    "rope_frequencies",
+    "rope_from_hf_config",
+    "rotary_dim",
+    "select_implementation",
+    "shaw_key_logits",
+    "shaw_relative_index",
+    "shaw_value_term",
+    "sinusoidal",
+    "t5_bias",
+    "t5_relative_bucket",
+    "xpos_zeta",
+]

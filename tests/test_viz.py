@@ -1,0 +1,267 @@
+"""Figures: valid PNGs, the expected panels, and plotted numbers equal to the library's."""
+
+import jax
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import viz
+from posenc_jax import absolute, alibi, relative, research, rope
+from posenc_jax.nn import TransformerEncoder, TransformerLM
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _line(ax, label):
+    (line,) = [ln for ln in ax.lines if ln.get_label() == label]
+    return line
+
+
+def _check_png(path):
+    assert path.exists()
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_sinusoidal_figure_plots_the_encodings_dot_products():
+    fig = viz.figure_sinusoidal(dim=16, length=32)
+    assert len(fig.axes) == 3  # two panels and the heatmap's colorbar
+    ax_map, ax_line = viz.panel_axes(fig)  # 2 panels
+    pe = np.asarray(absolute.sinusoidal(jnp.arange(32), 16), np.float64)
+    np.testing.assert_allclose(ax_map.images[0].get_array(), pe @ pe.T, rtol=1e-6)
+    # Independent check of what the line shows: PE_0 . PE_k = sum_i cos(k w_i).
+    k = np.arange(32)
+    w = 10000.0 ** (-np.arange(0, 16, 2) / 16)
+    expected = np.cos(k[:, None] * w[None, :]).sum(-1)
+    np.testing.assert_allclose(_line(ax_line, "PE_0 · PE_k").get_ydata(), expected, atol=1e-4)
+
+
+def test_rope_decay_figure_plots_the_bound_of_each_schedule():
+    scalings = {"linear x4": {"rope_type": "linear", "factor": 4.0}}
+    fig = viz.figure_rope_decay(head_dim=16, max_distance=50, scalings=scalings)
+    assert len(fig.axes) == 2
+    ax_base, ax_scale = viz.panel_axes(fig)
+    d = np.arange(1, 51)
+    for base in (10000.0, 500000.0):
+        inv_freq, _ = rope.rope_frequencies(16, base=base)
+        np.testing.assert_allclose(
+            _line(ax_base, f"base {base:g}").get_ydata(),
+            research.rope_decay_bound(d, inv_freq),
+            rtol=1e-6,
+        )
+    inv_freq, _ = rope.rope_frequencies(16, scaling=scalings["linear x4"])
+    np.testing.assert_allclose(
+        _line(ax_scale, "linear x4").get_ydata(), research.rope_decay_bound(d, inv_freq), rtol=1e-6
+    )
+    np.testing.assert_array_equal(_line(ax_scale, "none").get_xdata(), d)
+    # The bound decays: far distances sit well below distance 1 (RoFormer section 3.4.3).
+    y = _line(ax_base, "base 10000").get_ydata()
+    assert y[-10:].max() < 0.75 * y[0]
+
+
+def test_default_rope_decay_figure_has_every_scaling():
+    fig = viz.figure_rope_decay(head_dim=8, max_distance=16)
+    labels = {ln.get_label() for ln in viz.panel_axes(fig)[1].lines}
+    assert labels == {"none", "linear x4", "ntk x4", "yarn x4"}
+
+
+def test_rope_frequency_figure_plots_wavelengths_of_each_method():
+    fig = viz.figure_rope_frequencies(head_dim=16, factor=4.0, original_max_position_embeddings=64)
+    assert len(fig.axes) == 1
+    (ax,) = viz.panel_axes(fig)
+    methods = viz.rope_scaling_methods(factor=4.0, original_max_position_embeddings=64)
+    assert list(methods) == ["none", "linear", "ntk", "yarn", "llama3"]
+    for label, scaling in methods.items():
+        inv_freq, _ = rope.rope_frequencies(16, scaling=scaling)
+        np.testing.assert_allclose(
+            _line(ax, label).get_ydata(), 2 * np.pi / np.asarray(inv_freq, np.float64)
+        )
+    # Linear interpolation stretches every wavelength by the factor.
+    np.testing.assert_allclose(
+        _line(ax, "linear").get_ydata(), 4.0 * _line(ax, "none").get_ydata(), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_alibi_figure_plots_each_heads_bias(bidirectional):
+    fig = viz.figure_alibi(num_heads=8, length=6, bidirectional=bidirectional)
+    axes = viz.panel_axes(fig)
+    assert len(axes) == len(fig.axes) == 8
+    pos = jnp.arange(6)
+    bias = np.asarray(
+        alibi.alibi_bias(pos, pos, alibi.alibi_slopes(8), bidirectional=bidirectional)
+    )
+    future = np.triu(np.ones((6, 6), bool), 1)
+    for h, ax in enumerate(axes):
+        data = ax.images[0].get_array()
+        np.testing.assert_allclose(np.ma.getdata(data), bias[h])
+        np.testing.assert_array_equal(np.ma.getmaskarray(data), future & (not bidirectional))
+    # Head 0 has slope 1/2: the query at 5 sees the key at 0 with bias -2.5.
+    np.testing.assert_allclose(np.ma.getdata(axes[0].images[0].get_array())[5, 0], -2.5)
+
+
+def test_t5_figure_plots_the_buckets():
+    fig = viz.figure_t5_buckets(num_buckets=16, max_distance=32, span=50)
+    axes = viz.panel_axes(fig)
+    assert len(axes) == len(fig.axes) == 2
+    rel = np.arange(-50, 51)
+    for ax, bidirectional in zip(axes, (True, False), strict=True):
+        line = _line(ax, "bucket")
+        np.testing.assert_array_equal(line.get_xdata(), rel)
+        expected = relative.t5_relative_bucket(
+            jnp.asarray(rel), bidirectional=bidirectional, num_buckets=16, max_distance=32
+        )
+        np.testing.assert_array_equal(line.get_ydata(), expected)
+    # Causal: every key after the query shares bucket 0.
+    assert np.all(_line(axes[1], "bucket").get_ydata()[rel > 0] == 0)
+
+
+def test_shaw_figure_plots_the_clipped_index():
+    fig = viz.figure_shaw(length=9, max_distance=3)
+    (ax,) = viz.panel_axes(fig)
+    assert len(fig.axes) == 2  # with the colorbar
+    data = ax.images[0].get_array()
+    np.testing.assert_array_equal(
+        data, relative.shaw_relative_index(jnp.arange(9), jnp.arange(9), 3)
+    )
+    i, j = np.meshgrid(np.arange(9), np.arange(9), indexing="ij")
+    np.testing.assert_array_equal(data, np.clip(j - i, -3, 3) + 3)  # Shaw et al. section 3.2
+
+
+def test_research_figure_plots_xpos_kerple_and_fire():
+    kerple = (("log", 1.0, 0.5), ("power", 0.5, 1.5), ("log", 2.0, 0.1))
+    fig = viz.figure_research_schemes(
+        head_dim=8, scale_base=16.0, max_distance=40, kerple=kerple, fire_queries=(4, 30)
+    )
+    assert len(fig.axes) == 3
+    ax_x, ax_k, ax_f = viz.panel_axes(fig)
+    n = np.arange(41)
+    # All-ones q at n and k at 0: pair i contributes 2 cos(n theta_i), times zeta_i^(n/s) for xPos.
+    theta = 10000.0 ** (-np.arange(0, 8, 2) / 8)
+    zeta = (np.arange(0, 8, 2) + 0.4 * 8) / (1.4 * 8)
+    cos = np.cos(n[:, None] * theta[None, :])
+    np.testing.assert_allclose(_line(ax_x, "RoPE").get_ydata(), 2 * cos.sum(-1) / 8, atol=1e-5)
+    xpos = 2 * (cos * zeta[None, :] ** (n[:, None] / 16.0)).sum(-1) / 8
+    np.testing.assert_allclose(_line(ax_x, "xPos").get_ydata(), xpos, atol=1e-5)
+    for kind, r1, r2 in kerple:
+        y = _line(ax_k, f"{kind} r1={r1:g} r2={r2:g}").get_ydata()
+        ref = -r1 * np.log1p(r2 * n) if kind == "log" else -r1 * n**r2
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    for i in (4, 30):
+        line = _line(ax_f, f"query i = {i}")
+        dist = line.get_xdata()
+        ref = np.log1p(0.1 * dist) / (np.log1p(0.1 * max(i, 512.0)) + 1e-6)
+        np.testing.assert_allclose(line.get_ydata(), ref, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention maps
+# --------------------------------------------------------------------------------------------
+
+VOCAB = 13
+
+
+def _model(spec, cls=TransformerLM, **kw):
+    opts = dict(num_layers=2, d_model=16, num_heads=2)
+    opts.update(kw)
+    return cls(VOCAB, scheme=spec, rngs=nnx.Rngs(0), **opts)
+
+
+@pytest.mark.parametrize(
+    ("spec", "cls"),
+    [
+        ("alibi", TransformerLM),
+        ({"name": "shaw", "max_distance": 3}, TransformerEncoder),
+        ({"name": "xpos", "scale_base": 8.0}, TransformerLM),
+        ({"name": "fire", "hidden": 8, "init_threshold": 4.0}, TransformerLM),
+        ({"name": "kerple", "kind": "power"}, TransformerEncoder),
+    ],
+    ids=["alibi", "shaw-encoder", "xpos", "fire", "kerple-encoder"],
+)
+def test_attention_weights_reproduce_the_models_attention(spec, cls):
+    """w . v (+ the Shaw value term), projected out, equals the model's own attention layer."""
+    model = _model(spec, cls, num_kv_heads=1)
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 9), 0, VOCAB)
+    positions = jnp.arange(9) + 3
+    mask = jnp.ones((2, 9), bool).at[1, :2].set(False)
+    for layer in (0, 1):
+        w = viz.attention_weights(
+            model, tokens, layer=layer, positions=positions, padding_mask=mask
+        )
+        assert w.shape == (2, 2, 9, 9)
+        sums = np.ones((2, 2, 9))
+        if model.causal:
+            sums[1, :, :2] = 0.0  # padding queries see no real key at or before them
+        np.testing.assert_allclose(w.sum(-1), sums, atol=1e-5)
+        if model.causal:
+            assert np.all(w[..., np.triu_indices(9, 1)[0], np.triu_indices(9, 1)[1]] == 0)
+        assert np.all(w[1, :, :, :2] == 0)  # padding keys get no weight
+
+        x = model.scheme.embed(model.pos_params.get_value(), model.embed(tokens), positions)
+        for block in list(model.blocks)[:layer]:
+            x = block(x, positions=positions, padding_mask=mask)
+        block = model.blocks[layer]
+        attn = block.attn
+        h = block.norm1(x)
+        v = attn.v_proj(h).reshape(2, 9, 1, attn.head_dim).repeat(2, axis=2)  # [B, S, N, H]
+        out = jnp.einsum("bnts,bsnh->btnh", w, v)
+        if "value_term" in attn.scheme.hooks:
+            pos = jnp.broadcast_to(positions, (2, 9))
+            params = attn.pos_params.get_value()
+            out = out + attn.scheme.value_term(params, jnp.asarray(w), pos, pos)
+        expected = attn(h, positions=positions, padding_mask=mask)
+        np.testing.assert_allclose(attn.o_proj(out.reshape(2, 9, -1)), expected, atol=2e-5)
+
+
+def test_attention_weights_bad_layer():
+    with pytest.raises(ValueError, match="layer"):
+        viz.attention_weights(_model("nope"), jnp.zeros((1, 3), jnp.int32), layer=2)
+
+
+def test_attention_map_figure_has_a_panel_per_scheme_and_length():
+    models = {"alibi": _model("alibi", num_layers=1), "fire": _model("fire", num_layers=1)}
+    tokens = {12: jnp.arange(12) % VOCAB, 5: jnp.arange(10).reshape(2, 5) % VOCAB}
+    fig = viz.figure_attention_maps(models, tokens, head=1, train_length=8)
+    axes = viz.panel_axes(fig)
+    assert len(axes) == 4
+    assert [ax.get_title() for ax in axes] == [
+        "alibi, T=5 (train)",
+        "alibi, T=12 (beyond training)",
+        "fire, T=5 (train)",
+        "fire, T=12 (beyond training)",
+    ]
+    expected = viz.attention_weights(models["fire"], jnp.arange(12)[None] % VOCAB)[0, 1]
+    np.testing.assert_allclose(axes[3].images[0].get_array(), expected)
+    expected = viz.attention_weights(models["alibi"], jnp.arange(5)[None])[0, 1]
+    np.testing.assert_allclose(axes[0].images[0].get_array(), expected)
+    with pytest.raises(ValueError, match="at least one"):
+        viz.figure_attention_maps({}, tokens)
+
+
+def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
+    """Each fig_xxx(out_path, **options) through draw_all; small options keep this test fast."""
+    small = {
+        "sinusoidal.png": dict(dim=8, length=8),
+        "rope_decay.png": dict(head_dim=8, max_distance=8),
+        "rope_frequencies.png": dict(head_dim=8),
+        "alibi.png": dict(num_heads=2, length=4),
+        "t5_buckets.png": dict(span=8),
+        "shaw.png": dict(length=4, max_distance=1),
+        "xpos_kerple_fire.png": dict(head_dim=8, max_distance=8, fire_queries=(4,)),
+    }
+    assert set(small) == set(viz.STATIC_FIGURES)
+    writers = {
+        name: (lambda path, w=w, o=small[name]: w(path, **o))
+        for name, w in viz.STATIC_FIGURES.items()
+    }
+    monkeypatch.setattr(viz, "STATIC_FIGURES", writers)
+    models = {"alibi": _model("alibi", num_layers=1)}
+    paths = viz.draw_all(
+        tmp_path / "figs", model_by_scheme=models, tokens_by_length={4: jnp.arange(4)}
+    )
+    assert [p.name for p in paths] == [*small, "attention_maps.png"]
+    for path in paths:
+        _check_png(path)
