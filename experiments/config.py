@@ -75,6 +75,7 @@ class EvalConfig:
     bucket: bool = True
     blockwise_threshold: int | None = 2048
     block_size: int = 512
+    attention_maps: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +220,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _positive(e.batch_size, "eval.batch_size")
     _positive(e.num_batches, "eval.num_batches")
     _positive(e.block_size, "eval.block_size")
+    _positive(e.attention_maps, "eval.attention_maps", allow_zero=True)
     for i, name in enumerate(e.rope_scalings):
         _choice(name, f"eval.rope_scalings[{i}]", ROPE_SCALINGS)
     for key in ("seed", "data"):

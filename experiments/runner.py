@@ -43,6 +43,12 @@ from experiments.train import (
     seconds_to_str,
     train,
 )
+from experiments.viz import (
+    attention_map_lengths,
+    draw_run_attention_maps,
+    run_attention_maps,
+    save_attention_maps,
+)
 from posenc_jax.schemes import Scheme, make_scheme
 
 __all__ = ["Run", "plan", "run"]
@@ -260,10 +266,11 @@ def _records_for(
 
 
 def write_reports(out_dir: Path, records: list[dict[str, Any]]) -> None:
-    """CSV summary, markdown table and plots from the records."""
+    """CSV summary, markdown table, length plots and attention maps from the records."""
     res.atomic_write_text(out_dir / "summary.csv", res.summary_csv(res.summarize(records)))
     res.atomic_write_text(out_dir / "results.md", res.markdown_table(records))
     plot_results(records, out_dir)
+    draw_run_attention_maps(out_dir, records)
 
 
 def run(
@@ -317,7 +324,18 @@ def run(
         desc = f"[{k + 1}/{len(runs)}] {r.scheme_label}/{r.task_label}"
         ckpt = RunCheckpointer(out_dir / "checkpoints" / run_dir_name(r.scheme_label, r.task_label))
         new, info = _train_and_eval(
-            r, cfg, seeds, checkpointer=ckpt, mesh=mesh, desc=desc, progress=progress and writer
+            r,
+            cfg,
+            seeds,
+            checkpointer=ckpt,
+            mesh=mesh,
+            desc=desc,
+            progress=progress and writer,
+            attention_path=(
+                out_dir / "attention" / f"{run_dir_name(r.scheme_label, r.task_label)}.npz"
+                if writer
+                else None
+            ),
         )
         records = records + new
         timings[f"{r.scheme_label}/{r.task_label}"] = round(info["seconds"], 3)
@@ -360,6 +378,7 @@ def _train_and_eval(
     mesh: Mesh | None,
     desc: str,
     progress: bool,
+    attention_path: Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     scheme = r.scheme.configure(causal=r.task.causal)
     graphdef, state, info = train(
@@ -388,6 +407,19 @@ def _train_and_eval(
             desc=desc + " eval",
         )
     records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, diverged=diverged)
+    lengths = attention_map_lengths(
+        r.task, r.train.length, r.eval_lengths, max_tokens=cfg.eval.attention_maps
+    )
+    if attention_path is not None and lengths and len(diverged) < len(seeds):
+        first_ok = next(i for i, s in enumerate(seeds) if s not in diverged)
+        maps = run_attention_maps(r.task, graphdef, state, lengths, seed_index=first_ok)
+        save_attention_maps(
+            attention_path,
+            maps,
+            scheme=r.scheme_label,
+            task=r.task_label,
+            train_length=r.train.length,
+        )
     if scheme.name == "rope" and len(diverged) < len(seeds):
         train_len = r.task.sequence_length(r.train.length)
         for method in cfg.eval.rope_scalings:

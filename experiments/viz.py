@@ -39,8 +39,10 @@ from posenc_jax.attention import MASK_VALUE
 __all__ = [
     "DEFAULT_SCALINGS",
     "STATIC_FIGURES",
+    "attention_map_lengths",
     "attention_weights",
     "draw_all",
+    "draw_run_attention_maps",
     "fig_alibi",
     "fig_attention_maps",
     "fig_research_schemes",
@@ -50,6 +52,7 @@ __all__ = [
     "fig_sinusoidal",
     "fig_t5_buckets",
     "figure_alibi",
+    "figure_attention_arrays",
     "figure_attention_maps",
     "figure_research_schemes",
     "figure_rope_decay",
@@ -57,8 +60,11 @@ __all__ = [
     "figure_shaw",
     "figure_sinusoidal",
     "figure_t5_buckets",
+    "load_attention_maps",
     "panel_axes",
     "rope_scaling_methods",
+    "run_attention_maps",
+    "save_attention_maps",
 ]
 
 DEFAULT_SCALINGS: dict[str, dict[str, Any]] = {
@@ -555,6 +561,162 @@ def fig_attention_maps(
 ) -> Path:
     """Writes `figure_attention_maps` as a PNG; returns the path."""
     return _save(figure_attention_maps(model_by_scheme, tokens_by_length, **options), out_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention maps of experiment runs
+# --------------------------------------------------------------------------------------------
+
+
+def attention_map_lengths(
+    task: Any, train_length: int, eval_lengths: Sequence[int], *, max_tokens: int
+) -> list[int]:
+    """Task lengths pictured for a run: the training length and the longest beyond it.
+
+    Only lengths whose sequence (``task.sequence_length``) has at most ``max_tokens``
+    positions are kept, so the pictures stay readable and cheap; an empty list when
+    even the training length is longer.
+    """
+    if max_tokens <= 0 or task.sequence_length(train_length) > max_tokens:
+        return []
+    beyond = [n for n in eval_lengths if n > train_length and task.sequence_length(n) <= max_tokens]
+    return [int(train_length)] + ([int(max(beyond))] if beyond else [])
+
+
+def run_attention_maps(
+    task: Any,
+    graphdef: Any,
+    state: Any,
+    lengths: Sequence[int],
+    *,
+    seed_index: int = 0,
+    layer: int = 0,
+) -> dict[int, np.ndarray]:
+    """First-layer attention weights of one trained seed of an experiment run.
+
+    ``state`` holds the parameters of every seed stacked on a leading axis (as
+    `experiments.train.train` returns them); ``seed_index`` picks one. For each task
+    length one deterministic example is drawn (the same for every scheme).
+
+    Returns:
+      {task length: ``[N, T, T]`` float32 weights}, T the sequence length.
+    """
+    from flax import nnx
+
+    params = jax.tree.map(lambda x: x[seed_index], state.params)
+    rest = jax.tree.map(lambda x: x[seed_index], state.rest)
+    model = nnx.merge(graphdef, params, rest)
+    out = {}
+    for length in lengths:
+        batch = task.sample_batch(np.random.default_rng([int(length), 7919]), 1, int(length))
+        out[int(length)] = attention_weights(model, np.asarray(batch.tokens), layer=layer)[0]
+    return out
+
+
+def save_attention_maps(
+    path: str | Path,
+    maps: Mapping[int, np.ndarray],
+    *,
+    scheme: str,
+    task: str,
+    train_length: int,
+) -> Path:
+    """Writes run attention maps (float16) to an ``.npz`` atomically; returns the path."""
+    import io
+
+    from experiments.results import atomic_write_bytes
+
+    buf = io.BytesIO()
+    arrays = {f"length_{n}": np.asarray(w, np.float16) for n, w in maps.items()}
+    np.savez_compressed(
+        buf, scheme=np.str_(scheme), task=np.str_(task), train_length=train_length, **arrays
+    )
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def load_attention_maps(path: str | Path) -> dict[str, Any]:
+    """Reads `save_attention_maps`: {scheme, task, train_length, maps: {length: [N, T, T]}}."""
+    with np.load(path) as data:
+        maps = {
+            int(k.removeprefix("length_")): np.asarray(data[k], np.float32)
+            for k in data.files
+            if k.startswith("length_")
+        }
+        return {
+            "scheme": str(data["scheme"]),
+            "task": str(data["task"]),
+            "train_length": int(data["train_length"]),
+            "maps": dict(sorted(maps.items())),
+        }
+
+
+def figure_attention_arrays(
+    maps_by_scheme: Mapping[str, Mapping[int, np.ndarray]],
+    *,
+    train_length: int | None = None,
+    title: str = "",
+) -> Figure:
+    """Head-averaged attention maps: one row per scheme, one column per length.
+
+    Args:
+      maps_by_scheme: scheme label -> {task length: ``[N, T, T]`` weights}.
+      train_length: the training length (task units), for the panel titles.
+      title: figure title.
+    """
+    if not maps_by_scheme:
+        raise ValueError("figure_attention_arrays needs at least one scheme")
+    lengths = sorted({n for maps in maps_by_scheme.values() for n in maps})
+    schemes = list(maps_by_scheme)
+    fig = Figure(figsize=(3.2 * len(lengths), 2.9 * len(schemes)), layout="constrained")
+    axes = fig.subplots(len(schemes), len(lengths), squeeze=False)
+    for row, label in enumerate(schemes):
+        for col, length in enumerate(lengths):
+            ax = axes[row, col]
+            weights = maps_by_scheme[label].get(length)
+            if weights is None:
+                ax.set_axis_off()
+                continue
+            ax.imshow(np.mean(weights, axis=0), cmap="viridis", interpolation="nearest")
+            note = ""
+            if train_length is not None:
+                note = " (train)" if length <= train_length else " (beyond training)"
+            ax.set_title(f"{label}, T={weights.shape[-1]}{note}", fontsize=9)
+            ax.set_xlabel("key", fontsize=8)
+            ax.set_ylabel("query", fontsize=8)
+            _int_ticks(ax)
+    fig.suptitle(title or "attention weights, layer 0, mean over heads")
+    return fig
+
+
+def draw_run_attention_maps(
+    out_dir: str | Path, records: Sequence[Mapping[str, Any]]
+) -> list[Path]:
+    """Writes ``attention_<task>.png`` from the maps saved under ``out_dir/attention``.
+
+    Only maps of runs that have records are drawn; schemes in record order.
+    """
+    out_dir = Path(out_dir)
+    folder = out_dir / "attention"
+    if not folder.is_dir():
+        return []
+    runs = {(r["scheme"], r["task"]) for r in records}
+    order = list(dict.fromkeys(r["scheme"] for r in records))
+    by_task: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.npz")):
+        saved = load_attention_maps(path)
+        if (saved["scheme"], saved["task"]) in runs and saved["maps"]:
+            by_task.setdefault(saved["task"], {})[saved["scheme"]] = saved
+    paths = []
+    for task, saved in sorted(by_task.items()):
+        schemes = sorted(saved, key=order.index)
+        fig = figure_attention_arrays(
+            {s: saved[s]["maps"] for s in schemes},
+            train_length=saved[schemes[0]]["train_length"],
+            title=f"{task}: attention weights of the first layer, mean over heads, first seed",
+        )
+        paths.append(_save(fig, out_dir / f"attention_{task}.png"))
+    return paths
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -64,7 +65,18 @@ def test_cli_end_to_end_writes_results(tiny_run):
         "length_copy.png",
     ):
         assert (out / name).is_file(), name
-    assert (out / "length_copy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("length_copy.png", "attention_copy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from experiments.viz import load_attention_maps
+
+    saved = [load_attention_maps(p) for p in sorted((out / "attention").glob("*.npz"))]
+    assert {m["scheme"] for m in saved} == {"alibi", "learned"}
+    for m in saved:  # copy at task lengths 4 and 8: causal rows of weights that sum to 1
+        assert list(m["maps"]) == [4, 8] and m["train_length"] == 4
+        for w in m["maps"].values():
+            assert w.shape[0] == 2 and w.shape[1] == w.shape[2]
+            np.testing.assert_allclose(w.sum(-1), 1.0, atol=2e-3)
+            assert np.all(np.triu(w, k=1) == 0)
     records = read_records(out / "results.jsonl")
     # 2 schemes x 1 task x 2 seeds x 2 lengths
     assert len(records) == 8

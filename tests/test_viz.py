@@ -265,3 +265,66 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
     assert [p.name for p in paths] == [*small, "attention_maps.png"]
     for path in paths:
         _check_png(path)
+
+
+def test_run_attention_maps_are_the_trained_seeds_attention(tmp_path):
+    """Maps from a stacked multi-seed state equal attention_weights of that seed's model."""
+    from experiments.config import EvalConfig, ModelConfig, TrainConfig
+    from experiments.tasks import get_task
+    from experiments.train import build_model_fn, init_state, make_optimizer
+    from posenc_jax.schemes import make_scheme
+
+    task = get_task("copy", num_symbols=5)
+    scheme = make_scheme("alibi").configure(causal=task.causal)
+    make = build_model_fn(
+        task, scheme, ModelConfig(num_layers=1, d_model=16, num_heads=2), EvalConfig()
+    )
+    graphdef, state = init_state(make, [3, 7], make_optimizer(TrainConfig()))
+    lengths = viz.attention_map_lengths(task, 4, [4, 8, 64], max_tokens=40)
+    assert lengths == [4, 8]  # 64 is too long for 40 tokens; the train length comes first
+    assert viz.attention_map_lengths(task, 30, [40], max_tokens=40) == []
+    maps = viz.run_attention_maps(task, graphdef, state, lengths, seed_index=1)
+    model = make(jax.random.key(7))
+    for length in lengths:
+        batch = task.sample_batch(np.random.default_rng([length, 7919]), 1, length)
+        expected = viz.attention_weights(model, batch.tokens)[0]
+        assert maps[length].shape == (2, task.sequence_length(length), task.sequence_length(length))
+        np.testing.assert_allclose(maps[length], expected, atol=1e-6)
+
+    path = viz.save_attention_maps(
+        tmp_path / "a" / "run.npz", maps, scheme="alibi", task="copy", train_length=4
+    )
+    saved = viz.load_attention_maps(path)
+    assert (saved["scheme"], saved["task"], saved["train_length"]) == ("alibi", "copy", 4)
+    for length in lengths:  # stored as float16
+        np.testing.assert_allclose(saved["maps"][length], maps[length], atol=1e-3)
+
+    records = [{"scheme": "alibi", "task": "copy"}]
+    viz.save_attention_maps(  # a run without records (e.g. a stale file) is not drawn
+        tmp_path / "attention" / "other.npz", maps, scheme="rope", task="copy", train_length=4
+    )
+    (tmp_path / "attention" / "run.npz").write_bytes(path.read_bytes())
+    (png,) = viz.draw_run_attention_maps(tmp_path, records)
+    assert png.name == "attention_copy.png"
+    _check_png(png)
+
+
+def test_attention_array_figure_panels_and_values():
+    rng = np.random.default_rng(0)
+    maps = {
+        "rope": {4: rng.random((2, 5, 5)), 9: rng.random((2, 10, 10))},
+        "nope": {4: rng.random((2, 5, 5))},
+    }
+    fig = viz.figure_attention_arrays(maps, train_length=4)
+    axes = fig.axes
+    assert len(axes) == 4
+    assert [ax.get_title() for ax in axes] == [
+        "rope, T=5 (train)",
+        "rope, T=10 (beyond training)",
+        "nope, T=5 (train)",
+        "",
+    ]
+    assert not axes[3].axison  # nope has no map at length 9
+    np.testing.assert_allclose(axes[1].images[0].get_array(), maps["rope"][9].mean(axis=0))
+    with pytest.raises(ValueError, match="at least one"):
+        viz.figure_attention_arrays({})
