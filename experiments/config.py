@@ -62,6 +62,9 @@ class TrainConfig:
     randomized_positions: int | None = None
     log_every: int = 50
     checkpoint_every: int = 0
+    finetune_steps: int = 0
+    finetune_length: int | None = None
+    finetune_learning_rate: float = 1.0e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +147,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str and isinstance(value, str):
         return value
     raise ConfigError(f"{where} must be {_type_name(tp)}; got {value!r}")
@@ -207,6 +215,15 @@ def validate(cfg: ExperimentConfig) -> None:
         _positive(getattr(t, key), f"train.{key}")
     for key in ("warmup_steps", "weight_decay", "grad_clip", "log_every", "checkpoint_every"):
         _positive(getattr(t, key), f"train.{key}", allow_zero=True)
+    _positive(t.finetune_steps, "train.finetune_steps", allow_zero=True)
+    _positive(t.finetune_learning_rate, "train.finetune_learning_rate")
+    if t.finetune_length is not None:
+        _positive(t.finetune_length, "train.finetune_length")
+    elif t.finetune_steps > 0:
+        raise ConfigError(
+            f"train.finetune_length must be set when train.finetune_steps > 0 "
+            f"(got finetune_steps={t.finetune_steps}); it is the task length to fine-tune at"
+        )
     if t.min_length > t.length:
         raise ConfigError(f"train.min_length ({t.min_length}) must be <= train.length ({t.length})")
     if t.randomized_positions is not None and t.randomized_positions < 1:

@@ -185,7 +185,10 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
         for t_label, task, tcfg, lengths in tasks:
             train_length = tcfg.length
             limit = scheme.position_limit()
-            needed = max(task.sequence_length(n) for n in (train_length, *lengths))
+            stage_lengths = (train_length, *lengths)
+            if tcfg.finetune_steps:
+                stage_lengths += (tcfg.finetune_length,)
+            needed = max(task.sequence_length(n) for n in stage_lengths)
             if tcfg.randomized_positions:
                 if tcfg.randomized_positions < task.sequence_length(train_length):
                     raise ConfigError(
@@ -200,7 +203,9 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                     f"sequence ({needed} positions for task {t_label}); raise max_length or "
                     "set out_of_range: clip"
                 )
-            runs.append(Run(s_label, scheme, t_label, task, tcfg, lengths))
+            # Positions are checked here, once; the compiled steps need no run-time check.
+            checked = scheme.with_positions_checked(needed)
+            runs.append(Run(s_label, checked, t_label, task, tcfg, lengths))
     mesh_shape(cfg, runs)
     return runs
 
@@ -447,4 +452,97 @@ def _train_and_eval(
             records += _records_for(
                 r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", diverged=diverged
             )
+    if r.train.finetune_steps and len(diverged) < len(seeds):
+        records += _finetune_and_eval(
+            r, cfg, seeds, scheme, state, diverged, mesh=mesh, desc=desc, progress=progress
+        )
     return records, info
+
+
+def finetune_config(tcfg: TrainConfig) -> TrainConfig:
+    """The training settings of the fine-tune stage.
+
+    Full-length sequences at ``finetune_length`` for ``finetune_steps`` steps at
+    ``finetune_learning_rate`` (warmup a tenth of the steps), real positions, no
+    checkpoints; the other settings as in training.
+    """
+    n = tcfg.finetune_length
+    return dataclasses.replace(
+        tcfg,
+        length=n,
+        min_length=n,
+        steps=tcfg.finetune_steps,
+        learning_rate=tcfg.finetune_learning_rate,
+        warmup_steps=max(1, tcfg.finetune_steps // 10),
+        randomized_positions=None,
+        checkpoint_every=0,
+        finetune_steps=0,
+    )
+
+
+def _finetune_and_eval(
+    r: Run,
+    cfg: ExperimentConfig,
+    seeds: list[int],
+    scheme: Scheme,
+    state: Any,
+    diverged: dict[int, int],
+    *,
+    mesh: Mesh | None,
+    desc: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Continues training at the longer length and evaluates again.
+
+    Every scheme gets ``<label>+ft`` (the same scheme fine-tuned); a RoPE scheme
+    also gets ``<label>+<method>+ft`` for each of ``eval.rope_scalings``, the
+    scaling factor being fine-tune length / training length (in sequence
+    positions), as in position interpolation and YaRN fine-tuning.
+    """
+    ft = finetune_config(r.train)
+    train_len = r.task.sequence_length(r.train.length)
+    ft_len = r.task.sequence_length(ft.length)
+    variants = [("ft", scheme)]
+    if scheme.name == "rope":
+        variants += [
+            (
+                f"{m}+ft",
+                rope_scaling_variant(scheme, m, train_seq_len=train_len, eval_seq_len=ft_len),
+            )
+            for m in cfg.eval.rope_scalings
+        ]
+    out = []
+    for suffix, variant in variants:
+        graphdef, ft_state, info = train(
+            r.task,
+            variant,
+            seeds,
+            cfg.model,
+            ft,
+            cfg.eval,
+            mesh=mesh,
+            progress=progress,
+            desc=f"{desc} fine-tune {suffix}",
+            init_from=state,
+        )
+        bad = {**info["diverged"], **diverged}
+        metrics = {}
+        if len(bad) < len(seeds):
+            metrics = evaluate(
+                r.task,
+                graphdef,
+                ft_state,
+                r.eval_lengths,
+                cfg.eval,
+                mesh=mesh,
+                progress=progress,
+                desc=f"{desc} eval {suffix}",
+            )
+        records = _records_for(
+            r, seeds, metrics, scheme_label=f"{r.scheme_label}+{suffix}", diverged=bad
+        )
+        for rec in records:
+            rec["finetune_length"] = ft.length
+            rec["finetune_steps"] = ft.steps
+        out += records
+    return out

@@ -233,8 +233,13 @@ def train(
     mesh: Mesh | None = None,
     progress: bool = True,
     desc: str = "",
+    init_from: RunState | None = None,
 ) -> tuple[nnx.GraphDef, RunState, dict[str, Any]]:
     """Trains every seed of one (scheme, task) run, resuming from a checkpoint if any.
+
+    ``init_from``: start from these (stacked) parameters instead of a fresh model,
+    with a fresh optimizer state: the fine-tune stage. The scheme may differ from
+    the one they were trained with (a RoPE scaling), as long as the parameters match.
 
     The loss of every seed is checked every ``log_every`` steps and at the end; a
     seed whose loss is NaN or infinite is recorded as diverged at that step (the
@@ -250,6 +255,11 @@ def train(
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, mcfg, ecfg)
     graphdef, state = init_state(make_model, seeds, tx)
+    if init_from is not None:
+        # Copies, since the train step donates its inputs and the caller keeps init_from.
+        params = jax.tree.map(jnp.copy, init_from.params)
+        rest = jax.tree.map(jnp.copy, init_from.rest)
+        state = RunState(0, params, rest, jax.jit(jax.vmap(tx.init))(params))
     if mesh is not None:
         state = RunState(
             0, *(put_state(x, mesh) for x in (state.params, state.rest, state.opt_state))

@@ -80,6 +80,24 @@ class Scheme:
         """One past the largest position the scheme can encode, or None when unbounded."""
         return None
 
+    def with_positions_checked(self, max_position: int) -> Scheme:
+        """This scheme for inputs whose positions all lie in ``[0, max_position)``.
+
+        The bound is checked here, once, on the host (the experiment plan does so for
+        every length it will run); a scheme whose hooks check positions at run time
+        returns a copy without that per-call check. Others return themselves.
+
+        Raises:
+          ValueError: ``max_position`` exceeds `position_limit`.
+        """
+        limit = self.position_limit()
+        if limit is not None and max_position > limit:
+            raise ValueError(
+                f"{self.name}: positions up to {max_position - 1} exceed the limit of "
+                f"{limit} positions"
+            )
+        return self
+
     def to_config(self) -> dict[str, Any]:
         """The settings as a plain dict accepted by `make_scheme`."""
         out: dict[str, Any] = {"name": self.name}
@@ -178,6 +196,12 @@ class LearnedScheme(Scheme):
 
     def position_limit(self) -> int | None:
         return None if self.out_of_range == "clip" else int(self.max_length)
+
+    def with_positions_checked(self, max_position: int) -> Scheme:
+        # In range by the check: "clip" then never clips, and skips the host callback
+        # that "error" needs under jit (a device-host round trip every step).
+        super().with_positions_checked(max_position)
+        return dataclasses.replace(self, out_of_range="clip")
 
     def init_embed_params(self, key: jax.Array, *, d_model: int) -> Params:
         return {"table": absolute.init_learned_table(key, int(self.max_length), d_model)}

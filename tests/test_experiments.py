@@ -124,6 +124,58 @@ def test_language_model_records_perplexity_and_overrides(tmp_path):
     assert at_train["rope+linear"] == pytest.approx(at_train["rope"], rel=1e-5)
 
 
+def test_finetune_stage_continues_from_the_trained_model(tmp_path):
+    """With a vanishing fine-tune learning rate, every fine-tuned row equals its zero-shot
+    counterpart: the stage starts from the trained parameters and scales RoPE by
+    finetune length / training length. A real learning rate changes the numbers."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 400)
+    cfg = dict(
+        TINY,
+        schemes=["rope", "alibi"],
+        tasks=[{"name": "lm", "corpus": str(corpus), "eval_lengths": [8, 32]}],
+        train=dict(TINY["train"], length=8, finetune_steps=3, finetune_length=32),
+        eval=dict(TINY["eval"], rope_scalings=["linear"]),
+    )
+    overrides = ("train.finetune_learning_rate=1e-20",)
+    records = run(
+        _write(tmp_path, cfg),
+        out_dir=tmp_path / "a",
+        progress=False,
+        verbose=False,
+        overrides=overrides,
+    )
+    loss = {(r["scheme"], r["seed"], r["eval_length"]): r["loss"] for r in records}
+    assert {k[0] for k in loss} == {
+        "rope",
+        "rope+linear",
+        "rope+ft",
+        "rope+linear+ft",
+        "alibi",
+        "alibi+ft",
+    }
+    for r in records:
+        if r["scheme"].endswith("+ft"):
+            assert (r["finetune_length"], r["finetune_steps"], r["train_length"]) == (32, 3, 8)
+    for seed in (0, 1):
+        for n in (8, 32):
+            assert loss["rope+ft", seed, n] == pytest.approx(loss["rope", seed, n], rel=1e-5)
+            assert loss["alibi+ft", seed, n] == pytest.approx(loss["alibi", seed, n], rel=1e-5)
+        # Zero-shot linear at 32 uses factor 32/8, the fine-tuned linear variant too.
+        assert loss["rope+linear+ft", seed, 32] == pytest.approx(
+            loss["rope+linear", seed, 32], rel=1e-5
+        )
+    tuned = run(
+        _write(tmp_path, dict(cfg, schemes=["alibi"]), "b.yaml"),
+        out_dir=tmp_path / "b",
+        progress=False,
+        verbose=False,
+        overrides=("train.finetune_learning_rate=3e-3",),
+    )
+    tuned = {(r["scheme"], r["seed"], r["eval_length"]): r["loss"] for r in tuned}
+    assert tuned["alibi+ft", 0, 32] != pytest.approx(tuned["alibi", 0, 32], rel=1e-3)
+
+
 BAD_CONFIGS = [
     ({"schemes": ["rotary"]}, "schemes[0]: unknown scheme 'rotary'; valid schemes"),
     ({"tasks": ["revers"]}, "tasks[0]"),
@@ -141,6 +193,15 @@ BAD_CONFIGS = [
     ({"seeds": []}, "seeds must list"),
     ({"colour": "red"}, "unknown key colour"),
     ({"tasks": [{"name": "copy", "train": {"steps": -1}}]}, "tasks[0].train.steps"),
+    ({"train": {"finetune_steps": 5}}, "train.finetune_length must be set"),
+    ({"train": {"finetune_steps": 5, "finetune_length": 0}}, "train.finetune_length must be > 0"),
+    (
+        {
+            "schemes": [{"name": "learned", "max_length": 20}],
+            "train": {"finetune_steps": 2, "finetune_length": 30},
+        },
+        "max_length 20 is shorter",
+    ),
 ]
 
 
@@ -302,6 +363,15 @@ def test_default_quick_config_is_valid():
         "rope",
         "alibi",
     }
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_plans(name):
+    """Each config in configs/ (the reproductions included) resolves into runs."""
+    from experiments.runner import plan
+
+    runs = plan(load_config(ROOT / "configs" / f"{name}.yaml"))
+    assert runs and all(r.eval_lengths for r in runs)
 
 
 @pytest.mark.parametrize("task_name", ["reverse_string", "copy"])

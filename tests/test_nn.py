@@ -141,6 +141,23 @@ def test_learned_table_out_of_range_is_an_error():
     assert np.all(np.isfinite(clip(jnp.zeros((1, 9), jnp.int32))))
 
 
+def test_positions_checked_once_drop_the_run_time_check_and_keep_outputs():
+    from posenc_jax.schemes import make_scheme
+
+    learned = make_scheme({"name": "learned", "max_length": 8})
+    checked = learned.with_positions_checked(8)
+    assert checked.out_of_range == "clip" and learned.out_of_range == "error"
+    with pytest.raises(ValueError, match="exceed the limit of 8"):
+        learned.with_positions_checked(9)
+    params = learned.init_embed_params(jax.random.key(0), d_model=4)
+    x = jnp.zeros((2, 8, 4))
+    pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
+    np.testing.assert_array_equal(checked.embed(params, x, pos), learned.embed(params, x, pos))
+    for name in ("nope", "rope", "alibi", "t5", "shaw", "sinusoidal"):
+        scheme = make_scheme(name)
+        assert scheme.with_positions_checked(10**6) is scheme
+
+
 def test_generate_greedy_matches_argmax_of_full_forward():
     model = _lm("alibi")
     prompt = jnp.array([[1, 2, 3, 4], [0, 5, 6, 7]])
