@@ -1,0 +1,623 @@
+"""Performance report: train step per scheme, RoPE rotation, vmapped seeds, default job.
+
+Each section measures the things it compares side by side in one run (warm-up and
+compilation first, then interleaved repeats, medians) and prints absolute figures,
+the ratio and PASS/FAIL against the project's targets:
+
+1. ``train``: the jitted, vmapped train step of `experiments.train` (tiny LM:
+   2 layers, d_model 64, 4 heads) for every scheme of configs/quick.yaml,
+   relative to NoPE. Targets: learned, sinusoidal, rope, alibi <= 1.10x;
+   t5 <= 1.25x; shaw <= 1.6x.
+2. ``rope``: `posenc_jax.rope.apply_rope` on [B, T, N, H] against (a) an
+   elementwise op reading and writing the same arrays (target <= 1.5x) and
+   (b) a plain rotate-half implementation written here (target <= 1.0x), in
+   float32 and bfloat16. Each allocator setting runs in a fresh process (see
+   ``--malloc``), because glibc returns 32 MiB float32 outputs to the OS after
+   every call and the page faults of the next call cost more than the rotation.
+   Also timed: the same rotation with the cos/sin table left to XLA:CPU's fusion
+   (recomputed inside the [B, T, N, H] loop), which apply_rope avoids on CPU.
+3. ``seeds``: 8 seeds trained together in one `experiments.train.train` call
+   against 8 single-seed calls (each compiles, as separate runs would), with the
+   compile / steps split. Target: together <= 0.5x.
+4. ``job``: wall time of ``posenc run configs/quick.yaml`` in a subprocess,
+   with the load average before it.
+
+    python benchmarks/performance.py                           # every section
+    python benchmarks/performance.py --sections train rope
+    python benchmarks/performance.py --sections seeds --seed-steps 100
+    python benchmarks/performance.py --sections job
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.config import load_config
+from experiments.runner import plan
+from experiments.train import (
+    build_model_fn,
+    init_state,
+    make_optimizer,
+    make_train_step,
+    train,
+    training_batches,
+)
+from posenc_jax import rope
+from posenc_jax.schemes import RopeScheme, make_scheme
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "configs" / "quick.yaml"
+
+TRAIN_TARGETS = {
+    "nope": None,
+    "learned": 1.10,
+    "sinusoidal": 1.10,
+    "rope": 1.10,
+    "alibi": 1.10,
+    "t5": 1.25,
+    "shaw": 1.60,
+}
+ROPE_VS_ELEMENTWISE = 1.5
+ROPE_VS_REFERENCE = 1.0
+SEEDS_TARGET = 0.5
+# Extra rows of section 1 that explain a cost (no target): learned with its run-time range
+# check (a host callback every step; the experiments check positions once, in the plan),
+# and RoPE with the cos/sin table fused into the rotation loop (XLA:CPU's own choice).
+DIAGNOSTICS = ("learned (run-time check)", "rope (fused table)")
+
+# glibc settings that keep freed large blocks in the heap (no munmap, no page faults on reuse).
+NO_MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+
+
+def _verdict(ratio: float, target: float | None) -> str:
+    if target is None:
+        return "(ref)"
+    return "PASS" if ratio <= target else "FAIL"
+
+
+def _median_ms(samples: list[float]) -> float:
+    return 1e3 * statistics.median(samples)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Train step per scheme
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Stepper:
+    """One scheme's compiled train step and its (donated, so threaded) state."""
+
+    label: str
+    step: object
+    params: object
+    rest: object
+    opt_state: object
+    batch: dict
+    compile_s: float = 0.0
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.params, self.rest, self.opt_state, metrics = self.step(
+                self.params, self.rest, self.opt_state, self.batch
+            )
+        jax.block_until_ready((self.params, self.opt_state, metrics))
+        return (time.perf_counter() - t0) / n
+
+
+def _make_stepper(label, scheme, task, seeds, tcfg, cfg) -> _Stepper:
+    scheme = scheme.configure(causal=task.causal)
+    tx = make_optimizer(tcfg)
+    make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
+    graphdef, state = init_state(make_model, seeds, tx)
+    step = make_train_step(graphdef, tx)
+    batch = jax.device_put(next(training_batches(task, seeds, tcfg)))
+    s = _Stepper(label, step, state.params, state.rest, state.opt_state, batch)
+    t0 = time.perf_counter()
+    s.run(1)  # compiles
+    s.compile_s = time.perf_counter() - t0
+    s.run(2)  # warm-up
+    return s
+
+
+def train_cases(cfg, runs, *, lm_length: int, lm_batch: int) -> list[dict]:
+    """(name, task, train config, seeds) for each timed shape."""
+    tasks = {}
+    for r in runs:
+        tasks.setdefault(r.task_label, (r.task, r.train))
+    quick_seeds = list(cfg.seeds)
+    cases = []
+    if "lm" in tasks:
+        task, tcfg = tasks["lm"]
+        big = dataclasses.replace(tcfg, length=lm_length, min_length=lm_length, batch_size=lm_batch)
+        cases.append(dict(name=f"lm B={lm_batch} L={lm_length}", task=task, tcfg=big, seeds=[0]))
+    for label, (task, tcfg) in tasks.items():
+        full = dataclasses.replace(tcfg, min_length=tcfg.length)
+        width = task.sequence_length(tcfg.length)
+        name = f"{label} (quick.yaml: B={tcfg.batch_size} L={width})"
+        cases.append(dict(name=name, task=task, tcfg=full, seeds=[quick_seeds[0]]))
+        cases.append(dict(name=name, task=task, tcfg=full, seeds=quick_seeds))
+    return cases
+
+
+def section_train(args) -> list[dict]:
+    cfg = load_config(QUICK)
+    runs = plan(cfg)
+    schemes = []
+    for r in runs:
+        if r.scheme_label not in [s[0] for s in schemes] and r.scheme_label in args.schemes:
+            schemes.append((r.scheme_label, r.scheme))
+    if args.diagnostics:
+        learned = next((s for label, s in schemes if label == "learned"), None)
+        if learned is not None:
+            checked = make_scheme(dict(learned.to_config(), out_of_range="error"))
+            schemes.append(("learned (run-time check)", checked))
+        if "rope" in args.schemes:
+            schemes.append(("rope (fused table)", RopeFusedTable()))
+    m = cfg.model
+    print(
+        f"\n## 1. Train step time per scheme vs NoPE (tiny LM: {m.num_layers} layers, "
+        f"d_model {m.d_model}, {m.num_heads} heads; jit(vmap(step)) of experiments.train)"
+    )
+    print(
+        f"median of {args.repeats} interleaved samples of {args.steps_per_sample} steps; "
+        "times are per optimizer step of all seeds together"
+    )
+    header = (
+        f"{'case':34s} {'seeds':>5s} {'scheme':17s} {'step ms':>8s} {'vs nope':>8s} "
+        f"{'target':>7s} {'':5s} {'compile s':>9s}"
+    )
+    rows = []
+    cases = train_cases(cfg, runs, lm_length=args.lm_length, lm_batch=args.lm_batch)
+    if args.cases:
+        cases = [c for i, c in enumerate(cases) if i in args.cases]
+    print(header)
+    for case in cases:
+        steppers = [
+            _make_stepper(label, scheme, case["task"], case["seeds"], case["tcfg"], cfg)
+            for label, scheme in schemes
+        ]
+        samples = {s.label: [] for s in steppers}
+        for rep in range(args.repeats):
+            shift = rep % len(steppers)  # rotate the order so no scheme always runs first
+            for s in steppers[shift:] + steppers[:shift]:
+                samples[s.label].append(s.run(args.steps_per_sample))
+        base = statistics.median(samples["nope"]) if "nope" in samples else float("nan")
+        for s in steppers:
+            t = statistics.median(samples[s.label])
+            ratio = t / base
+            target = TRAIN_TARGETS.get(s.label)
+            verdict = "info" if s.label in DIAGNOSTICS else _verdict(ratio, target)
+            row = dict(
+                case=case["name"],
+                seeds=len(case["seeds"]),
+                scheme=s.label,
+                step_ms=1e3 * t,
+                ratio=ratio,
+                target=target,
+                verdict=verdict,
+                compile_s=s.compile_s,
+            )
+            rows.append(row)
+            tgt = f"{target:.2f}x" if target else "-"
+            print(
+                f"{row['case']:34s} {row['seeds']:5d} {s.label:17s} {row['step_ms']:8.2f} "
+                f"{ratio:7.2f}x {tgt:>7s} {row['verdict']:5s} {s.compile_s:9.1f}",
+                flush=True,
+            )
+        del steppers
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# 2. RoPE rotation
+# --------------------------------------------------------------------------------------------
+
+
+def rotate_half_reference(x: jax.Array, positions: jax.Array, *, base: float = 10000.0):
+    """A plain RoPE ("half" layout, all dims): x * cos + rotate_half(x) * sin, in float32.
+
+    cos/sin come from the positions and the frequencies inside the jitted function,
+    as in the common reference implementations (GPT-NeoX, Hugging Face Llama).
+    x: [B, T, N, H], positions: [T].
+    """
+    h = x.shape[-1]
+    inv_freq = 1.0 / base ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h)  # [H/2]
+    angle = positions.astype(jnp.float32)[:, None] * inv_freq  # [T, H/2]
+    emb = jnp.concatenate([angle, angle], axis=-1)[:, None, :]  # [T, 1, H]
+    xf = x.astype(jnp.float32)
+    rotated = jnp.concatenate([-xf[..., h // 2 :], xf[..., : h // 2]], axis=-1)
+    return (xf * jnp.cos(emb) + rotated * jnp.sin(emb)).astype(x.dtype)
+
+
+def _rope_table(positions, inv_freq, attention_factor):
+    """cos, sin of m * theta with apply_rope's own angle reduction: [..., T, 1, R/2] float32."""
+    return rope._cos_sin(positions, inv_freq, attention_factor)
+
+
+def apply_rope_fused_table(x, positions, *, inv_freq, attention_factor=1.0):
+    """apply_rope ("half" layout) without materializing the cos/sin table: what XLA:CPU
+    does with the plain formula (cos/sin recomputed inside the [B, T, N, R] loop).
+
+    Same angles and arithmetic as `posenc_jax.rope.apply_rope`, so the output is
+    bit-identical; only where XLA evaluates the table changes.
+    """
+    half = inv_freq.shape[0]
+    dim = 2 * half
+    cos, sin = _rope_table(positions, inv_freq, attention_factor)
+    xf = x.astype(jnp.float32)
+    a, b, rest = xf[..., :half], xf[..., half:dim], xf[..., dim:]
+    out = jnp.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1)
+    return out.astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeFusedTable(RopeScheme):
+    """The rope scheme rotating with `apply_rope_fused_table` (layout "half")."""
+
+    def rotate(self, params, q, k, q_positions, k_positions):
+        inv_freq, factor = rope.rope_frequencies(
+            q.shape[-1],
+            base=self.base,
+            rotary_fraction=self.rotary_fraction,
+            scaling=self._scaling(),
+            seq_len=jnp.max(k_positions) + 1,
+        )
+        q = apply_rope_fused_table(q, q_positions, inv_freq=inv_freq, attention_factor=factor)
+        k = apply_rope_fused_table(k, k_positions, inv_freq=inv_freq, attention_factor=factor)
+        return q, k
+
+
+def _cos_in_big_loop(compiled, shape) -> bool:
+    """True when a fused computation that produces x's shape evaluates cosine."""
+    dims = ",".join(str(d) for d in shape)
+    for block in compiled.as_text().split("\n\n"):
+        head = block.strip().splitlines()[0] if block.strip() else ""
+        produces_x = "fused_computation" in head and f"[{dims}]" in head.split("->")[-1]
+        if produces_x and "cosine(" in block:
+            return True
+    return False
+
+
+def rope_child(args) -> None:
+    """Runs in a fresh process; prints one JSON line of results."""
+    b, t, n, h = args.rope_shape
+    positions = jnp.arange(t, dtype=jnp.int32)
+    inv_freq, factor = rope.rope_frequencies(h)
+    results = []
+    for dtype_name in args.rope_dtypes:
+        dtype = jnp.dtype(dtype_name)
+        x = jax.random.normal(jax.random.key(0), (b, t, n, h), jnp.float32).astype(dtype)
+        c = 1.0 + 0.01 * jax.random.normal(jax.random.key(1), (t, 1, h), jnp.float32)
+        d = 0.01 * jax.random.normal(jax.random.key(2), (t, 1, h), jnp.float32)
+        cos_t, sin_t = _rope_table(positions, inv_freq, factor)
+        fns = {
+            "apply_rope": (
+                jax.jit(lambda x, p: rope.apply_rope(x, p, inv_freq=inv_freq)),
+                (x, positions),
+            ),
+            "elementwise x*c+d": (
+                jax.jit(lambda x, c, d: (x.astype(jnp.float32) * c + d).astype(x.dtype)),
+                (x, c, d),
+            ),
+            "elementwise x*2": (jax.jit(lambda x: x * jnp.asarray(2, x.dtype)), (x,)),
+            "rotate-half reference": (jax.jit(rotate_half_reference), (x, positions)),
+            "apply_rope, fused table": (
+                jax.jit(lambda x, p: apply_rope_fused_table(x, p, inv_freq=inv_freq)),
+                (x, positions),
+            ),
+            "rotation, table given": (
+                jax.jit(
+                    lambda x, cs, sn: jnp.concatenate(
+                        [
+                            x[..., : h // 2].astype(jnp.float32) * cs
+                            - x[..., h // 2 :].astype(jnp.float32) * sn,
+                            x[..., h // 2 :].astype(jnp.float32) * cs
+                            + x[..., : h // 2].astype(jnp.float32) * sn,
+                        ],
+                        axis=-1,
+                    ).astype(x.dtype)
+                ),
+                (x, cos_t, sin_t),
+            ),
+        }
+        compiled = {k: f.lower(*a).compile() for k, (f, a) in fns.items()}
+        outs = {k: jax.block_until_ready(compiled[k](*a)) for k, (_, a) in fns.items()}
+        fused_diff = float(
+            jnp.max(
+                jnp.abs(
+                    outs["apply_rope, fused table"].astype(jnp.float32)
+                    - outs["apply_rope"].astype(jnp.float32)
+                )
+            )
+        )
+        ref_diff = float(
+            jnp.max(
+                jnp.abs(
+                    outs["rotate-half reference"].astype(jnp.float32)
+                    - outs["apply_rope"].astype(jnp.float32)
+                )
+            )
+        )
+        del outs
+        for k, (_, a) in fns.items():  # warm-up
+            jax.block_until_ready(compiled[k](*a))
+        samples = {k: [] for k in fns}
+        names = list(fns)
+        for rep in range(args.rope_repeats):
+            shift = rep % len(names)
+            for k in names[shift:] + names[:shift]:
+                a = fns[k][1]
+                t0 = time.perf_counter()
+                jax.block_until_ready(compiled[k](*a))
+                samples[k].append(time.perf_counter() - t0)
+        results.append(
+            dict(
+                dtype=dtype_name,
+                ms={k: _median_ms(v) for k, v in samples.items()},
+                cos_in_loop={
+                    k: _cos_in_big_loop(compiled[k], (b, t, n, h))
+                    for k in ("apply_rope", "rotate-half reference", "apply_rope, fused table")
+                },
+                fused_max_abs_diff=fused_diff,
+                reference_max_abs_diff=ref_diff,
+            )
+        )
+    print(json.dumps(results))
+
+
+def section_rope(args) -> list[dict]:
+    b, t, n, h = args.rope_shape
+    print(f"\n## 2. apply_rope, x [B={b}, T={t}, N={n}, H={h}], positions [T] int32")
+    print(f"median of {args.rope_repeats} interleaved calls of each jitted function, fresh output")
+    modes = {"default": {}, "no-mmap": NO_MMAP_ENV}
+    chosen = list(modes) if args.malloc == "both" else [args.malloc]
+    rows = []
+    for mode in chosen:
+        env = dict(os.environ, **modes[mode])
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-rope"]
+        cmd += ["--rope-shape", *map(str, args.rope_shape)]
+        cmd += ["--rope-repeats", str(args.rope_repeats), "--rope-dtypes", *args.rope_dtypes]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode:
+            print(f"rope child ({mode}) failed:\n{proc.stderr[-3000:]}")
+            continue
+        for r in json.loads(proc.stdout.strip().splitlines()[-1]):
+            r["malloc"] = mode
+            rows.append(r)
+    for r in rows:
+        ms = r["ms"]
+        print(f"\nmalloc={r['malloc']} dtype={r['dtype']}")
+        print(
+            f"{'function':26s} {'ms':>8s} {'vs x*c+d':>9s} {'vs reference':>12s}  "
+            "cos/sin in the x-sized loop"
+        )
+        for k, v in ms.items():
+            loop = r["cos_in_loop"].get(k)
+            print(
+                f"{k:26s} {v:8.2f} {v / ms['elementwise x*c+d']:8.2f}x "
+                f"{v / ms['rotate-half reference']:11.2f}x  {'' if loop is None else loop}"
+            )
+        a = ms["apply_rope"]
+        r1 = a / ms["elementwise x*c+d"]
+        r2 = a / ms["rotate-half reference"]
+        r["ratio_vs_elementwise"], r["ratio_vs_reference"] = r1, r2
+        p = ms["apply_rope, fused table"]
+        r["fused_vs_elementwise"] = p / ms["elementwise x*c+d"]
+        print(
+            f"apply_rope / elementwise = {r1:.2f}x (target <= {ROPE_VS_ELEMENTWISE}x: "
+            f"{_verdict(r1, ROPE_VS_ELEMENTWISE)}); apply_rope / reference = {r2:.2f}x "
+            f"(target <= {ROPE_VS_REFERENCE}x: {_verdict(r2, ROPE_VS_REFERENCE)})"
+        )
+        print(
+            f"without the materialized table: {r['fused_vs_elementwise']:.2f}x elementwise "
+            f"(same output: max |diff| {r['fused_max_abs_diff']:.3g}); rotate-half "
+            f"reference vs apply_rope max |diff| = {r['reference_max_abs_diff']:.3g}"
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Seeds together (vmap) vs one run per seed
+# --------------------------------------------------------------------------------------------
+
+
+def _timed_train(task, scheme, seeds, cfg, tcfg) -> float:
+    t0 = time.perf_counter()
+    train(task, scheme, seeds, cfg.model, tcfg, cfg.eval, progress=False)
+    return time.perf_counter() - t0
+
+
+def _split(task, scheme, seeds, cfg, tcfg) -> dict:
+    """train()'s work in parts: model init, step compile, the steps (with their data)."""
+    tx = make_optimizer(tcfg)
+    make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
+    t0 = time.perf_counter()
+    graphdef, state = init_state(make_model, seeds, tx)
+    jax.block_until_ready(state.params)
+    t1 = time.perf_counter()
+    batches = training_batches(task, seeds, tcfg)
+    first = next(batches)
+    compiled = (
+        make_train_step(graphdef, tx)
+        .lower(state.params, state.rest, state.opt_state, first)
+        .compile()
+    )
+    t2 = time.perf_counter()
+    params, rest, opt_state = state.params, state.rest, state.opt_state
+    for batch in [first, *batches]:
+        params, rest, opt_state, metrics = compiled(params, rest, opt_state, batch)
+    jax.block_until_ready((params, metrics))
+    t3 = time.perf_counter()
+    return dict(init_s=t1 - t0, compile_s=t2 - t1, steps_s=t3 - t2)
+
+
+def section_seeds(args) -> dict:
+    cfg = load_config(QUICK)
+    runs = plan(cfg)
+    run = next(r for r in runs if r.task_label == "copy" and r.scheme_label == args.seeds_scheme)
+    task, scheme = run.task, run.scheme.configure(causal=run.task.causal)
+    tcfg = dataclasses.replace(run.train, steps=args.seed_steps)
+    seeds = list(range(args.num_seeds))
+    print(
+        f"\n## 3. {len(seeds)} seeds together (one train() call, vmapped) vs {len(seeds)} "
+        f"single-seed train() calls: copy task of quick.yaml (B={tcfg.batch_size}, "
+        f"length {tcfg.length}), scheme {args.seeds_scheme}, {tcfg.steps} steps"
+    )
+    together, singles, split_one, split_all = [], [], [], []
+    jobs = {
+        "together": lambda: together.append(_timed_train(task, scheme, seeds, cfg, tcfg)),
+        "singles": lambda: singles.append(
+            sum(_timed_train(task, scheme, [s], cfg, tcfg) for s in seeds)
+        ),
+        "split one": lambda: split_one.append(_split(task, scheme, seeds[:1], cfg, tcfg)),
+        "split all": lambda: split_all.append(_split(task, scheme, seeds, cfg, tcfg)),
+    }
+    names = list(jobs)
+    for rep in range(args.seed_repeats):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            jobs[name]()
+        print(f"  repeat {rep + 1}: together {together[-1]:.1f} s, singles {singles[-1]:.1f} s")
+    t_tog, t_sing = statistics.median(together), statistics.median(singles)
+    ratio = t_tog / t_sing
+    split_one = {k: statistics.median(d[k] for d in split_one) for k in split_one[0]}
+    split_all = {k: statistics.median(d[k] for d in split_all) for k in split_all[0]}
+    k = len(seeds)
+    print(
+        f"{'':28s} {'total s':>8s} {'init s':>7s} {'compile s':>9s} {'steps s':>8s} {'ms/step':>8s}"
+    )
+    print(
+        f"{f'{k} x train(1 seed)':28s} {t_sing:8.1f} {k * split_one['init_s']:7.1f} "
+        f"{k * split_one['compile_s']:9.1f} {k * split_one['steps_s']:8.1f} "
+        f"{1e3 * split_one['steps_s'] / tcfg.steps:8.2f}"
+    )
+    print(
+        f"{f'train({k} seeds)':28s} {t_tog:8.1f} {split_all['init_s']:7.1f} "
+        f"{split_all['compile_s']:9.1f} {split_all['steps_s']:8.1f} "
+        f"{1e3 * split_all['steps_s'] / tcfg.steps:8.2f}"
+    )
+    print(
+        f"together / singles = {ratio:.2f}x (target <= {SEEDS_TARGET}x: "
+        f"{_verdict(ratio, SEEDS_TARGET)}). Totals: train() calls; the split: separate runs "
+        "of the same work timed in parts (steps include making the batches); medians of "
+        f"{args.seed_repeats} interleaved repeats"
+    )
+    return dict(
+        together_s=t_tog,
+        singles_s=t_sing,
+        ratio=ratio,
+        split_one=split_one,
+        split_all=split_all,
+        steps=tcfg.steps,
+        seeds=k,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 4. The default job
+# --------------------------------------------------------------------------------------------
+
+
+def section_job(args) -> dict:
+    print("\n## 4. Default job: posenc run configs/quick.yaml")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["posenc", "run", str(QUICK), "--out", str(Path(tmp) / "quick")]
+        cmd += ["--no-progress", "--overwrite"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+        seconds = time.perf_counter() - t0
+    load_after = os.getloadavg()
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+    print(f"command: {' '.join(cmd)}")
+    print(f"exit code {proc.returncode}; last line: {tail[0]}")
+    print(
+        f"wall time {seconds:.1f} s ({seconds / 60:.2f} min) on {os.cpu_count()} CPUs; "
+        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
+    )
+    if proc.returncode:
+        print(proc.stderr[-3000:])
+    return dict(seconds=seconds, load_before=load_before, returncode=proc.returncode)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        default=["train", "rope", "seeds", "job"],
+        choices=["train", "rope", "seeds", "job"],
+    )
+    p.add_argument("--schemes", nargs="+", default=list(TRAIN_TARGETS), choices=list(TRAIN_TARGETS))
+    p.add_argument("--lm-length", type=int, default=128, help="bytes per lm training sequence")
+    p.add_argument("--lm-batch", type=int, default=32)
+    p.add_argument("--cases", type=int, nargs="+", help="indices of the train cases to run")
+    p.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help=f"train: leave out the extra rows {list(DIAGNOSTICS)}",
+    )
+    p.add_argument("--repeats", type=int, default=7, help="train: interleaved samples")
+    p.add_argument("--steps-per-sample", type=int, default=5)
+    p.add_argument("--rope-shape", type=int, nargs=4, default=[8, 2048, 8, 64], metavar="BTNH")
+    p.add_argument("--rope-dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--rope-repeats", type=int, default=15)
+    p.add_argument("--malloc", choices=["default", "no-mmap", "both"], default="both")
+    p.add_argument("--num-seeds", type=int, default=8)
+    p.add_argument("--seed-steps", type=int, default=100)
+    p.add_argument("--seed-repeats", type=int, default=2)
+    p.add_argument("--seeds-scheme", default="rope", choices=list(TRAIN_TARGETS))
+    p.add_argument("--json", help="also write every figure to this JSON file")
+    p.add_argument("--child-rope", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_rope:
+        rope_child(args)
+        return
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    out = {}
+    sections = {
+        "train": section_train,
+        "rope": section_rope,
+        "seeds": section_seeds,
+        "job": section_job,
+    }
+    for name in ["train", "rope", "seeds", "job"]:
+        if name in args.sections:
+            out[name] = sections[name](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return str(x)
+
+
+if __name__ == "__main__":
+    main()
