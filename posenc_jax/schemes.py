@@ -177,6 +177,10 @@ class LearnedScheme(Scheme):
     Settings:
       max_length: rows of the table; positions must be < max_length.
       out_of_range: "error" (default) or "clip".
+      init_stddev: standard deviation of the initial table. The default 1.0 is the
+        scale of the token embeddings of `posenc_jax.nn` models, so positions and
+        tokens start on an equal footing (GPT-2 and BERT likewise draw both tables
+        at one scale, 0.02, with their own token embeddings).
 
     References: Devlin et al. 2019 (BERT); Radford et al. 2019 (GPT-2).
     """
@@ -185,10 +189,13 @@ class LearnedScheme(Scheme):
     hooks: ClassVar[frozenset[str]] = frozenset({"embed"})
     max_length: int = 512
     out_of_range: str = "error"
+    init_stddev: float = 1.0
 
     def __post_init__(self) -> None:
         if int(self.max_length) < 1:
             raise ValueError(f"learned: max_length must be >= 1; got {self.max_length}")
+        if not float(self.init_stddev) >= 0:
+            raise ValueError(f"learned: init_stddev must be >= 0; got {self.init_stddev}")
         if self.out_of_range not in ("error", "clip"):
             raise ValueError(
                 f"learned: out_of_range must be one of ['error', 'clip']; got {self.out_of_range!r}"
@@ -204,7 +211,10 @@ class LearnedScheme(Scheme):
         return dataclasses.replace(self, out_of_range="clip")
 
     def init_embed_params(self, key: jax.Array, *, d_model: int) -> Params:
-        return {"table": absolute.init_learned_table(key, int(self.max_length), d_model)}
+        table = absolute.init_learned_table(
+            key, int(self.max_length), d_model, stddev=float(self.init_stddev)
+        )
+        return {"table": table}
 
     def embed(self, params: Params, x: jax.Array, positions: jax.Array) -> jax.Array:
         pe = absolute.learned_lookup(params["table"], positions, out_of_range=self.out_of_range)

@@ -158,6 +158,21 @@ def test_positions_checked_once_drop_the_run_time_check_and_keep_outputs():
         assert scheme.with_positions_checked(10**6) is scheme
 
 
+def test_learned_table_starts_at_the_token_embedding_scale():
+    from posenc_jax.schemes import make_scheme
+
+    key = jax.random.key(0)
+    table = make_scheme("learned").init_embed_params(key, d_model=64)["table"]
+    model = _lm({"name": "learned", "max_length": 512})
+    tokens = model.embed.embedding.get_value()
+    # A normal truncated at two standard deviations has std 0.880 sigma.
+    assert float(jnp.std(table)) == pytest.approx(0.880 * float(jnp.std(tokens)), rel=0.1)
+    small = make_scheme({"name": "learned", "init_stddev": 0.02}).init_embed_params(key, d_model=64)
+    assert float(jnp.std(small["table"])) == pytest.approx(0.880 * 0.02, rel=0.1)
+    with pytest.raises(ValueError, match="init_stddev"):
+        make_scheme({"name": "learned", "init_stddev": -1.0})
+
+
 def test_generate_greedy_matches_argmax_of_full_forward():
     model = _lm("alibi")
     prompt = jnp.array([[1, 2, 3, 4], [0, 5, 6, 7]])
