@@ -203,6 +203,21 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                     f"sequence ({needed} positions for task {t_label}); raise max_length or "
                     "set out_of_range: clip"
                 )
+            if scheme.name == "rope":  # every zero-shot and fine-tune variant must build
+                train_len = task.sequence_length(train_length)
+                for method in cfg.eval.rope_scalings:
+                    try:
+                        rope_scaling_variant(
+                            scheme, method, train_seq_len=train_len, eval_seq_len=needed
+                        ).validate(
+                            num_heads=cfg.model.num_heads,
+                            head_dim=cfg.model.d_model // cfg.model.num_heads,
+                            d_model=cfg.model.d_model,
+                        )
+                    except ValueError as e:
+                        raise ConfigError(
+                            f"eval.rope_scalings ({method}) with schemes[{i}] ({s_label}): {e}"
+                        ) from None
             # Positions are checked here, once; the compiled steps need no run-time check.
             checked = scheme.with_positions_checked(needed)
             runs.append(Run(s_label, checked, t_label, task, tcfg, lengths))

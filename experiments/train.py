@@ -345,8 +345,7 @@ def rope_scaling_variant(
         "original_max_position_embeddings": train_seq_len,
     }
     if method == "dynamic":
-        scaling["factor"] = 1.0
-        scaling["max_position_embeddings"] = train_seq_len
+        scaling["factor"] = 1.0  # the base grows with the length it sees, from the original
     return dataclasses.replace(scheme, scaling=scaling)
 
 

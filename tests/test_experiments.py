@@ -113,15 +113,22 @@ def test_language_model_records_perplexity_and_overrides(tmp_path):
         out_dir=tmp_path / "out",
         progress=False,
         verbose=False,
-        overrides=("train.length=8", "eval.rope_scalings=[linear, yarn]"),
+        overrides=("train.length=8", "eval.rope_scalings=[linear, ntk, dynamic, yarn]"),
     )
     schemes = {r["scheme"] for r in records}
-    assert schemes == {"rope", "rope+linear", "rope+yarn"}
+    assert schemes == {"rope", "rope+linear", "rope+ntk", "rope+dynamic", "rope+yarn"}
     for r in records:
         assert r["perplexity"] == pytest.approx(2.718281828 ** r["loss"], rel=1e-6)
     # At the training length the scaled variants use factor 1: same numbers as plain RoPE.
     at_train = {r["scheme"]: r["loss"] for r in records if r["eval_length"] == 8 and r["seed"] == 0}
-    assert at_train["rope+linear"] == pytest.approx(at_train["rope"], rel=1e-5)
+    for method in ("linear", "ntk", "dynamic", "yarn"):
+        assert at_train[f"rope+{method}"] == pytest.approx(at_train["rope"], rel=1e-5), method
+    beyond = {r["scheme"]: r["loss"] for r in records if r["eval_length"] == 16 and r["seed"] == 0}
+    # Beyond training each method changes the numbers; dynamic NTK at twice the original
+    # length is NTK-aware scaling with factor 2 by definition.
+    assert beyond["rope+dynamic"] == pytest.approx(beyond["rope+ntk"], rel=1e-6)
+    others = [beyond[k] for k in ("rope", "rope+linear", "rope+ntk", "rope+yarn")]
+    assert len({round(v, 6) for v in others}) == 4
 
 
 def test_finetune_stage_continues_from_the_trained_model(tmp_path):
