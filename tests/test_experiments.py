@@ -139,7 +139,8 @@ def test_finetune_stage_continues_from_the_trained_model(tmp_path):
     corpus.write_text("def f(x):\n    return x + 1\n" * 400)
     cfg = dict(
         TINY,
-        schemes=["rope", "alibi"],
+        schemes=["rope"],
+        seeds=[0],
         tasks=[{"name": "lm", "corpus": str(corpus), "eval_lengths": [8, 32]}],
         train=dict(TINY["train"], length=8, finetune_steps=3, finetune_length=32),
         eval=dict(TINY["eval"], rope_scalings=["linear"]),
@@ -153,27 +154,19 @@ def test_finetune_stage_continues_from_the_trained_model(tmp_path):
         overrides=overrides,
     )
     loss = {(r["scheme"], r["seed"], r["eval_length"]): r["loss"] for r in records}
-    assert {k[0] for k in loss} == {
-        "rope",
-        "rope+linear",
-        "rope+ft",
-        "rope+linear+ft",
-        "alibi",
-        "alibi+ft",
-    }
+    assert {k[0] for k in loss} == {"rope", "rope+linear", "rope+ft", "rope+linear+ft"}
     for r in records:
         if r["scheme"].endswith("+ft"):
             assert (r["finetune_length"], r["finetune_steps"], r["train_length"]) == (32, 3, 8)
-    for seed in (0, 1):
-        for n in (8, 32):
-            assert loss["rope+ft", seed, n] == pytest.approx(loss["rope", seed, n], rel=1e-5)
-            assert loss["alibi+ft", seed, n] == pytest.approx(loss["alibi", seed, n], rel=1e-5)
-        # Zero-shot linear at 32 uses factor 32/8, the fine-tuned linear variant too.
-        assert loss["rope+linear+ft", seed, 32] == pytest.approx(
-            loss["rope+linear", seed, 32], rel=1e-5
-        )
+    seed = 0
+    for n in (8, 32):
+        assert loss["rope+ft", seed, n] == pytest.approx(loss["rope", seed, n], rel=1e-5)
+    # Zero-shot linear at 32 uses factor 32/8, the fine-tuned linear variant too.
+    assert loss["rope+linear+ft", seed, 32] == pytest.approx(
+        loss["rope+linear", seed, 32], rel=1e-5
+    )
     tuned = run(
-        _write(tmp_path, dict(cfg, schemes=["alibi"]), "b.yaml"),
+        _write(tmp_path, dict(cfg, schemes=["alibi"], eval=dict(TINY["eval"])), "b.yaml"),
         out_dir=tmp_path / "b",
         progress=False,
         verbose=False,
