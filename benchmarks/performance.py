@@ -179,7 +179,7 @@ def section_train(args) -> list[dict]:
         "times are per optimizer step of all seeds together"
     )
     header = (
-        f"{'case':34s} {'seeds':>5s} {'scheme':17s} {'step ms':>8s} {'vs nope':>8s} "
+        f"{'case':34s} {'seeds':>5s} {'scheme':24s} {'step ms':>8s} {'vs nope':>8s} "
         f"{'target':>7s} {'':5s} {'compile s':>9s}"
     )
     rows = []
@@ -216,7 +216,7 @@ def section_train(args) -> list[dict]:
             rows.append(row)
             tgt = f"{target:.2f}x" if target else "-"
             print(
-                f"{row['case']:34s} {row['seeds']:5d} {s.label:17s} {row['step_ms']:8.2f} "
+                f"{row['case']:34s} {row['seeds']:5d} {s.label:24s} {row['step_ms']:8.2f} "
                 f"{ratio:7.2f}x {tgt:>7s} {row['verdict']:5s} {s.compile_s:9.1f}",
                 flush=True,
             )
