@@ -389,6 +389,26 @@ def _one_line(records: list[dict[str, Any]]) -> str:
     return f"{metric} by length " + ", ".join(parts) + note
 
 
+def _evaluate_live_seeds(
+    r: Run,
+    cfg: ExperimentConfig,
+    graphdef: Any,
+    state: Any,
+    seeds: list[int],
+    diverged: dict[int, int],
+    *,
+    mesh: Mesh | None,
+    progress: bool,
+    desc: str,
+) -> dict:
+    """Per-length metrics of a trained run; {} when every seed diverged."""
+    if len(diverged) >= len(seeds):
+        return {}
+    return evaluate(
+        r.task, graphdef, state, r.eval_lengths, cfg.eval, mesh=mesh, progress=progress, desc=desc
+    )
+
+
 def _train_and_eval(
     r: Run,
     cfg: ExperimentConfig,
@@ -414,18 +434,9 @@ def _train_and_eval(
         desc=desc,
     )
     diverged = info["diverged"]
-    metrics = {}
-    if len(diverged) < len(seeds):
-        metrics = evaluate(
-            r.task,
-            graphdef,
-            state,
-            r.eval_lengths,
-            cfg.eval,
-            mesh=mesh,
-            progress=progress,
-            desc=desc + " eval",
-        )
+    metrics = _evaluate_live_seeds(
+        r, cfg, graphdef, state, seeds, diverged, mesh=mesh, progress=progress, desc=desc + " eval"
+    )
     records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, diverged=diverged)
     lengths = attention_map_lengths(
         r.task, r.train.length, r.eval_lengths, max_tokens=cfg.eval.attention_maps
@@ -541,18 +552,17 @@ def _finetune_and_eval(
             init_from=state,
         )
         bad = {**info["diverged"], **diverged}
-        metrics = {}
-        if len(bad) < len(seeds):
-            metrics = evaluate(
-                r.task,
-                graphdef,
-                ft_state,
-                r.eval_lengths,
-                cfg.eval,
-                mesh=mesh,
-                progress=progress,
-                desc=f"{desc} eval {suffix}",
-            )
+        metrics = _evaluate_live_seeds(
+            r,
+            cfg,
+            graphdef,
+            ft_state,
+            seeds,
+            bad,
+            mesh=mesh,
+            progress=progress,
+            desc=f"{desc} eval {suffix}",
+        )
         records = _records_for(
             r, seeds, metrics, scheme_label=f"{r.scheme_label}+{suffix}", diverged=bad
         )

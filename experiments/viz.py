@@ -508,6 +508,20 @@ def attention_weights(
     return np.asarray(weights, np.float32)
 
 
+def _attention_panel(
+    ax: Axes, weights: np.ndarray, label: str, length: int, train_length: int | None
+) -> None:
+    """One [T, T] map (query rows, key columns), titled with T and train/beyond."""
+    ax.imshow(weights, cmap="viridis", origin="upper", interpolation="nearest")
+    note = ""
+    if train_length is not None:
+        note = " (train)" if length <= train_length else " (beyond training)"
+    ax.set_title(f"{label}, T={weights.shape[-1]}{note}", fontsize=9)
+    ax.set_xlabel("key", fontsize=8)
+    ax.set_ylabel("query", fontsize=8)
+    _int_ticks(ax)
+
+
 def figure_attention_maps(
     model_by_scheme: Mapping[str, Any],
     tokens_by_length: Mapping[int, Any],
@@ -540,15 +554,7 @@ def figure_attention_maps(
             tokens = jnp.asarray(tokens_by_length[length])
             tokens = tokens.reshape(-1, tokens.shape[-1])[:1]  # [1, T]
             weights = attention_weights(model, tokens, layer=layer)
-            ax = axes[row, col]
-            ax.imshow(weights[0, head], cmap="viridis", origin="upper", interpolation="nearest")
-            note = ""
-            if train_length is not None:
-                note = " (train)" if length <= train_length else " (beyond training)"
-            ax.set_title(f"{label}, T={tokens.shape[-1]}{note}", fontsize=9)
-            ax.set_xlabel("key", fontsize=8)
-            ax.set_ylabel("query", fontsize=8)
-            _int_ticks(ax)
+            _attention_panel(axes[row, col], weights[0, head], label, length, train_length)
     fig.suptitle(f"attention weights, layer {layer}, head {head}")
     return fig
 
@@ -677,14 +683,7 @@ def figure_attention_arrays(
             if weights is None:
                 ax.set_axis_off()
                 continue
-            ax.imshow(np.mean(weights, axis=0), cmap="viridis", interpolation="nearest")
-            note = ""
-            if train_length is not None:
-                note = " (train)" if length <= train_length else " (beyond training)"
-            ax.set_title(f"{label}, T={weights.shape[-1]}{note}", fontsize=9)
-            ax.set_xlabel("key", fontsize=8)
-            ax.set_ylabel("query", fontsize=8)
-            _int_ticks(ax)
+            _attention_panel(ax, np.mean(weights, axis=0), label, length, train_length)
     fig.suptitle(title or "attention weights, layer 0, mean over heads")
     return fig
 
