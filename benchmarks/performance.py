@@ -257,13 +257,8 @@ def apply_rope_fused_table(x, positions, *, inv_freq, attention_factor=1.0):
     Same angles and arithmetic as `posenc_jax.rope.apply_rope`, so the output is
     bit-identical; only where XLA evaluates the table changes.
     """
-    half = inv_freq.shape[0]
-    dim = 2 * half
     cos, sin = _rope_table(positions, inv_freq, attention_factor)
-    xf = x.astype(jnp.float32)
-    a, b, rest = xf[..., :half], xf[..., half:dim], xf[..., dim:]
-    out = jnp.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1)
-    return out.astype(x.dtype)
+    return rope._rotate(x, cos, sin, layout="half")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +298,7 @@ def rope_child(args) -> None:
     for dtype_name in args.rope_dtypes:
         dtype = jnp.dtype(dtype_name)
         x = jax.random.normal(jax.random.key(0), (b, t, n, h), jnp.float32).astype(dtype)
+        x2 = jax.random.normal(jax.random.key(3), (b, t, n, h), jnp.float32).astype(dtype)
         c = 1.0 + 0.01 * jax.random.normal(jax.random.key(1), (t, 1, h), jnp.float32)
         d = 0.01 * jax.random.normal(jax.random.key(2), (t, 1, h), jnp.float32)
         cos_t, sin_t = _rope_table(positions, inv_freq, factor)
@@ -316,12 +312,34 @@ def rope_child(args) -> None:
                 (x, c, d),
             ),
             "elementwise x*2": (jax.jit(lambda x: x * jnp.asarray(2, x.dtype)), (x,)),
+            "apply_rope, q and k": (
+                jax.jit(
+                    lambda q, k, p: (
+                        rope.apply_rope(q, p, inv_freq=inv_freq),
+                        rope.apply_rope(k, p, inv_freq=inv_freq),
+                    )
+                ),
+                (x, x2, positions),
+            ),
+            "elementwise, q and k": (
+                jax.jit(
+                    lambda q, k, c, d: (
+                        (q.astype(jnp.float32) * c + d).astype(q.dtype),
+                        (k.astype(jnp.float32) * c + d).astype(k.dtype),
+                    )
+                ),
+                (x, x2, c, d),
+            ),
             "rotate-half reference": (jax.jit(rotate_half_reference), (x, positions)),
             "apply_rope, fused table": (
                 jax.jit(lambda x, p: apply_rope_fused_table(x, p, inv_freq=inv_freq)),
                 (x, positions),
             ),
             "rotation, table given": (
+                jax.jit(lambda x, cs, sn: rope._rotate(x, cs, sn, layout="half")),
+                (x, cos_t, sin_t),
+            ),
+            "concatenate, table given": (
                 jax.jit(
                     lambda x, cs, sn: jnp.concatenate(
                         [
@@ -423,6 +441,12 @@ def section_rope(args) -> list[dict]:
             f"apply_rope / elementwise = {r1:.2f}x (target <= {ROPE_VS_ELEMENTWISE}x: "
             f"{_verdict(r1, ROPE_VS_ELEMENTWISE)}); apply_rope / reference = {r2:.2f}x "
             f"(target <= {ROPE_VS_REFERENCE}x: {_verdict(r2, ROPE_VS_REFERENCE)})"
+        )
+        qk = ms["apply_rope, q and k"] / ms["elementwise, q and k"]
+        r["qk_vs_elementwise"] = qk
+        print(
+            f"q and k in one function (one cos/sin table, as in attention): {qk:.2f}x "
+            f"elementwise on both"
         )
         print(
             f"without the materialized table: {r['fused_vs_elementwise']:.2f}x elementwise "
@@ -581,7 +605,7 @@ def main() -> None:
     p.add_argument("--steps-per-sample", type=int, default=5)
     p.add_argument("--rope-shape", type=int, nargs=4, default=[8, 2048, 8, 64], metavar="BTNH")
     p.add_argument("--rope-dtypes", nargs="+", default=["float32", "bfloat16"])
-    p.add_argument("--rope-repeats", type=int, default=15)
+    p.add_argument("--rope-repeats", type=int, default=31)
     p.add_argument("--malloc", choices=["default", "no-mmap", "both"], default="both")
     p.add_argument("--num-seeds", type=int, default=8)
     p.add_argument("--seed-steps", type=int, default=100)

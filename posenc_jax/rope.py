@@ -678,6 +678,43 @@ def _cos_sin_table(positions, inv_freq, attention_factor) -> tuple[jax.Array, ja
     )
 
 
+def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, *, layout: str) -> jax.Array:
+    """apply_rope's rotation with the table given: x ``[..., T, N, H]``, cos and sin
+    ``[(B,) T, 1, R/2]``; returns x's shape and dtype.
+
+    The halves are written with pad and select rather than concatenate: XLA:CPU
+    vectorizes a select of padded operands ~1.5x to 2x faster than a concatenate
+    (`benchmarks/performance.py`); on GPU and TPU both fuse into one loop.
+    """
+    half = cos.shape[-1]
+    dim, head_dim = 2 * half, x.shape[-1]
+    xf = x.astype(jnp.float32)
+    if layout == "half":
+        a, b = xf[..., :half], xf[..., half:dim]
+        first = _pad_last(a * cos - b * sin, 0, half)
+        second = _pad_last(b * cos + a * sin, half, 0)
+        out = jnp.where(jnp.arange(dim) < half, first, second)  # [..., R]
+    else:
+        pairs = xf[..., :dim].reshape(*xf.shape[:-1], half, 2)  # [..., R/2, 2]
+        a, b = pairs[..., 0], pairs[..., 1]
+        first, second = a * cos - b * sin, b * cos + a * sin
+        if x.dtype.itemsize >= 4:
+            pad = _pad_last(first[..., None], 0, 1), _pad_last(second[..., None], 1, 0)
+            out = jnp.where(jnp.arange(2) == 0, *pad)
+        else:  # XLA:CPU vectorizes a [..., 2] select poorly for 16-bit outputs
+            out = jnp.stack([first, second], axis=-1)
+        out = out.reshape(*out.shape[:-2], dim)  # [..., R]
+    if dim < head_dim:  # partial rotary: the other dims pass through
+        feature = jnp.arange(head_dim)
+        out = jnp.where(feature < dim, _pad_last(out, 0, head_dim - dim), xf)
+    return out.astype(x.dtype)
+
+
+def _pad_last(v: jax.Array, before: int, after: int) -> jax.Array:
+    """Zero-pads the last axis of v by ``before`` and ``after`` entries."""
+    return jnp.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])
+
+
 def _check_layout(layout: str, argument: str = "layout") -> str:
     if layout not in LAYOUTS:
         raise ValueError(f"rope: {argument} must be one of {list(LAYOUTS)}; got {layout!r}")
@@ -768,19 +805,7 @@ def apply_rope(
             )
 
     cos, sin = _cos_sin_table(positions, inv_freq, attention_factor)  # [(B,) T, 1, R/2]
-    xf = x.astype(jnp.float32)
-    rot, rest = xf[..., :dim], xf[..., dim:]
-    if layout == "half":
-        a, b = rot[..., :half], rot[..., half:]
-        out = jnp.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
-    else:
-        pairs = rot.reshape(*rot.shape[:-1], half, 2)  # [..., R/2, 2]
-        a, b = pairs[..., 0], pairs[..., 1]
-        out = jnp.stack([a * cos - b * sin, b * cos + a * sin], axis=-1)
-        out = out.reshape(*out.shape[:-2], dim)  # [..., R]
-    if rest.shape[-1]:
-        out = jnp.concatenate([out, jnp.broadcast_to(rest, (*out.shape[:-1], rest.shape[-1]))], -1)
-    return out.astype(x.dtype)
+    return _rotate(x, cos, sin, layout=layout)
 
 
 def _layout_permutation(head_dim: int, dim: int, src: str, dst: str) -> np.ndarray:
