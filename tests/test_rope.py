@@ -163,15 +163,20 @@ def test_jit_with_traced_positions_and_frequencies():
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
-def test_output_keeps_input_dtype(dtype):
-    x = jnp.ones((1, 3, 2, 8), dtype)
-    inv_freq, _ = rope_frequencies(8)
-    out = apply_rope(x, jnp.arange(3), inv_freq=inv_freq)
-    assert out.dtype == dtype
-    # Rotation by m * theta of the vector of ones, checked against float64.
-    want = reference_rope(np.ones((3, 2, 8)), np.arange(3), roformer_theta(8), "half")
-    tol = {jnp.bfloat16: 1e-2, jnp.float16: 2e-3, jnp.float32: 1e-6}[dtype]
-    np.testing.assert_allclose(np.asarray(out[0], np.float64), want, atol=tol)
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("rotary_dim", [8, 4])
+def test_output_keeps_input_dtype(dtype, layout, rotary_dim):
+    """Every dtype, layout and partial rotary against float64 (16-bit inputs take
+    their own code path in the interleaved layout)."""
+    x = jax.random.normal(jax.random.key(0), (2, 3, 2, 8)).astype(dtype)
+    inv_freq, _ = rope_frequencies(rotary_dim)
+    out = apply_rope(x, jnp.arange(3), inv_freq=inv_freq, layout=layout)
+    assert out.dtype == dtype and out.shape == x.shape
+    theta = roformer_theta(rotary_dim)
+    tol = {jnp.bfloat16: 3e-2, jnp.float16: 4e-3, jnp.float32: 1e-6}[dtype]
+    for row in range(2):
+        want = reference_rope(np.asarray(x[row], np.float64), np.arange(3), theta, layout)
+        np.testing.assert_allclose(np.asarray(out[row], np.float64), want, atol=tol)
 
 
 # --------------------------------------------------------------------------------------------
