@@ -79,6 +79,7 @@ class EvalConfig:
     blockwise_threshold: int | None = 2048
     block_size: int = 512
     attention_maps: int = 256
+    randomized_positions: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

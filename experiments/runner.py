@@ -197,6 +197,15 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                         f"of task {t_label}"
                     )
                 needed = max(needed, tcfg.randomized_positions)
+                longest = max(task.sequence_length(n) for n in lengths)
+                if cfg.eval.randomized_positions and longest > tcfg.randomized_positions:
+                    raise ConfigError(
+                        f"eval.randomized_positions is on, so task {t_label} is evaluated on "
+                        f"random positions from [0, train.randomized_positions = "
+                        f"{tcfg.randomized_positions}), but its longest evaluation sequence "
+                        f"has {longest} tokens; raise train.randomized_positions or set "
+                        "eval.randomized_positions: false (positions 0..L-1)"
+                    )
             if limit is not None and needed > limit:
                 raise ConfigError(
                     f"schemes[{i}] ({s_label}): max_length {limit} is shorter than the longest "
@@ -400,13 +409,32 @@ def _evaluate_live_seeds(
     mesh: Mesh | None,
     progress: bool,
     desc: str,
+    randomized_range: int | None = None,
 ) -> dict:
     """Per-length metrics of a trained run; {} when every seed diverged."""
     if len(diverged) >= len(seeds):
         return {}
     return evaluate(
-        r.task, graphdef, state, r.eval_lengths, cfg.eval, mesh=mesh, progress=progress, desc=desc
+        r.task,
+        graphdef,
+        state,
+        r.eval_lengths,
+        cfg.eval,
+        mesh=mesh,
+        progress=progress,
+        desc=desc,
+        randomized_range=randomized_range,
     )
+
+
+def eval_randomized_range(r: Run, cfg: ExperimentConfig) -> int | None:
+    """N when run r is evaluated on sorted random positions from [0, N) (trained so,
+    and ``eval.randomized_positions`` on), else None.
+
+    References: Ruoss et al. 2023 (arXiv 2305.16843) evaluate their randomized models
+    on randomized positions too.
+    """
+    return r.train.randomized_positions if cfg.eval.randomized_positions else None
 
 
 def _train_and_eval(
@@ -434,8 +462,18 @@ def _train_and_eval(
         desc=desc,
     )
     diverged = info["diverged"]
+    randomized_range = eval_randomized_range(r, cfg)
     metrics = _evaluate_live_seeds(
-        r, cfg, graphdef, state, seeds, diverged, mesh=mesh, progress=progress, desc=desc + " eval"
+        r,
+        cfg,
+        graphdef,
+        state,
+        seeds,
+        diverged,
+        mesh=mesh,
+        progress=progress,
+        desc=desc + " eval",
+        randomized_range=randomized_range,
     )
     records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, diverged=diverged)
     lengths = attention_map_lengths(
@@ -474,6 +512,7 @@ def _train_and_eval(
                 mesh=mesh,
                 progress=progress,
                 desc=f"{desc} eval {method}",
+                randomized_range=randomized_range,
             )
             records += _records_for(
                 r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", diverged=diverged

@@ -354,11 +354,16 @@ def bucket_width(seq_len: int) -> int:
     return max(8, 1 << (int(seq_len) - 1).bit_length())
 
 
-def eval_batches(task, length: int, ecfg: EvalConfig) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    task, length: int, ecfg: EvalConfig, *, randomized_range: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """Deterministic evaluation batches at one task length (the same for every scheme and seed).
 
     With ``ecfg.bucket`` the batches are right-padded to `bucket_width`, so all
-    lengths in a bucket share one compiled program.
+    lengths in a bucket share one compiled program. ``randomized_range`` N:
+    each row's positions are a sorted random subset of [0, N), drawn from their own
+    generator (the tokens do not change), as Ruoss et al. evaluate models trained
+    that way; None: positions 0..L-1.
     """
     width = task.sequence_length(length)
     if ecfg.bucket:
@@ -368,8 +373,13 @@ def eval_batches(task, length: int, ecfg: EvalConfig) -> Iterator[dict[str, np.n
     else:
         rng = np.random.default_rng([length, 104729])
         batches = (task.sample_batch(rng, ecfg.batch_size, length) for _ in range(ecfg.num_batches))
+    position_rng = np.random.default_rng([length, 104723])
     for batch in batches:
-        yield pad_batch(batch, width)
+        positions = None
+        if randomized_range:
+            b, seq_len = batch.tokens.shape
+            positions = randomized_positions(position_rng, b, seq_len, randomized_range)
+        yield pad_batch(batch, width, positions)
 
 
 def evaluate(
@@ -383,11 +393,14 @@ def evaluate(
     mesh: Mesh | None = None,
     progress: bool = True,
     desc: str = "eval",
+    randomized_range: int | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
     """Per-length metrics for every seed: {length: {metric: [S]}}.
 
     ``graph_for_length(length)`` returns the model graph to evaluate with at that
     length (zero-shot RoPE scaling swaps the scheme; the parameters are shared).
+    ``randomized_range`` N evaluates on sorted random positions from [0, N)
+    (see `eval_batches`).
     """
 
     def run_one(graph, params, rest, batch):
@@ -408,7 +421,8 @@ def evaluate(
         graph = graphdef if graph_for_length is None else graph_for_length(length)
         fn = fn_for(graph)
         totals: dict[str, np.ndarray] = {}
-        for batch in eval_batches(task, length, ecfg):
+        batches = eval_batches(task, length, ecfg, randomized_range=randomized_range)
+        for batch in batches:
             if mesh is not None:
                 batch = put_batch(batch, mesh, stacked=False)
             m = jax.device_get(fn(state.params, state.rest, batch))

@@ -472,7 +472,7 @@ def test_randomized_positions_in_training_and_errors(tmp_path):
     batch = next(training_batches(task, [0], tcfg))
     real = batch["padding_mask"][0]
     pos = batch["positions"][0]
-    # Real tokens get sorted random positions in [0, 64); evaluation keeps ordinary ones.
+    # Real tokens get sorted random positions in [0, 64).
     for row, mask in zip(pos, real, strict=True):
         assert np.all(np.diff(row[mask]) > 0) and row[mask].max() < 64
     assert not np.array_equal(pos[0][real[0]], np.arange(real[0].sum()))
@@ -484,3 +484,72 @@ def test_randomized_positions_in_training_and_errors(tmp_path):
     bad = {**TINY, "train": {**TINY["train"], "randomized_positions": 5}}
     with pytest.raises(ConfigError, match="randomized_positions"):
         run(_write(tmp_path, bad, "bad.yaml"), out_dir=tmp_path / "o2", progress=False)
+
+
+def test_randomized_evaluation_batches():
+    """Same tokens as plain evaluation, sorted random positions in [0, N) on the real
+    tokens, 0 on padding, identical on every call (every scheme and seed sees them)."""
+    from experiments.config import EvalConfig
+    from experiments.tasks import get_task
+    from experiments.train import eval_batches
+
+    task = get_task("reverse_string")
+    ecfg = EvalConfig(batch_size=5, num_batches=2)
+    plain = list(eval_batches(task, 7, ecfg))
+    rand = list(eval_batches(task, 7, ecfg, randomized_range=100))
+    again = list(eval_batches(task, 7, ecfg, randomized_range=100))
+    assert len(rand) == 2
+    for p, r, a in zip(plain, rand, again, strict=True):
+        for key in ("tokens", "targets", "loss_mask", "padding_mask"):
+            np.testing.assert_array_equal(p[key], r[key])
+        np.testing.assert_array_equal(r["positions"], a["positions"])
+        mask = r["padding_mask"]
+        for row, m in zip(r["positions"], mask, strict=True):
+            assert np.all(np.diff(row[m]) > 0) and row[m].max() < 100
+            assert np.all(row[~m] == 0)
+        assert not np.array_equal(r["positions"], p["positions"])
+    assert not np.array_equal(rand[0]["positions"], rand[1]["positions"])
+
+
+def test_randomized_evaluation_changes_only_position_dependent_models():
+    """NoPE's metrics do not depend on the evaluation positions; sinusoidal ones do."""
+    from experiments.config import EvalConfig, ModelConfig, TrainConfig
+    from experiments.tasks import get_task
+    from experiments.train import evaluate, train
+    from posenc_jax.schemes import make_scheme
+
+    task = get_task("reverse_string")
+    ecfg = EvalConfig(lengths=(3, 6), batch_size=4)
+    tcfg = TrainConfig(length=4, steps=3, batch_size=4, randomized_positions=64)
+    out = {}
+    for name in ("nope", "sinusoidal"):
+        scheme = make_scheme(name).configure(causal=task.causal)
+        model_cfg = ModelConfig(num_layers=1, d_model=16, num_heads=2)
+        graph, state, _ = train(task, scheme, [0], model_cfg, tcfg, ecfg, progress=False)
+        out[name] = [
+            evaluate(task, graph, state, ecfg.lengths, ecfg, progress=False, randomized_range=n)
+            for n in (None, 64)
+        ]
+    for length in ecfg.lengths:
+        plain, rand = out["nope"][0][length]["loss"], out["nope"][1][length]["loss"]
+        np.testing.assert_allclose(plain, rand, rtol=1e-6)
+        plain, rand = out["sinusoidal"][0][length]["loss"], out["sinusoidal"][1][length]["loss"]
+        assert np.all(np.abs(plain - rand) > 1e-6)
+
+
+def test_randomized_evaluation_config(tmp_path):
+    """An evaluation sequence longer than the random range is refused before training,
+    naming both keys; eval.randomized_positions: false evaluates on 0..L-1."""
+    from experiments.runner import eval_randomized_range, plan
+
+    train_cfg = {**TINY["train"], "randomized_positions": 12}
+    bad = {**TINY, "schemes": ["rope"], "train": train_cfg}  # copy at 8 has 18 tokens
+    with pytest.raises(ConfigError, match=r"eval\.randomized_positions.*train\.randomized"):
+        run(_write(tmp_path, bad), out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    off = {**bad, "eval": {**TINY["eval"], "randomized_positions": False}}
+    cfg_on = {**bad, "eval": {**TINY["eval"], "lengths": [4]}}
+    cfg = load_config(_write(tmp_path, cfg_on, "on.yaml"))
+    assert [eval_randomized_range(r, cfg) for r in plan(cfg)] == [12]
+    cfg = load_config(_write(tmp_path, off, "off.yaml"))
+    assert [eval_randomized_range(r, cfg) for r in plan(cfg)] == [None]
