@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from experiments import results as res
 from experiments.checkpoint import RunCheckpointer, run_dir_name
 from experiments.config import (
     ConfigError,
+    EvalConfig,
     ExperimentConfig,
     TrainConfig,
     build_section,
@@ -406,12 +407,13 @@ def _evaluate_live_seeds(
     seeds: list[int],
     diverged: dict[int, int],
     *,
+    tcfg: TrainConfig,
     mesh: Mesh | None,
     progress: bool,
     desc: str,
-    randomized_range: int | None = None,
+    graph_for_length: Callable[[int], Any] | None = None,
 ) -> dict:
-    """Per-length metrics of a trained run; {} when every seed diverged."""
+    """Per-length metrics of a model trained with ``tcfg``; {} when every seed diverged."""
     if len(diverged) >= len(seeds):
         return {}
     return evaluate(
@@ -420,21 +422,22 @@ def _evaluate_live_seeds(
         state,
         r.eval_lengths,
         cfg.eval,
+        graph_for_length=graph_for_length,
         mesh=mesh,
         progress=progress,
         desc=desc,
-        randomized_range=randomized_range,
+        randomized_range=eval_randomized_range(tcfg, cfg.eval),
     )
 
 
-def eval_randomized_range(r: Run, cfg: ExperimentConfig) -> int | None:
-    """N when run r is evaluated on sorted random positions from [0, N) (trained so,
-    and ``eval.randomized_positions`` on), else None.
+def eval_randomized_range(tcfg: TrainConfig, ecfg: EvalConfig) -> int | None:
+    """N when a model trained with ``tcfg`` is evaluated on sorted random positions from
+    [0, N) (trained so, and ``eval.randomized_positions`` on), else None.
 
     References: Ruoss et al. 2023 (arXiv 2305.16843) evaluate their randomized models
     on randomized positions too.
     """
-    return r.train.randomized_positions if cfg.eval.randomized_positions else None
+    return tcfg.randomized_positions if ecfg.randomized_positions else None
 
 
 def _train_and_eval(
@@ -462,7 +465,6 @@ def _train_and_eval(
         desc=desc,
     )
     diverged = info["diverged"]
-    randomized_range = eval_randomized_range(r, cfg)
     metrics = _evaluate_live_seeds(
         r,
         cfg,
@@ -470,10 +472,10 @@ def _train_and_eval(
         state,
         seeds,
         diverged,
+        tcfg=r.train,
         mesh=mesh,
         progress=progress,
         desc=desc + " eval",
-        randomized_range=randomized_range,
     )
     records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, diverged=diverged)
     lengths = attention_map_lengths(
@@ -502,17 +504,18 @@ def _train_and_eval(
                 )
                 return graph_of(build_model_fn(r.task, variant, cfg.model, cfg.eval))
 
-            m = evaluate(
-                r.task,
+            m = _evaluate_live_seeds(
+                r,
+                cfg,
                 graphdef,
                 state,
-                r.eval_lengths,
-                cfg.eval,
-                graph_for_length=graph_for,
+                seeds,
+                diverged,
+                tcfg=r.train,
                 mesh=mesh,
                 progress=progress,
                 desc=f"{desc} eval {method}",
-                randomized_range=randomized_range,
+                graph_for_length=graph_for,
             )
             records += _records_for(
                 r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", diverged=diverged
@@ -598,6 +601,7 @@ def _finetune_and_eval(
             ft_state,
             seeds,
             bad,
+            tcfg=ft,
             mesh=mesh,
             progress=progress,
             desc=f"{desc} eval {suffix}",

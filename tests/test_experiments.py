@@ -550,6 +550,6 @@ def test_randomized_evaluation_config(tmp_path):
     off = {**bad, "eval": {**TINY["eval"], "randomized_positions": False}}
     cfg_on = {**bad, "eval": {**TINY["eval"], "lengths": [4]}}
     cfg = load_config(_write(tmp_path, cfg_on, "on.yaml"))
-    assert [eval_randomized_range(r, cfg) for r in plan(cfg)] == [12]
+    assert [eval_randomized_range(r.train, cfg.eval) for r in plan(cfg)] == [12]
     cfg = load_config(_write(tmp_path, off, "off.yaml"))
-    assert [eval_randomized_range(r, cfg) for r in plan(cfg)] == [None]
+    assert [eval_randomized_range(r.train, cfg.eval) for r in plan(cfg)] == [None]
