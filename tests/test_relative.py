@@ -271,6 +271,39 @@ def test_shaw_terms_under_jit_with_gradients():
     )
 
 
+@pytest.mark.parametrize("positions_batched", [False, True])
+def test_shaw_terms_and_gradients_under_vmap(positions_batched):
+    """vmap over seeds (as the experiments train them): each slice equals the float64 terms."""
+    k, seeds, b, t, n, h = 3, 2, 2, 6, 2, 4
+    rng = np.random.default_rng(8)
+    inputs = [_shaw_inputs(rng, b, t, t, n, h, k) for _ in range(seeds)]
+    pos = np.stack([_positions(10 * i, t, b, positions_batched, rng) for i in range(seeds)])
+    q, table, weights = (np.stack(x) for x in zip(*inputs, strict=True))
+    g_k = rng.normal(size=(seeds, b, n, t, t))
+    g_v = rng.normal(size=(seeds, b, t, n, h))
+
+    def loss(q, table, weights, pos, g_k, g_v):
+        key = shaw_key_logits(q, table, pos, pos, max_distance=k)
+        value = shaw_value_term(weights, table, pos, pos, max_distance=k)
+        return jnp.sum(key * g_k) + jnp.sum(value * g_v)
+
+    grads = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2))))(
+        *map(jnp.asarray, (q, table, weights, pos, g_k, g_v))
+    )
+    for i in range(seeds):
+        rows = np.broadcast_to(pos[i], (b, t))  # [B, T]
+        a = _shaw_embeddings(table[i], rows, rows, k)  # [B, T, S, H]
+        onehot = _shaw_embeddings(np.eye(2 * k + 1), rows, rows, k)  # [B, T, S, R]
+        want = (
+            np.einsum("bnts,btsh->btnh", g_k[i], a),
+            np.einsum("bnts,btnh,btsr->rh", g_k[i], q[i], onehot)
+            + np.einsum("btnh,bnts,btsr->rh", g_v[i], weights[i], onehot),
+            np.einsum("btnh,btsh->bnts", g_v[i], a),
+        )
+        for got, w in zip(grads, want, strict=True):
+            np.testing.assert_allclose(np.asarray(got[i], np.float64), w, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 def test_shaw_terms_keep_dtype(dtype):
     k = 2
