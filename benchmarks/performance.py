@@ -7,18 +7,24 @@ the ratio and PASS/FAIL against the project's targets:
 1. ``train``: the jitted, vmapped train step of `experiments.train` (tiny LM:
    2 layers, d_model 64, 4 heads) for every scheme of configs/quick.yaml,
    relative to NoPE. Targets: learned, sinusoidal, rope, alibi <= 1.10x;
-   t5 <= 1.25x; shaw <= 1.6x.
+   t5 <= 1.25x; shaw <= 1.6x. Timed under both allocator settings (``--malloc``),
+   each in a fresh process: glibc's defaults map and unmap every block over
+   32 MiB on each call, so a step whose scratch buffer crosses that size pays
+   page faults that a step just under it does not; ``posenc run`` keeps freed
+   blocks (`experiments.runtime.keep_freed_memory`).
 2. ``rope``: `posenc_jax.rope.apply_rope` on [B, T, N, H] against (a) an
    elementwise op reading and writing the same arrays (target <= 1.5x) and
    (b) a plain rotate-half implementation written here (target <= 1.0x), in
    float32 and bfloat16. Each allocator setting runs in a fresh process (see
-   ``--malloc``), because glibc returns 32 MiB float32 outputs to the OS after
-   every call and the page faults of the next call cost more than the rotation.
+   ``--malloc``), because by default glibc returns 32 MiB float32 outputs to the
+   OS after every call and the page faults of the next call cost more than the
+   rotation.
    Also timed: the same rotation with the cos/sin table left to XLA:CPU's fusion
    (recomputed inside the [B, T, N, H] loop), which apply_rope avoids on CPU.
 3. ``seeds``: 8 seeds trained together in one `experiments.train.train` call
    against 8 single-seed calls (each compiles, as separate runs would), with the
-   compile / steps split. Target: together <= 0.5x.
+   compile / steps split, with freed blocks kept as ``posenc run`` does.
+   Target: together <= 0.5x.
 4. ``job``: wall time of ``posenc run configs/quick.yaml`` in a subprocess,
    with the load average before it.
 
@@ -48,6 +54,7 @@ import numpy as np
 
 from experiments.config import load_config
 from experiments.runner import plan
+from experiments.runtime import keep_freed_memory
 from experiments.train import (
     build_model_fn,
     init_state,
@@ -79,8 +86,9 @@ SEEDS_TARGET = 0.5
 # and RoPE with the cos/sin table fused into the rotation loop (XLA:CPU's own choice).
 DIAGNOSTICS = ("learned (run-time check)", "rope (fused table)")
 
-# glibc settings that keep freed large blocks in the heap (no munmap, no page faults on reuse).
-NO_MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+# Allocator settings each timed in a fresh process: glibc's own, and freed blocks kept in
+# the heap as `posenc run` sets them (no munmap after each call, no page faults on reuse).
+MALLOC_MODES = ("default", "kept")
 
 
 def _verdict(ratio: float, target: float | None) -> str:
@@ -155,9 +163,7 @@ def train_cases(cfg, runs, *, lm_length: int, lm_batch: int) -> list[dict]:
     return cases
 
 
-def section_train(args) -> list[dict]:
-    cfg = load_config(QUICK)
-    runs = plan(cfg)
+def _train_schemes(args, runs) -> list[tuple[str, object]]:
     schemes = []
     for r in runs:
         if r.scheme_label not in [s[0] for s in schemes] and r.scheme_label in args.schemes:
@@ -169,24 +175,18 @@ def section_train(args) -> list[dict]:
             schemes.append(("learned (run-time check)", checked))
         if "rope" in args.schemes:
             schemes.append(("rope (fused table)", RopeFusedTable()))
-    m = cfg.model
-    print(
-        f"\n## 1. Train step time per scheme vs NoPE (tiny LM: {m.num_layers} layers, "
-        f"d_model {m.d_model}, {m.num_heads} heads; jit(vmap(step)) of experiments.train)"
-    )
-    print(
-        f"median of {args.repeats} interleaved samples of {args.steps_per_sample} steps; "
-        "times are per optimizer step of all seeds together"
-    )
-    header = (
-        f"{'case':34s} {'seeds':>5s} {'scheme':24s} {'step ms':>8s} {'vs nope':>8s} "
-        f"{'target':>7s} {'':5s} {'compile s':>9s}"
-    )
-    rows = []
+    return schemes
+
+
+def train_child(args) -> list[dict]:
+    """Times every scheme on every case in this process; progress lines go to stderr."""
+    cfg = load_config(QUICK)
+    runs = plan(cfg)
+    schemes = _train_schemes(args, runs)
     cases = train_cases(cfg, runs, lm_length=args.lm_length, lm_batch=args.lm_batch)
     if args.cases:
         cases = [c for i, c in enumerate(cases) if i in args.cases]
-    print(header)
+    rows = []
     for case in cases:
         steppers = [
             _make_stepper(label, scheme, case["task"], case["seeds"], case["tcfg"], cfg)
@@ -200,27 +200,84 @@ def section_train(args) -> list[dict]:
         base = statistics.median(samples["nope"]) if "nope" in samples else float("nan")
         for s in steppers:
             t = statistics.median(samples[s.label])
-            ratio = t / base
-            target = TRAIN_TARGETS.get(s.label)
-            verdict = "info" if s.label in DIAGNOSTICS else _verdict(ratio, target)
-            row = dict(
-                case=case["name"],
-                seeds=len(case["seeds"]),
-                scheme=s.label,
-                step_ms=1e3 * t,
-                ratio=ratio,
-                target=target,
-                verdict=verdict,
-                compile_s=s.compile_s,
+            rows.append(
+                dict(
+                    case=case["name"],
+                    seeds=len(case["seeds"]),
+                    scheme=s.label,
+                    step_ms=1e3 * t,
+                    ratio=t / base,
+                    compile_s=s.compile_s,
+                )
             )
-            rows.append(row)
-            tgt = f"{target:.2f}x" if target else "-"
             print(
-                f"{row['case']:34s} {row['seeds']:5d} {s.label:24s} {row['step_ms']:8.2f} "
-                f"{ratio:7.2f}x {tgt:>7s} {row['verdict']:5s} {s.compile_s:9.1f}",
+                f"  [{args.child_malloc}] {case['name']}, {len(case['seeds'])} seed(s), "
+                f"{s.label}: {1e3 * t:.2f} ms, {t / base:.2f}x",
+                file=sys.stderr,
                 flush=True,
             )
         del steppers
+    return rows
+
+
+def _run_child(kind: str, mode: str, args) -> list[dict] | None:
+    """Runs `kind`'s measurements in a fresh process under allocator `mode`."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+    cmd += ["--child", kind, "--child-malloc", mode]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode:
+        print(f"{kind} child ({mode}) failed with exit code {proc.returncode}")
+        return None
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in rows:
+        r["malloc"] = mode
+    return rows
+
+
+def _malloc_modes(args) -> list[str]:
+    return list(MALLOC_MODES) if args.malloc == "both" else [args.malloc]
+
+
+def section_train(args) -> list[dict]:
+    cfg = load_config(QUICK)
+    m = cfg.model
+    modes = _malloc_modes(args)
+    print(
+        f"\n## 1. Train step time per scheme vs NoPE (tiny LM: {m.num_layers} layers, "
+        f"d_model {m.d_model}, {m.num_heads} heads; jit(vmap(step)) of experiments.train)"
+    )
+    print(
+        f"median of {args.repeats} interleaved samples of {args.steps_per_sample} steps; "
+        "times are per optimizer step of all seeds together; each allocator setting "
+        f"({', '.join(modes)}) in a fresh process"
+    )
+    rows = []
+    for mode in modes:
+        rows += _run_child("train", mode, args) or []
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["case"], r["seeds"], r["scheme"]), {})[r["malloc"]] = r
+    cols = "".join(f" {f'ms {mode}':>11s} {'vs nope':>8s} {'':5s}" for mode in modes)
+    print(f"{'case':34s} {'seeds':>5s} {'scheme':24s}{cols} {'target':>7s} {'compile s':>9s}")
+    for (case, seeds, scheme), per_mode in by_key.items():
+        target = TRAIN_TARGETS.get(scheme)
+        line = f"{case:34s} {seeds:5d} {scheme:24s}"
+        for mode in modes:
+            r = per_mode.get(mode)
+            if r is None:
+                line += f" {'-':>11s} {'-':>8s} {'':5s}"
+                continue
+            r["target"] = target
+            r["verdict"] = "info" if scheme in DIAGNOSTICS else _verdict(r["ratio"], target)
+            line += f" {r['step_ms']:11.2f} {r['ratio']:7.2f}x {r['verdict']:5s}"
+        tgt = f"{target:.2f}x" if target else "-"
+        compile_s = max(r["compile_s"] for r in per_mode.values())
+        print(f"{line} {tgt:>7s} {compile_s:9.1f}")
+    print(
+        "kept: glibc keeps freed blocks (experiments.runtime.keep_freed_memory), as `posenc "
+        "run` trains; default: glibc's own thresholds, which map and unmap every block over "
+        "32 MiB, so a step whose scratch buffer crosses that size pays page faults each call"
+    )
     return rows
 
 
@@ -289,8 +346,8 @@ def _cos_in_big_loop(compiled, shape) -> bool:
     return False
 
 
-def rope_child(args) -> None:
-    """Runs in a fresh process; prints one JSON line of results."""
+def rope_child(args) -> list[dict]:
+    """Times the rotations in this process."""
     b, t, n, h = args.rope_shape
     positions = jnp.arange(t, dtype=jnp.int32)
     inv_freq, factor = rope.rope_frequencies(h)
@@ -396,28 +453,16 @@ def rope_child(args) -> None:
                 reference_max_abs_diff=ref_diff,
             )
         )
-    print(json.dumps(results))
+    return results
 
 
 def section_rope(args) -> list[dict]:
     b, t, n, h = args.rope_shape
     print(f"\n## 2. apply_rope, x [B={b}, T={t}, N={n}, H={h}], positions [T] int32")
     print(f"median of {args.rope_repeats} interleaved calls of each jitted function, fresh output")
-    modes = {"default": {}, "no-mmap": NO_MMAP_ENV}
-    chosen = list(modes) if args.malloc == "both" else [args.malloc]
     rows = []
-    for mode in chosen:
-        env = dict(os.environ, **modes[mode])
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-rope"]
-        cmd += ["--rope-shape", *map(str, args.rope_shape)]
-        cmd += ["--rope-repeats", str(args.rope_repeats), "--rope-dtypes", *args.rope_dtypes]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode:
-            print(f"rope child ({mode}) failed:\n{proc.stderr[-3000:]}")
-            continue
-        for r in json.loads(proc.stdout.strip().splitlines()[-1]):
-            r["malloc"] = mode
-            rows.append(r)
+    for mode in _malloc_modes(args):
+        rows += _run_child("rope", mode, args) or []
     for r in rows:
         ms = r["ms"]
         print(f"\nmalloc={r['malloc']} dtype={r['dtype']}")
@@ -498,10 +543,12 @@ def section_seeds(args) -> dict:
     task, scheme = run.task, run.scheme.configure(causal=run.task.causal)
     tcfg = dataclasses.replace(run.train, steps=args.seed_steps)
     seeds = list(range(args.num_seeds))
+    kept = keep_freed_memory()  # as `posenc run` trains; the later sections use fresh processes
     print(
         f"\n## 3. {len(seeds)} seeds together (one train() call, vmapped) vs {len(seeds)} "
         f"single-seed train() calls: copy task of quick.yaml (B={tcfg.batch_size}, "
-        f"length {tcfg.length}), scheme {args.seeds_scheme}, {tcfg.steps} steps"
+        f"length {tcfg.length}), scheme {args.seeds_scheme}, {tcfg.steps} steps; "
+        f"allocator: {'kept' if kept else 'default'}"
     )
     together, singles, split_one, split_all = [], [], [], []
     jobs = {
@@ -606,16 +653,25 @@ def main() -> None:
     p.add_argument("--rope-shape", type=int, nargs=4, default=[8, 2048, 8, 64], metavar="BTNH")
     p.add_argument("--rope-dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--rope-repeats", type=int, default=31)
-    p.add_argument("--malloc", choices=["default", "no-mmap", "both"], default="both")
+    p.add_argument(
+        "--malloc",
+        choices=[*MALLOC_MODES, "both"],
+        default="both",
+        help="train, rope: allocator settings to time, each in a fresh process",
+    )
     p.add_argument("--num-seeds", type=int, default=8)
     p.add_argument("--seed-steps", type=int, default=100)
     p.add_argument("--seed-repeats", type=int, default=2)
     p.add_argument("--seeds-scheme", default="rope", choices=list(TRAIN_TARGETS))
     p.add_argument("--json", help="also write every figure to this JSON file")
-    p.add_argument("--child-rope", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["train", "rope"], help=argparse.SUPPRESS)
+    p.add_argument("--child-malloc", choices=MALLOC_MODES, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child_rope:
-        rope_child(args)
+    if args.child:
+        if args.child_malloc == "kept" and not keep_freed_memory():
+            raise SystemExit("--malloc kept needs glibc (experiments.runtime.keep_freed_memory)")
+        rows = {"train": train_child, "rope": rope_child}[args.child](args)
+        print(json.dumps(rows, default=_json_default))
         return
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "

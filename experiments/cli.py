@@ -1,6 +1,7 @@
 """The ``posenc`` command: run configs, list what exists, plot results.
 
 posenc run CONFIG [--set KEY=VALUE ...] [--out DIR] [--overwrite] [--no-progress]
+           [--compile-cache DIR] [--system-malloc]
 posenc list [schemes|tasks|presets]
 posenc plot RESULTS_DIR
 """
@@ -19,8 +20,11 @@ __all__ = ["main"]
 def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.results import markdown_table
     from experiments.runner import run
+    from experiments.runtime import keep_freed_memory
     from experiments.sharding import maybe_initialize_distributed
 
+    if not args.system_malloc:
+        keep_freed_memory()
     maybe_initialize_distributed()
     records = run(
         args.config,
@@ -106,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile-cache",
         metavar="DIR",
         help="persistent compilation cache folder (a rerun compiles nothing)",
+    )
+    p.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave the C allocator's settings alone (by default freed blocks up to 1 GiB are "
+        "kept for the next step instead of being unmapped; see experiments.runtime)",
     )
     p.add_argument("--debug", **debug)
     p.set_defaults(fn=_cmd_run)
