@@ -637,6 +637,9 @@ def _angles(positions: jax.Array, inv_freq: jax.Array | np.ndarray) -> jax.Array
         whole = whole_f.astype(jnp.int32)
     m = whole[..., None]
     phase = jax.lax.bitcast_convert_type(m, jnp.uint32) * word  # (m * word) mod 2^32
+    # Read as signed, the phase is in [-2^31, 2^31): the same angle modulo 2 pi, half the
+    # float32 rounding of [0, 2^32), and |angle| <= 1.5 pi with the remainder term.
+    phase = jax.lax.bitcast_convert_type(phase, jnp.int32)
     turns = phase.astype(jnp.float32) + m.astype(jnp.float32) * rem  # in units of 2^-32 turn
     angle = turns * jnp.float32(2 * math.pi / _TWO_POW_32)
     if part is not None:
@@ -649,6 +652,49 @@ def _cos_sin(positions, inv_freq, attention_factor) -> tuple[jax.Array, jax.Arra
     angle = _angles(positions, inv_freq)[..., None, :]
     factor = jnp.asarray(attention_factor, jnp.float32)
     return jnp.cos(angle) * factor, jnp.sin(angle) * factor
+
+
+# pi / 2 in three float32 pieces; the first has 8 significant bits, so q * _PIO2_1 is
+# exact for the quadrant counts q of reduced angles (Cody and Waite; Cephes' sinf).
+_PIO2_1 = 1.5703125
+_PIO2_2 = 4.837512969970703125e-4
+_PIO2_3 = 7.54978995489188216e-8
+
+
+def _cos_sin_polynomial(angle: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of float32 angles with |angle| < 2^10, in elementwise ops only.
+
+    The angle is reduced to r in [-pi/4, pi/4] by its nearest multiple q of pi/2, and
+    cos r, sin r are Cephes' single-precision minimax polynomials (Moshier 1989,
+    "Methods and Programs for Mathematical Functions", sinf.c / cosf.c); the quadrant
+    q mod 4 swaps and negates them. Max error about 1e-7 (tests/test_rope.py checks
+    it against float64). XLA:CPU's own sin and cos take ~5 ns an element, which made
+    the cos/sin table cost as much as one elementwise pass over a bfloat16 x; this
+    vectorizes.
+    """
+    q = jnp.round(angle * jnp.float32(2 / math.pi))
+    r = ((angle - q * jnp.float32(_PIO2_1)) - q * jnp.float32(_PIO2_2)) - q * jnp.float32(_PIO2_3)
+    z = r * r
+    sin_r = r + r * z * (
+        jnp.float32(-1.6666654611e-1)
+        + z * (jnp.float32(8.3321608736e-3) + z * jnp.float32(-1.9515295891e-4))
+    )
+    cos_r = (
+        1.0
+        - 0.5 * z
+        + z
+        * z
+        * (
+            jnp.float32(4.166664568298827e-2)
+            + z * (jnp.float32(-1.388731625493765e-3) + z * jnp.float32(2.443315711809948e-5))
+        )
+    )
+    quadrant = q.astype(jnp.int32) & 3  # two's complement: -1 -> 3
+    swap = (quadrant & 1) == 1
+    sin_abs, cos_abs = jnp.where(swap, cos_r, sin_r), jnp.where(swap, sin_r, cos_r)
+    sin = jnp.where((quadrant & 2) == 2, -sin_abs, sin_abs)
+    cos = jnp.where(((quadrant + 1) & 2) == 2, -cos_abs, cos_abs)
+    return cos, sin
 
 
 def _cos_sin_table(positions, inv_freq, attention_factor) -> tuple[jax.Array, jax.Array]:
@@ -666,7 +712,9 @@ def _cos_sin_table(positions, inv_freq, attention_factor) -> tuple[jax.Array, ja
     """
 
     def materialized(p):
-        cos, sin = _cos_sin(p, inv_freq, attention_factor)
+        cos, sin = _cos_sin_polynomial(_angles(p, inv_freq)[..., None, :])
+        factor = jnp.asarray(attention_factor, jnp.float32)
+        cos, sin = cos * factor, sin * factor
         eye = jnp.eye(cos.shape[-1], dtype=jnp.float32)
         hi = jax.lax.Precision.HIGHEST
         return jnp.matmul(cos, eye, precision=hi), jnp.matmul(sin, eye, precision=hi)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from posenc_jax import rope as rope_module
 from posenc_jax.rope import apply_rope, convert_rope_layout, rope_frequencies, rotary_dim
 
 HYP = settings(max_examples=25, deadline=None)
@@ -312,6 +313,21 @@ def _recovered_phase(head_dim: int, inv_freq, layout: str, dtype) -> np.ndarray:
     else:
         a, b = out[:, 0::2], out[:, 1::2]
     return np.arctan2(b, a)  # [T, R/2]
+
+
+def test_cos_sin_polynomial_against_float64():
+    """The CPU table's cos and sin: within one float32 ulp of 1 over |angle| <= 2^10,
+    including the quadrant boundaries (multiples of pi/4) and both signs."""
+    grid = np.linspace(-1024.0, 1024.0, 400_001)
+    edges = (np.arange(-1300, 1301) * (math.pi / 4)).astype(np.float32)
+    up, down = np.nextafter(edges, np.float32(2e3)), np.nextafter(edges, np.float32(-2e3))
+    x = np.concatenate([grid.astype(np.float32), edges, up, down])
+    x = np.concatenate([x, np.array([0.0, -0.0, 1e-30, -1e-30], np.float32)])
+    cos, sin = jax.jit(rope_module._cos_sin_polynomial)(jnp.asarray(x))
+    xd = x.astype(np.float64)
+    ulp = float(np.spacing(np.float32(1.0)))
+    assert np.abs(np.asarray(cos, np.float64) - np.cos(xd)).max() < ulp
+    assert np.abs(np.asarray(sin, np.float64) - np.sin(xd)).max() < ulp
 
 
 @pytest.mark.parametrize("layout", ["half", "interleaved"])
