@@ -21,6 +21,9 @@ the ratio and PASS/FAIL against the project's targets:
    rotation.
    Also timed: the same rotation with the cos/sin table left to XLA:CPU's fusion
    (recomputed inside the [B, T, N, H] loop), which apply_rope avoids on CPU.
+   Each setting runs in ``--rope-processes`` fresh processes (3); the ratios are
+   medians over them, with their range (a process's allocator state can shift a
+   1 ms call by 2x).
 3. ``seeds``: 8 seeds trained together in one `experiments.train.train` call
    against 8 single-seed calls (each compiles, as separate runs would), with the
    compile / steps split, with freed blocks kept as ``posenc run`` does.
@@ -308,11 +311,12 @@ def _rope_table(positions, inv_freq, attention_factor):
 
 
 def apply_rope_fused_table(x, positions, *, inv_freq, attention_factor=1.0):
-    """apply_rope ("half" layout) without materializing the cos/sin table: what XLA:CPU
-    does with the plain formula (cos/sin recomputed inside the [B, T, N, R] loop).
+    """apply_rope ("half" layout) with the plain formula: jnp.cos and jnp.sin of
+    apply_rope's own angles, which XLA:CPU fuses into (and recomputes inside) the
+    [B, T, N, R] loop.
 
-    Same angles and arithmetic as `posenc_jax.rope.apply_rope`, so the output is
-    bit-identical; only where XLA evaluates the table changes.
+    The rotation is apply_rope's; on CPU apply_rope computes its table once, from a
+    polynomial, so the two differ by the float32 rounding of the table (~1e-7).
     """
     cos, sin = _rope_table(positions, inv_freq, attention_factor)
     return rope._rotate(x, cos, sin, layout="half")
@@ -387,6 +391,12 @@ def rope_child(args) -> list[dict]:
                 ),
                 (x, x2, c, d),
             ),
+            "apply_rope, interleaved": (
+                jax.jit(
+                    lambda x, p: rope.apply_rope(x, p, inv_freq=inv_freq, layout="interleaved")
+                ),
+                (x, positions),
+            ),
             "rotate-half reference": (jax.jit(rotate_half_reference), (x, positions)),
             "apply_rope, fused table": (
                 jax.jit(lambda x, p: apply_rope_fused_table(x, p, inv_freq=inv_freq)),
@@ -456,49 +466,84 @@ def rope_child(args) -> list[dict]:
     return results
 
 
+def _spread(values: list[float]) -> str:
+    """median [min - max] of per-process ratios."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{statistics.median(values):.2f}x [{min(values):.2f}-{max(values):.2f}]"
+
+
 def section_rope(args) -> list[dict]:
     b, t, n, h = args.rope_shape
     print(f"\n## 2. apply_rope, x [B={b}, T={t}, N={n}, H={h}], positions [T] int32")
-    print(f"median of {args.rope_repeats} interleaved calls of each jitted function, fresh output")
-    rows = []
-    for mode in _malloc_modes(args):
-        rows += _run_child("rope", mode, args) or []
-    for r in rows:
-        ms = r["ms"]
-        print(f"\nmalloc={r['malloc']} dtype={r['dtype']}")
-        print(
-            f"{'function':26s} {'ms':>8s} {'vs x*c+d':>9s} {'vs reference':>12s}  "
-            "cos/sin in the x-sized loop"
-        )
-        for k, v in ms.items():
-            loop = r["cos_in_loop"].get(k)
+    print(
+        f"median of {args.rope_repeats} interleaved calls of each jitted function, fresh "
+        f"output, in each of {args.rope_processes} fresh processes per allocator setting; "
+        "ratios: median over the processes [min - max]"
+    )
+    runs = []  # one list of per-dtype rows per process
+    for _ in range(args.rope_processes):
+        for mode in _malloc_modes(args):
+            rows = _run_child("rope", mode, args)
+            if rows:
+                runs.append(rows)
+    groups = {}
+    for rows in runs:
+        for r in rows:
+            groups.setdefault((r["malloc"], r["dtype"]), []).append(r)
+    summary = []
+    for (mode, dtype), rs in groups.items():
+        names = list(rs[0]["ms"])
+        ms = {k: statistics.median(r["ms"][k] for r in rs) for k in names}
+
+        def ratios(num, den, rs=rs):
+            return [r["ms"][num] / r["ms"][den] for r in rs]
+
+        print(f"\nmalloc={mode} dtype={dtype} ({len(rs)} processes)")
+        head = f"{'function':26s} {'ms':>8s} {'vs x*c+d':>22s} {'vs reference':>22s}"
+        print(f"{head}  cos/sin in loop")
+        for k in names:
+            loop = rs[0]["cos_in_loop"].get(k)
             print(
-                f"{k:26s} {v:8.2f} {v / ms['elementwise x*c+d']:8.2f}x "
-                f"{v / ms['rotate-half reference']:11.2f}x  {'' if loop is None else loop}"
+                f"{k:26s} {ms[k]:8.2f} {_spread(ratios(k, 'elementwise x*c+d')):>22s} "
+                f"{_spread(ratios(k, 'rotate-half reference')):>22s}  "
+                f"{'' if loop is None else loop}"
             )
-        a = ms["apply_rope"]
-        r1 = a / ms["elementwise x*c+d"]
-        r2 = a / ms["rotate-half reference"]
-        r["ratio_vs_elementwise"], r["ratio_vs_reference"] = r1, r2
-        p = ms["apply_rope, fused table"]
-        r["fused_vs_elementwise"] = p / ms["elementwise x*c+d"]
-        print(
-            f"apply_rope / elementwise = {r1:.2f}x (target <= {ROPE_VS_ELEMENTWISE}x: "
-            f"{_verdict(r1, ROPE_VS_ELEMENTWISE)}); apply_rope / reference = {r2:.2f}x "
-            f"(target <= {ROPE_VS_REFERENCE}x: {_verdict(r2, ROPE_VS_REFERENCE)})"
+        r1 = ratios("apply_rope", "elementwise x*c+d")
+        r2 = ratios("apply_rope", "rotate-half reference")
+        qk = ratios("apply_rope, q and k", "elementwise, q and k")
+        fused = ratios("apply_rope, fused table", "elementwise x*c+d")
+        row = dict(
+            malloc=mode,
+            dtype=dtype,
+            processes=len(rs),
+            ms=ms,
+            ratio_vs_elementwise=statistics.median(r1),
+            ratio_vs_elementwise_all=r1,
+            ratio_vs_reference=statistics.median(r2),
+            ratio_vs_reference_all=r2,
+            qk_vs_elementwise=statistics.median(qk),
+            fused_vs_elementwise=statistics.median(fused),
+            fused_max_abs_diff=max(r["fused_max_abs_diff"] for r in rs),
+            reference_max_abs_diff=max(r["reference_max_abs_diff"] for r in rs),
         )
-        qk = ms["apply_rope, q and k"] / ms["elementwise, q and k"]
-        r["qk_vs_elementwise"] = qk
+        summary.append(row)
         print(
-            f"q and k in one function (one cos/sin table, as in attention): {qk:.2f}x "
-            f"elementwise on both"
+            f"apply_rope / elementwise = {_spread(r1)} (target <= {ROPE_VS_ELEMENTWISE}x: "
+            f"{_verdict(row['ratio_vs_elementwise'], ROPE_VS_ELEMENTWISE)}); apply_rope / "
+            f"reference = {_spread(r2)} (target <= {ROPE_VS_REFERENCE}x: "
+            f"{_verdict(row['ratio_vs_reference'], ROPE_VS_REFERENCE)})"
         )
         print(
-            f"without the materialized table: {r['fused_vs_elementwise']:.2f}x elementwise "
-            f"(same output: max |diff| {r['fused_max_abs_diff']:.3g}); rotate-half "
-            f"reference vs apply_rope max |diff| = {r['reference_max_abs_diff']:.3g}"
+            f"q and k in one function (one cos/sin table, as in attention): {_spread(qk)} "
+            "elementwise on both"
         )
-    return rows
+        print(
+            f"plain formula, table fused by XLA: {_spread(fused)} elementwise (max |diff| to "
+            f"apply_rope {row['fused_max_abs_diff']:.3g}: XLA's sin and cos); rotate-half "
+            f"reference vs apply_rope max |diff| = {row['reference_max_abs_diff']:.3g}"
+        )
+    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,6 +698,9 @@ def main() -> None:
     p.add_argument("--rope-shape", type=int, nargs=4, default=[8, 2048, 8, 64], metavar="BTNH")
     p.add_argument("--rope-dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--rope-repeats", type=int, default=31)
+    p.add_argument(
+        "--rope-processes", type=int, default=3, help="rope: fresh processes per setting"
+    )
     p.add_argument(
         "--malloc",
         choices=[*MALLOC_MODES, "both"],
