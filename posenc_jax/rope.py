@@ -793,7 +793,9 @@ def apply_rope(
     differ from base^(-2i/R) by float32 rounding, which moves the angle at 2^20
     by up to ~0.03 rad (as in any float32 implementation); pass float64 NumPy
     frequencies to remove that too. Float positions (interpolation) are
-    accepted. The rotation runs in float32; the output has x's dtype.
+    accepted. The rotation runs in float32; the output has x's dtype. On CPU
+    the cos/sin table is computed once per call, from single-precision
+    polynomials (within one float32 ulp); elsewhere from ``jnp.cos``/``jnp.sin``.
 
     Args:
       x: ``[..., T, N, H]``, typically q or k ``[B, T, N, H]``.
