@@ -9,6 +9,7 @@ table and the plots. Runs already in the output folder (same config) are skipped
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import sys
@@ -465,7 +466,8 @@ def _train_and_eval(
         desc=desc,
     )
     diverged = info["diverged"]
-    metrics = _evaluate_live_seeds(
+    evaluate_trained = functools.partial(
+        _evaluate_live_seeds,
         r,
         cfg,
         graphdef,
@@ -475,8 +477,8 @@ def _train_and_eval(
         tcfg=r.train,
         mesh=mesh,
         progress=progress,
-        desc=desc + " eval",
     )
+    metrics = evaluate_trained(desc=desc + " eval")
     records = _records_for(r, seeds, metrics, scheme_label=r.scheme_label, diverged=diverged)
     lengths = attention_map_lengths(
         r.task, r.train.length, r.eval_lengths, max_tokens=cfg.eval.attention_maps
@@ -504,19 +506,7 @@ def _train_and_eval(
                 )
                 return graph_of(build_model_fn(r.task, variant, cfg.model, cfg.eval))
 
-            m = _evaluate_live_seeds(
-                r,
-                cfg,
-                graphdef,
-                state,
-                seeds,
-                diverged,
-                tcfg=r.train,
-                mesh=mesh,
-                progress=progress,
-                desc=f"{desc} eval {method}",
-                graph_for_length=graph_for,
-            )
+            m = evaluate_trained(desc=f"{desc} eval {method}", graph_for_length=graph_for)
             records += _records_for(
                 r, seeds, m, scheme_label=f"{r.scheme_label}+{method}", diverged=diverged
             )

@@ -647,11 +647,17 @@ def _angles(positions: jax.Array, inv_freq: jax.Array | np.ndarray) -> jax.Array
     return angle
 
 
-def _cos_sin(positions, inv_freq, attention_factor) -> tuple[jax.Array, jax.Array]:
-    """cos and sin of m * theta times the attention factor: [..., T, 1, R/2] float32."""
+def _cos_sin(
+    positions, inv_freq, attention_factor, *, polynomial: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of m * theta times the attention factor: [..., T, 1, R/2] float32.
+
+    ``polynomial``: from `_cos_sin_polynomial` instead of ``jnp.cos``/``jnp.sin``.
+    """
     angle = _angles(positions, inv_freq)[..., None, :]
+    cos, sin = _cos_sin_polynomial(angle) if polynomial else (jnp.cos(angle), jnp.sin(angle))
     factor = jnp.asarray(attention_factor, jnp.float32)
-    return jnp.cos(angle) * factor, jnp.sin(angle) * factor
+    return cos * factor, sin * factor
 
 
 # pi / 2 in three float32 pieces; the first has 8 significant bits, so q * _PIO2_1 is
@@ -712,9 +718,7 @@ def _cos_sin_table(positions, inv_freq, attention_factor) -> tuple[jax.Array, ja
     """
 
     def materialized(p):
-        cos, sin = _cos_sin_polynomial(_angles(p, inv_freq)[..., None, :])
-        factor = jnp.asarray(attention_factor, jnp.float32)
-        cos, sin = cos * factor, sin * factor
+        cos, sin = _cos_sin(p, inv_freq, attention_factor, polynomial=True)
         eye = jnp.eye(cos.shape[-1], dtype=jnp.float32)
         hi = jax.lax.Precision.HIGHEST
         return jnp.matmul(cos, eye, precision=hi), jnp.matmul(sin, eye, precision=hi)
