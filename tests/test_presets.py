@@ -101,7 +101,8 @@ def test_published_settings():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_builds_in_the_scheme_registry(name):
-    schemes = pytest.importorskip("posenc_jax.schemes")
+    from posenc_jax import schemes
+
     preset = get_preset(name)
     scheme = schemes.make_scheme(preset.scheme_config())
     assert scheme.name == preset.encoding

@@ -326,7 +326,8 @@ def test_rope_settings_scheme_config():
 
 
 def test_scheme_registry_accepts_scaling_dicts():
-    schemes = pytest.importorskip("posenc_jax.schemes")
+    from posenc_jax import schemes
+
     config = RopeSettings(
         head_dim=16,
         scaling={
