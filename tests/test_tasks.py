@@ -239,7 +239,16 @@ def test_sequence_lengths():
         "binary_multiplication": 80,
         "compute_sqrt": 60,
         "bucket_sort": 80,
-        "copy": 82,
+        "parity_check": 41,
+        "cycle_navigation": 41,
+        "modular_arithmetic_brackets": 41,
+        "solve_equation": 41,
+        "missing_duplicate_string": 41,
+        "odds_first": 80,
+        "copy": 82,  # <bos> 40 symbols <sep> 40 symbols <eos>, less the shifted-out token
+        "reverse": 82,
+        "sort": 82,
+        "parity": 43,
         "summation": 43,
         "addition": 124,
         "associative_recall": 84,
@@ -878,3 +887,7 @@ def test_lm_default_corpus_is_the_standard_library():
     assert len(task.data("train")) + len(task.data("valid")) == 300_000
     batch = task.sample_batch(rng(), 2, 64)
     assert batch.tokens.shape == (2, 64) and task.sequence_length(64) == 64
+    train = task.data("train").tobytes()
+    assert np.array_equal(batch.targets[:, :-1], batch.tokens[:, 1:])
+    for tokens, targets in zip(batch.tokens, batch.targets, strict=True):
+        assert bytes(tokens.astype(np.uint8).tolist()) + bytes([int(targets[-1])]) in train
