@@ -6,6 +6,11 @@ interpolation, NTK-aware, dynamic NTK, YaRN, Llama 3, LongRoPE), numerically
 equal to Hugging Face transformers' ``ROPE_INIT_FUNCTIONS``; `rotary_dim` is the
 rotated size R of a head.
 
+Each rope type has one schedule function in `ROPE_SCHEDULES`, as transformers
+has one init function a type: ``schedule(dim, base, scaling, seq_len)`` returns
+``(inv_freq [R/2] float32, attention_factor)``. `rope_frequencies` validates its
+arguments and calls the schedule of the scaling's type.
+
 Shape legend: H head dim, R rotary dim (``int(H * rotary_fraction)``); a
 schedule has R/2 frequencies.
 
@@ -21,19 +26,28 @@ Embedding" (arXiv 2104.09864); Hugging Face transformers ``modeling_rope_utils.p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import as_int, positive_float
 from posenc_jax.rope.scaling import RopeScaling, as_scaling
 
 __all__ = [
+    "ROPE_SCHEDULES",
+    "Schedule",
     "rope_frequencies",
     "rotary_dim",
 ]
+
+SeqLen: TypeAlias = int | jax.Array | None
+Schedule: TypeAlias = Callable[[int, float, RopeScaling, SeqLen], tuple[jax.Array, float]]
+"""``schedule(dim, base, scaling, seq_len) -> (inv_freq [R/2] float32, attention_factor)``."""
+
+_NO_SCALING = RopeScaling()  # rope_type "default"
 
 
 def rotary_dim(head_dim: int, rotary_fraction: float = 1.0) -> int:
@@ -46,13 +60,17 @@ def rotary_dim(head_dim: int, rotary_fraction: float = 1.0) -> int:
     Returns:
       R, an even integer in [2, H].
 
+    Raises:
+      ValueError: head_dim not an integer >= 2, rotary_fraction outside (0, 1],
+        or an odd or zero R.
+
     Example:
         >>> rotary_dim(256, 0.25)
         64
 
     References: Black et al. 2022, "GPT-NeoX-20B" (partial rotary, arXiv 2204.06745).
     """
-    if isinstance(head_dim, bool) or not isinstance(head_dim, int | np.integer) or head_dim < 2:
+    if as_int(head_dim, "head_dim", "rope") < 2:
         raise ValueError(f"rope needs an integer head_dim >= 2; got head_dim={head_dim!r}")
     fraction = float(rotary_fraction)
     if not 0.0 < fraction <= 1.0:
@@ -68,18 +86,48 @@ def rotary_dim(head_dim: int, rotary_fraction: float = 1.0) -> int:
     return dim
 
 
-def _check_base(base: float) -> float:
-    if isinstance(base, bool) or not isinstance(base, int | float | np.number):
-        raise ValueError(f"rope needs a number base > 0; got base={base!r}")
-    base = float(base)
-    if not math.isfinite(base) or base <= 0:
-        raise ValueError(f"rope needs base > 0; got base={base}")
-    return base
+# --------------------------------------------------------------------------------------------
+# One schedule a rope type
+# --------------------------------------------------------------------------------------------
 
 
 def _default_inv_freq64(dim: int, base: float) -> np.ndarray:
     """theta_i = base^(-2i/R), i = 0 .. R/2 - 1, in float64."""
     return 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+
+
+def _default(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """RoFormer: theta_i = base^(-2i/R), attention factor 1."""
+    return jnp.asarray(_default_inv_freq64(dim, base), jnp.float32), 1.0
+
+
+def _linear(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """Position interpolation (Chen et al. 2023): theta_i / factor."""
+    return jnp.asarray(_default_inv_freq64(dim, base) / s.factor, jnp.float32), 1.0
+
+
+def _ntk(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """NTK-aware (bloc97 2023): the default schedule with base * factor^(R/(R-2))."""
+    new_base = base * s.factor ** (dim / (dim - 2))
+    return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
+
+
+def _dynamic(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """Dynamic NTK: the NTK-aware base for factor * L' / L - (factor - 1), L' = max(seq_len, L)."""
+    length = s.original_max_position_embeddings
+    if seq_len is None:
+        return jnp.asarray(_default_inv_freq64(dim, base), jnp.float32), 1.0
+    if not isinstance(seq_len, jax.Array):
+        current = max(float(seq_len), float(length))
+        scale = s.factor * current / length - (s.factor - 1.0)
+        new_base = base * scale ** (dim / (dim - 2))
+        return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
+    # Traced: base'^(-2i/R) = base^(-2i/R) * scale^(-2i/(R-2)), the small factor in float32.
+    current = jnp.maximum(jnp.asarray(seq_len, jnp.float32), jnp.float32(length))
+    scale = jnp.float32(s.factor) * current / jnp.float32(length) - jnp.float32(s.factor - 1)
+    exponents = jnp.asarray(-np.arange(0, dim, 2, dtype=np.float64) / (dim - 2), jnp.float32)
+    default = jnp.asarray(_default_inv_freq64(dim, base), jnp.float32)
+    return default * jnp.exp(exponents * jnp.log(scale)), 1.0
 
 
 def _get_mscale(scale: float, mscale: float = 1.0) -> float:
@@ -89,14 +137,17 @@ def _get_mscale(scale: float, mscale: float = 1.0) -> float:
     return 0.1 * mscale * math.log(scale) + 1.0
 
 
-def _yarn(dim: int, base: float, s: RopeScaling) -> tuple[np.ndarray, float]:
-    factor = s.factor
+def _yarn_attention_factor(s: RopeScaling) -> float:
+    """YaRN's sqrt(1/t): explicit, else the DeepSeek mscale ratio, else 0.1 ln(s) + 1."""
     if s.attention_factor is not None:
-        attention_factor = s.attention_factor
-    elif s.mscale and s.mscale_all_dim:
-        attention_factor = _get_mscale(factor, s.mscale) / _get_mscale(factor, s.mscale_all_dim)
-    else:
-        attention_factor = _get_mscale(factor)
+        return float(s.attention_factor)
+    if s.mscale and s.mscale_all_dim:
+        return float(_get_mscale(s.factor, s.mscale) / _get_mscale(s.factor, s.mscale_all_dim))
+    return float(_get_mscale(s.factor))
+
+
+def _yarn_ramp(dim: int, base: float, s: RopeScaling) -> np.ndarray:
+    """[R/2] float64 weight of the interpolated theta_i: 0 below dim index low, 1 above high."""
     beta_fast = s.beta_fast or 32.0
     beta_slow = s.beta_slow or 1.0
     length = s.original_max_position_embeddings
@@ -112,15 +163,21 @@ def _yarn(dim: int, base: float, s: RopeScaling) -> tuple[np.ndarray, float]:
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001  # as Hugging Face: avoid a zero-width ramp
-    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    return np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+
+
+def _yarn(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """YaRN (Peng et al. 2023): NTK-by-parts ramp between theta_i and theta_i / factor."""
+    ramp = _yarn_ramp(dim, base, s)
     extrapolation = _default_inv_freq64(dim, base)
-    interpolation = extrapolation / factor
+    interpolation = extrapolation / s.factor
     # ramp 0 (high frequency, index < low): unchanged; ramp 1 (index > high): divided by s.
     inv_freq = interpolation * ramp + extrapolation * (1.0 - ramp)
-    return inv_freq, float(attention_factor)
+    return jnp.asarray(inv_freq, jnp.float32), _yarn_attention_factor(s)
 
 
-def _llama3(dim: int, base: float, s: RopeScaling) -> np.ndarray:
+def _llama3(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """Llama 3.1: long wavelengths divided by factor, short ones kept, smooth in between."""
     inv_freq = _default_inv_freq64(dim, base)
     length = s.original_max_position_embeddings
     low_freq_wavelen = length / s.low_freq_factor
@@ -130,7 +187,61 @@ def _llama3(dim: int, base: float, s: RopeScaling) -> np.ndarray:
     smooth = (length / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
     smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
     medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
-    return np.where(medium, smoothed, scaled)
+    return jnp.asarray(np.where(medium, smoothed, scaled), jnp.float32), 1.0
+
+
+def _longrope(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+    """LongRoPE (Ding et al. 2024): theta_i / long_factor[i] past L, else / short_factor[i]."""
+    length = s.original_max_position_embeddings
+    if s.attention_factor is not None:
+        attention_factor = s.attention_factor
+    elif s.factor <= 1.0:
+        attention_factor = 1.0
+    else:
+        attention_factor = math.sqrt(1 + math.log(s.factor) / math.log(length))
+    default = _default_inv_freq64(dim, base)
+    short = jnp.asarray(default / np.asarray(s.short_factor, np.float64), jnp.float32)
+    long = jnp.asarray(default / np.asarray(s.long_factor, np.float64), jnp.float32)
+    if seq_len is None:
+        return short, float(attention_factor)
+    if not isinstance(seq_len, jax.Array):
+        return (long if seq_len > length else short), float(attention_factor)
+    return jnp.where(jnp.asarray(seq_len) > length, long, short), float(attention_factor)
+
+
+ROPE_SCHEDULES: dict[str, Schedule] = {
+    "default": _default,
+    "linear": _linear,
+    "ntk": _ntk,
+    "dynamic": _dynamic,
+    "yarn": _yarn,
+    "llama3": _llama3,
+    "longrope": _longrope,
+}
+"""The schedule of each rope type of `ROPE_TYPES` (transformers' ``ROPE_INIT_FUNCTIONS``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# rope_frequencies
+# --------------------------------------------------------------------------------------------
+
+
+def _check_schedule_fits(s: RopeScaling, dim: int, head_dim: int, rotary_fraction: float) -> None:
+    """Rotary-dim requirements of a schedule: R > 2 for NTK, R/2 LongRoPE factors."""
+    rope_type = s.rope_type
+    if rope_type in ("ntk", "dynamic") and dim <= 2:
+        raise ValueError(
+            f"rope scaling: {rope_type!r} needs a rotary dim > 2 (exponent R/(R-2)); got "
+            f"head_dim={head_dim}, rotary_fraction={rotary_fraction}"
+        )
+    if rope_type == "longrope":
+        for key in ("short_factor", "long_factor"):
+            if len(getattr(s, key)) != dim // 2:
+                raise ValueError(
+                    f"rope scaling: longrope {key!r} must have R/2 = {dim // 2} entries for "
+                    f"head_dim={head_dim}, rotary_fraction={rotary_fraction}; "
+                    f"got {len(getattr(s, key))}"
+                )
 
 
 def rope_frequencies(
@@ -204,65 +315,7 @@ def rope_frequencies(
     (arXiv 2402.13753); Hugging Face transformers ``modeling_rope_utils.py``.
     """
     dim = rotary_dim(head_dim, rotary_fraction)
-    base = _check_base(base)
-    s = as_scaling(scaling, base=base, rotary_fraction=rotary_fraction)
-    rope_type = "default" if s is None else s.rope_type
-
-    if rope_type in ("ntk", "dynamic") and dim <= 2:
-        raise ValueError(
-            f"rope scaling: {rope_type!r} needs a rotary dim > 2 (exponent R/(R-2)); got "
-            f"head_dim={head_dim}, rotary_fraction={rotary_fraction}"
-        )
-    if rope_type == "longrope":
-        for key in ("short_factor", "long_factor"):
-            if len(getattr(s, key)) != dim // 2:
-                raise ValueError(
-                    f"rope scaling: longrope {key!r} must have R/2 = {dim // 2} entries for "
-                    f"head_dim={head_dim}, rotary_fraction={rotary_fraction}; "
-                    f"got {len(getattr(s, key))}"
-                )
-
-    default = _default_inv_freq64(dim, base)
-    if rope_type == "default":
-        return jnp.asarray(default, jnp.float32), 1.0
-    if rope_type == "linear":
-        return jnp.asarray(default / s.factor, jnp.float32), 1.0
-    if rope_type == "ntk":
-        new_base = base * s.factor ** (dim / (dim - 2))
-        return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
-    if rope_type == "yarn":
-        inv_freq, attention_factor = _yarn(dim, base, s)
-        return jnp.asarray(inv_freq, jnp.float32), attention_factor
-    if rope_type == "llama3":
-        return jnp.asarray(_llama3(dim, base, s), jnp.float32), 1.0
-
-    length = s.original_max_position_embeddings
-    if rope_type == "dynamic":
-        if seq_len is None:
-            return jnp.asarray(default, jnp.float32), 1.0
-        if not isinstance(seq_len, jax.Array):
-            current = max(float(seq_len), float(length))
-            scale = s.factor * current / length - (s.factor - 1.0)
-            new_base = base * scale ** (dim / (dim - 2))
-            return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
-        # Traced: base'^(-2i/R) = base^(-2i/R) * scale^(-2i/(R-2)), the small factor in float32.
-        current = jnp.maximum(jnp.asarray(seq_len, jnp.float32), jnp.float32(length))
-        scale = jnp.float32(s.factor) * current / jnp.float32(length) - jnp.float32(s.factor - 1)
-        exponents = jnp.asarray(-np.arange(0, dim, 2, dtype=np.float64) / (dim - 2), jnp.float32)
-        inv_freq = jnp.asarray(default, jnp.float32) * jnp.exp(exponents * jnp.log(scale))
-        return inv_freq, 1.0
-
-    # longrope
-    if s.attention_factor is not None:
-        attention_factor = s.attention_factor
-    elif s.factor <= 1.0:
-        attention_factor = 1.0
-    else:
-        attention_factor = math.sqrt(1 + math.log(s.factor) / math.log(length))
-    short = jnp.asarray(default / np.asarray(s.short_factor, np.float64), jnp.float32)
-    long = jnp.asarray(default / np.asarray(s.long_factor, np.float64), jnp.float32)
-    if seq_len is None:
-        return short, float(attention_factor)
-    if not isinstance(seq_len, jax.Array):
-        return (long if seq_len > length else short), float(attention_factor)
-    return jnp.where(jnp.asarray(seq_len) > length, long, short), float(attention_factor)
+    base = positive_float(base, "base", "rope")
+    s = as_scaling(scaling, base=base, rotary_fraction=rotary_fraction) or _NO_SCALING
+    _check_schedule_fits(s, dim, head_dim, rotary_fraction)
+    return ROPE_SCHEDULES[s.rope_type](dim, base, s, seq_len)
