@@ -128,6 +128,7 @@ def canonical_rope_type(name: Any) -> str:
 
 
 def _positive_number(key: str, value: Any, *, at_least: float | None = None) -> float:
+    """A finite number > 0 (and >= ``at_least``) as a float; the message names the key."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise ValueError(f"rope scaling: {key!r} must be a number; got {value!r}")
     value = float(value)
@@ -136,6 +137,23 @@ def _positive_number(key: str, value: Any, *, at_least: float | None = None) -> 
     if at_least is not None and value < at_least:
         raise ValueError(f"rope scaling: {key!r} must be >= {at_least}; got {value}")
     return value
+
+
+def _positive_length(value: Any) -> int:
+    """``original_max_position_embeddings`` as an int >= 1 (an integral float is accepted)."""
+    if isinstance(value, bool) or float(value) != int(value) or int(value) < 1:
+        raise ValueError(
+            "rope scaling: 'original_max_position_embeddings' must be a positive "
+            f"integer; got {value!r}"
+        )
+    return int(value)
+
+
+def _positive_numbers(key: str, value: Any) -> tuple[float, ...]:
+    """A list of numbers > 0 (LongRoPE's factors) as a tuple of floats."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise ValueError(f"rope scaling: {key!r} must be a list of numbers; got {value!r}")
+    return tuple(_positive_number(f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,55 +203,11 @@ class RopeScaling:
     long_factor: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        rope_type = canonical_rope_type(self.rope_type)
-        object.__setattr__(self, "rope_type", rope_type)
-        for key in _REQUIRED_KEYS[rope_type]:
-            if getattr(self, key) is None:
-                raise ValueError(
-                    f"rope scaling: rope_type {rope_type!r} needs the key {key!r}; "
-                    f"required keys: {list(_REQUIRED_KEYS[rope_type])}"
-                )
-        for key in ("factor", "low_freq_factor", "high_freq_factor", "mscale", "mscale_all_dim"):
-            value = getattr(self, key)
-            if value is not None:
-                at_least = 1.0 if key == "factor" else None
-                object.__setattr__(self, key, _positive_number(key, value, at_least=at_least))
-        for key in ("beta_fast", "beta_slow", "attention_factor"):
-            value = getattr(self, key)
-            if value is not None:
-                object.__setattr__(self, key, _positive_number(key, value))
-        length = self.original_max_position_embeddings
-        if length is not None:
-            if isinstance(length, bool) or float(length) != int(length) or int(length) < 1:
-                raise ValueError(
-                    "rope scaling: 'original_max_position_embeddings' must be a positive "
-                    f"integer; got {length!r}"
-                )
-            object.__setattr__(self, "original_max_position_embeddings", int(length))
-        if self.truncate is not None and not isinstance(self.truncate, bool | np.bool_):
-            raise ValueError(
-                f"rope scaling: 'truncate' must be true or false; got {self.truncate!r}"
-            )
-        for key in ("short_factor", "long_factor"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
-                raise ValueError(f"rope scaling: {key!r} must be a list of numbers; got {value!r}")
-            object.__setattr__(
-                self, key, tuple(_positive_number(f"{key}[{i}]", v) for i, v in enumerate(value))
-            )
-        if rope_type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
-            raise ValueError(
-                "rope scaling: llama3 needs 'high_freq_factor' > 'low_freq_factor'; got "
-                f"high_freq_factor={self.high_freq_factor}, low_freq_factor={self.low_freq_factor}"
-            )
-        if rope_type == "longrope" and self.factor is None and self.attention_factor is None:
-            raise ValueError(
-                "rope scaling: longrope needs the key 'factor' (max_position_embeddings / "
-                "original_max_position_embeddings, as Hugging Face derives it) or "
-                "'attention_factor'"
-            )
+        object.__setattr__(self, "rope_type", canonical_rope_type(self.rope_type))
+        _check_required_keys(self)
+        for key, value in _validated_values(self).items():
+            object.__setattr__(self, key, value)
+        _check_type_rules(self)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> RopeScaling:
@@ -275,6 +249,65 @@ class RopeScaling:
                 continue
             out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+# Fields that hold a number > 0 when set; "factor" must also be >= 1.
+_POSITIVE_KEYS = (
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "mscale",
+    "mscale_all_dim",
+    "beta_fast",
+    "beta_slow",
+    "attention_factor",
+)
+
+
+def _check_required_keys(s: RopeScaling) -> None:
+    """The keys that the rope type needs are set."""
+    for key in _REQUIRED_KEYS[s.rope_type]:
+        if getattr(s, key) is None:
+            raise ValueError(
+                f"rope scaling: rope_type {s.rope_type!r} needs the key {key!r}; "
+                f"required keys: {list(_REQUIRED_KEYS[s.rope_type])}"
+            )
+
+
+def _validated_values(s: RopeScaling) -> dict[str, Any]:
+    """The set fields as validated floats, int and float tuples, by field name."""
+    values: dict[str, Any] = {}
+    for key in _POSITIVE_KEYS:
+        value = getattr(s, key)
+        if value is not None:
+            at_least = 1.0 if key == "factor" else None
+            values[key] = _positive_number(key, value, at_least=at_least)
+    if s.original_max_position_embeddings is not None:
+        values["original_max_position_embeddings"] = _positive_length(
+            s.original_max_position_embeddings
+        )
+    if s.truncate is not None and not isinstance(s.truncate, bool | np.bool_):
+        raise ValueError(f"rope scaling: 'truncate' must be true or false; got {s.truncate!r}")
+    for key in ("short_factor", "long_factor"):
+        value = getattr(s, key)
+        if value is not None:
+            values[key] = _positive_numbers(key, value)
+    return values
+
+
+def _check_type_rules(s: RopeScaling) -> None:
+    """Rules between fields: Llama 3's band order, LongRoPE's attention factor source."""
+    if s.rope_type == "llama3" and s.high_freq_factor <= s.low_freq_factor:
+        raise ValueError(
+            "rope scaling: llama3 needs 'high_freq_factor' > 'low_freq_factor'; got "
+            f"high_freq_factor={s.high_freq_factor}, low_freq_factor={s.low_freq_factor}"
+        )
+    if s.rope_type == "longrope" and s.factor is None and s.attention_factor is None:
+        raise ValueError(
+            "rope scaling: longrope needs the key 'factor' (max_position_embeddings / "
+            "original_max_position_embeddings, as Hugging Face derives it) or "
+            "'attention_factor'"
+        )
 
 
 def as_scaling(
