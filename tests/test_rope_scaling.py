@@ -399,7 +399,7 @@ def test_hf_config_partial_rotary_and_layouts():
         "max_position_embeddings": 2048,
     }
     s = rope_from_hf_config(neox)
-    assert (s.head_dim, s.rotary_dim, s.layout) == (96, 24, "half")
+    assert (s.head_dim, s.num_rotary_dims, s.layout) == (96, 24, "half")
     gptj = {
         "model_type": "gptj",
         "n_embd": 4096,
@@ -408,7 +408,7 @@ def test_hf_config_partial_rotary_and_layouts():
         "n_positions": 2048,
     }
     s = rope_from_hf_config(gptj)
-    assert (s.head_dim, s.rotary_dim, s.layout, s.max_position_embeddings) == (
+    assert (s.head_dim, s.num_rotary_dims, s.layout, s.max_position_embeddings) == (
         256,
         64,
         "interleaved",

@@ -21,6 +21,7 @@ References: Hugging Face transformers ``modeling_rope_utils.py``; Su et al. 2021
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,8 @@ __all__ = [
 class RopeSettings:
     """Everything that fixes a model's RoPE: sizes, base, scaling and layout.
 
+    `num_rotary_dims` is R; `frequencies` gives the schedule at a sequence length.
+
     Attributes:
       head_dim: H.
       base: rope_theta.
@@ -53,6 +56,8 @@ class RopeSettings:
         >>> s = RopeSettings(head_dim=64, base=10000.0)
         >>> s.frequencies()[0].shape
         (32,)
+        >>> RopeSettings(head_dim=256, rotary_fraction=0.25).num_rotary_dims
+        64
 
     References: Su et al. 2021, RoFormer (arXiv 2104.09864).
     """
@@ -78,9 +83,19 @@ class RopeSettings:
         )
 
     @property
-    def rotary_dim(self) -> int:
-        """R = int(head_dim * rotary_fraction)."""
+    def num_rotary_dims(self) -> int:
+        """R = int(head_dim * rotary_fraction), the number of rotated features of a head."""
         return rotary_dim(self.head_dim, self.rotary_fraction)
+
+    @property
+    def rotary_dim(self) -> int:
+        """Deprecated name of `num_rotary_dims` (``rotary_dim`` is the function)."""
+        warnings.warn(
+            "RopeSettings.rotary_dim is deprecated; use RopeSettings.num_rotary_dims",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.num_rotary_dims
 
     def frequencies(self, seq_len: int | jax.Array | None = None) -> tuple[jax.Array, float]:
         """``(inv_freq [R/2] float32, attention_factor)`` at this sequence length."""
@@ -104,10 +119,112 @@ class RopeSettings:
 
 
 def _require(config: Mapping[str, Any], key: str, why: str) -> Any:
+    """``config[key]``, or an error that names the key and why it is needed."""
     value = config.get(key)
     if value is None:
         raise ValueError(f"rope_from_hf_config: the config needs {key!r} ({why})")
     return value
+
+
+def _hf_base(config: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+    """rope_theta: the scaling dict's, else the top level's, else GPT-NeoX's, else 10000."""
+    base = params.get("rope_theta")
+    if base is None:
+        base = config.get("rope_theta", config.get("rotary_emb_base", 10000.0))
+    return base
+
+
+def _hf_head_dim(config: Mapping[str, Any]) -> int:
+    """H: qk_rope_head_dim (DeepSeek), else head_dim, else hidden size / heads."""
+    # DeepSeek-V2/V3 (MLA) rotate a separate qk_rope_head_dim part, which transformers
+    # stores as head_dim.
+    head_dim = config.get("qk_rope_head_dim", config.get("head_dim"))
+    if head_dim is None:
+        hidden = config.get("hidden_size", config.get("n_embd"))
+        heads = config.get("num_attention_heads", config.get("n_head"))
+        if hidden is None:
+            _require(config, "hidden_size", "or 'head_dim', to size the heads")
+        if heads is None:
+            _require(config, "num_attention_heads", "or 'head_dim', to size the heads")
+        head_dim = int(hidden) // int(heads)
+    return int(head_dim)
+
+
+def _hf_rotary_fraction(
+    config: Mapping[str, Any], params: Mapping[str, Any], head_dim: int
+) -> float:
+    """partial_rotary_factor, else GPT-NeoX's rotary_pct, else GPT-J's rotary_dim / H, else 1."""
+    fraction = params.get("partial_rotary_factor", config.get("partial_rotary_factor"))
+    if fraction is None and config.get("rotary_pct") is not None:
+        fraction = config["rotary_pct"]
+    if fraction is None and config.get("rotary_dim") is not None:
+        fraction = int(config["rotary_dim"]) / head_dim
+    return 1.0 if fraction is None else float(fraction)
+
+
+def _hf_original_length(
+    config: Mapping[str, Any], params: Mapping[str, Any], rope_type: str
+) -> Any:
+    """L for llama3 / yarn / longrope: top level (Phi-3), else the scaling dict's, else max."""
+    if config.get("original_max_position_embeddings") is not None:
+        return config["original_max_position_embeddings"]
+    if params.get("original_max_position_embeddings") is None:
+        return _require(
+            config,
+            "max_position_embeddings",
+            f"{rope_type} needs an original length; none in the scaling dict",
+        )
+    return params["original_max_position_embeddings"]
+
+
+def _hf_scaling_dict(
+    config: Mapping[str, Any], params: Mapping[str, Any], rope_type: str
+) -> dict[str, Any]:
+    """A copy of ``params`` in `RopeScaling` terms: canonical type, lengths and factor set."""
+    params = dict(params)
+    params.pop("type", None)
+    params["rope_type"] = rope_type
+    params.pop("rope_theta", None)
+    params.pop("partial_rotary_factor", None)
+    if rope_type in ("llama3", "yarn", "longrope"):
+        params["original_max_position_embeddings"] = _hf_original_length(config, params, rope_type)
+        # As transformers: factor defaults to max_position_embeddings / original length.
+        needs_factor = rope_type == "yarn" or (
+            rope_type == "longrope" and params.get("attention_factor") is None
+        )
+        if params.get("factor") is None and needs_factor:
+            max_positions = _require(config, "max_position_embeddings", f"{rope_type} factor")
+            original = float(params["original_max_position_embeddings"])
+            params["factor"] = float(max_positions) / original
+    if rope_type == "dynamic":
+        params["original_max_position_embeddings"] = _require(
+            config, "max_position_embeddings", "dynamic NTK scales against it"
+        )
+    return params
+
+
+def _hf_scaling(config: Mapping[str, Any], params: Mapping[str, Any]) -> RopeScaling | None:
+    """The `RopeScaling` of a config's scaling dict ``params``; None for none or "default"."""
+    if not params:
+        return None
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if str(config.get("model_type", "")) == "phi3" and str(rope_type) in ("su", "yarn"):
+        rope_type = "longrope"  # transformers' Phi3Config renames both
+    rope_type = canonical_rope_type(rope_type)
+    # Parsed for "default" too, so that unknown keys are rejected.
+    scaling = RopeScaling.from_dict(_hf_scaling_dict(config, params, rope_type))
+    return None if rope_type == "default" else scaling
+
+
+def _hf_layout(config: Mapping[str, Any]) -> str:
+    """The layout: "interleaved" for GPT-J and DeepSeek-V2/V3 or by ``rope_interleave``."""
+    model_type = str(config.get("model_type", ""))
+    interleaved = model_type in ("gptj", "deepseek_v2") or (
+        model_type == "deepseek_v3" and config.get("rope_interleave", True)
+    )
+    if config.get("rope_interleave") is not None and model_type != "deepseek_v3":
+        interleaved = bool(config["rope_interleave"])
+    return "interleaved" if interleaved else "half"
 
 
 def rope_from_hf_config(config: Mapping[str, Any], *, layout: str | None = None) -> RopeSettings:
@@ -156,83 +273,16 @@ def rope_from_hf_config(config: Mapping[str, Any], *, layout: str | None = None)
     if not isinstance(config, Mapping):
         raise ValueError(f"rope_from_hf_config: config must be a dict; got {type(config).__name__}")
     params = dict(config.get("rope_scaling") or config.get("rope_parameters") or {})
-    model_type = str(config.get("model_type", ""))
-
-    base = params.get("rope_theta")
-    if base is None:
-        base = config.get("rope_theta", config.get("rotary_emb_base", 10000.0))
-
-    # DeepSeek-V2/V3 (MLA) rotate a separate qk_rope_head_dim part, which transformers
-    # stores as head_dim.
-    head_dim = config.get("qk_rope_head_dim", config.get("head_dim"))
-    if head_dim is None:
-        hidden = config.get("hidden_size", config.get("n_embd"))
-        heads = config.get("num_attention_heads", config.get("n_head"))
-        if hidden is None:
-            _require(config, "hidden_size", "or 'head_dim', to size the heads")
-        if heads is None:
-            _require(config, "num_attention_heads", "or 'head_dim', to size the heads")
-        head_dim = int(hidden) // int(heads)
-    head_dim = int(head_dim)
-
-    fraction = params.get("partial_rotary_factor", config.get("partial_rotary_factor"))
-    if fraction is None and config.get("rotary_pct") is not None:
-        fraction = config["rotary_pct"]
-    if fraction is None and config.get("rotary_dim") is not None:
-        fraction = int(config["rotary_dim"]) / head_dim
-    fraction = 1.0 if fraction is None else float(fraction)
-
+    base = _hf_base(config, params)
+    head_dim = _hf_head_dim(config)
+    fraction = _hf_rotary_fraction(config, params, head_dim)
     max_len = config.get("max_position_embeddings", config.get("n_positions"))
-    scaling = None
-    if params:
-        rope_type = params.get("rope_type", params.get("type", "default"))
-        if model_type == "phi3" and str(rope_type) in ("su", "yarn"):
-            rope_type = "longrope"  # transformers' Phi3Config renames both
-        rope_type = canonical_rope_type(rope_type)
-        params.pop("type", None)
-        params["rope_type"] = rope_type
-        params.pop("rope_theta", None)
-        params.pop("partial_rotary_factor", None)
-        if rope_type in ("llama3", "yarn", "longrope"):
-            if config.get("original_max_position_embeddings") is not None:
-                params["original_max_position_embeddings"] = config[
-                    "original_max_position_embeddings"
-                ]
-            elif params.get("original_max_position_embeddings") is None:
-                params["original_max_position_embeddings"] = _require(
-                    config,
-                    "max_position_embeddings",
-                    f"{rope_type} needs an original length; none in the scaling dict",
-                )
-            # As transformers: factor defaults to max_position_embeddings / original length.
-            needs_factor = rope_type == "yarn" or (
-                rope_type == "longrope" and params.get("attention_factor") is None
-            )
-            if params.get("factor") is None and needs_factor:
-                max_positions = _require(config, "max_position_embeddings", f"{rope_type} factor")
-                original = float(params["original_max_position_embeddings"])
-                params["factor"] = float(max_positions) / original
-        if rope_type == "dynamic":
-            params["original_max_position_embeddings"] = _require(
-                config, "max_position_embeddings", "dynamic NTK scales against it"
-            )
-        if rope_type != "default":
-            scaling = RopeScaling.from_dict(params)
-        else:
-            RopeScaling.from_dict(params)  # still reject unknown keys
-
-    if layout is None:
-        interleaved = model_type in ("gptj", "deepseek_v2") or (
-            model_type == "deepseek_v3" and config.get("rope_interleave", True)
-        )
-        if config.get("rope_interleave") is not None and model_type != "deepseek_v3":
-            interleaved = bool(config["rope_interleave"])
-        layout = "interleaved" if interleaved else "half"
+    scaling = _hf_scaling(config, params)
     return RopeSettings(
         head_dim=head_dim,
         base=float(base),
         rotary_fraction=fraction,
         scaling=scaling,
         max_position_embeddings=None if max_len is None else int(max_len),
-        layout=layout,
+        layout=_hf_layout(config) if layout is None else layout,
     )
