@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import as_int, check_choice
 from posenc_jax.rope.numerics import cos_sin_table
 
 __all__ = [
@@ -93,10 +94,40 @@ def _pad_last(v: jax.Array, before: int, after: int) -> jax.Array:
     return jnp.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])
 
 
-def _check_layout(layout: str, argument: str = "layout") -> str:
-    if layout not in LAYOUTS:
-        raise ValueError(f"rope: {argument} must be one of {list(LAYOUTS)}; got {layout!r}")
-    return layout
+def _check_rotary_dim(x: jax.Array, inv_freq: jax.Array | np.ndarray) -> None:
+    """x is ``[..., T, N, H]`` and inv_freq ``[R/2]`` with 2 <= R <= H."""
+    if x.ndim < 3:
+        raise ValueError(f"rope: x must be [..., T, N, H]; got shape {x.shape}")
+    if inv_freq.ndim != 1:
+        raise ValueError(f"rope: inv_freq must be [R/2]; got shape {inv_freq.shape}")
+    half = inv_freq.shape[0]
+    dim = 2 * half
+    head_dim = x.shape[-1]
+    if dim > head_dim or half == 0:
+        raise ValueError(
+            f"rope: inv_freq has {half} frequencies, so rotary dim {dim}, which needs "
+            f"1 <= R/2 and R <= head dim {head_dim}"
+        )
+
+
+def _check_positions(x: jax.Array, positions: jax.Array) -> None:
+    """positions are ``[T]``, or ``[B, T]`` with B equal to x's batch or 1."""
+    if positions.ndim not in (1, 2) or positions.shape[-1] != x.shape[-3]:
+        raise ValueError(
+            f"rope: positions must be [T] or [B, T] with T = x.shape[-3] = {x.shape[-3]}; "
+            f"got positions shape {positions.shape} for x shape {x.shape}"
+        )
+    if positions.ndim == 2:
+        if x.ndim < 4:
+            raise ValueError(
+                f"rope: [B, T] positions need x with a batch axis [B, T, N, H]; got {x.shape}"
+            )
+        batch, x_batch = positions.shape[0], x.shape[-4]
+        if batch not in (1, x_batch) and x_batch != 1:
+            raise ValueError(
+                f"rope: positions batch {batch} does not match x batch {x_batch} "
+                f"(positions {positions.shape}, x {x.shape})"
+            )
 
 
 def apply_rope(
@@ -151,40 +182,13 @@ def apply_rope(
 
     References: Su et al. 2021, RoFormer (arXiv 2104.09864), eq. (34).
     """
-    _check_layout(layout)
+    check_choice(layout, "layout", LAYOUTS, "rope")
     x = jnp.asarray(x)
     positions = jnp.asarray(positions)
     if not (isinstance(inv_freq, np.ndarray) and inv_freq.dtype == np.float64):
         inv_freq = jnp.asarray(inv_freq)  # float64 NumPy stays exact for the angle reduction
-    if x.ndim < 3:
-        raise ValueError(f"rope: x must be [..., T, N, H]; got shape {x.shape}")
-    if inv_freq.ndim != 1:
-        raise ValueError(f"rope: inv_freq must be [R/2]; got shape {inv_freq.shape}")
-    half = inv_freq.shape[0]
-    dim = 2 * half
-    head_dim = x.shape[-1]
-    if dim > head_dim or half == 0:
-        raise ValueError(
-            f"rope: inv_freq has {half} frequencies, so rotary dim {dim}, which needs "
-            f"1 <= R/2 and R <= head dim {head_dim}"
-        )
-    if positions.ndim not in (1, 2) or positions.shape[-1] != x.shape[-3]:
-        raise ValueError(
-            f"rope: positions must be [T] or [B, T] with T = x.shape[-3] = {x.shape[-3]}; "
-            f"got positions shape {positions.shape} for x shape {x.shape}"
-        )
-    if positions.ndim == 2:
-        if x.ndim < 4:
-            raise ValueError(
-                f"rope: [B, T] positions need x with a batch axis [B, T, N, H]; got {x.shape}"
-            )
-        batch, x_batch = positions.shape[0], x.shape[-4]
-        if batch not in (1, x_batch) and x_batch != 1:
-            raise ValueError(
-                f"rope: positions batch {batch} does not match x batch {x_batch} "
-                f"(positions {positions.shape}, x {x.shape})"
-            )
-
+    _check_rotary_dim(x, inv_freq)
+    _check_positions(x, positions)
     cos, sin = cos_sin_table(positions, inv_freq, attention_factor)  # [(B,) T, 1, R/2]
     return rotate(x, cos, sin, layout=layout)
 
@@ -241,12 +245,13 @@ def convert_rope_layout(
     References: Su et al. 2021, RoFormer (arXiv 2104.09864); Hugging Face
     transformers ``convert_llama_weights_to_hf.py``.
     """
-    _check_layout(src, "src")
-    _check_layout(dst, "dst")
-    if isinstance(head_dim, bool) or not isinstance(head_dim, int | np.integer) or head_dim < 2:
+    check_choice(src, "src", LAYOUTS, "rope")
+    check_choice(dst, "dst", LAYOUTS, "rope")
+    head_dim = as_int(head_dim, "head_dim", "rope")
+    if head_dim < 2:
         raise ValueError(f"rope: head_dim must be an integer >= 2; got head_dim={head_dim!r}")
-    dim = head_dim if rotary_dim is None else rotary_dim
-    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 2 or dim % 2:
+    dim = head_dim if rotary_dim is None else as_int(rotary_dim, "rotary_dim", "rope")
+    if dim < 2 or dim % 2:
         raise ValueError(f"rope: rotary_dim must be an even integer >= 2; got rotary_dim={dim!r}")
     if dim > head_dim:
         raise ValueError(f"rope: rotary_dim={dim} exceeds head_dim={head_dim}")
