@@ -20,6 +20,7 @@ concern; every public name is re-exported here:
   unchanged; `LAYOUTS`.
 * `posenc_jax.rope.hf`: `RopeSettings` and `rope_from_hf_config`, a model's
   settings read offline from a Hugging Face ``config.json`` dict.
+* `posenc_jax.rope.decay`: `rope_decay_bound`, RoFormer's long-term decay bound.
 
 Shape legend: B batch, T query length, N heads, H head dim, D model dim,
 R rotary dim (``int(H * rotary_fraction)``).
@@ -39,6 +40,9 @@ References: Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position
 Embedding" (arXiv 2104.09864).
 """
 
+from posenc_jax.rope.decay import (
+    rope_decay_bound,
+)
 from posenc_jax.rope.frequencies import (
     rope_frequencies,
     rotary_dim,
@@ -64,6 +68,7 @@ __all__ = [
     "RopeSettings",
     "apply_rope",
     "convert_rope_layout",
+    "rope_decay_bound",
     "rope_frequencies",
     "rope_from_hf_config",
     "rotary_dim",
