@@ -43,8 +43,8 @@ __all__ = [
     "rotary_dim",
 ]
 
-SeqLen: TypeAlias = int | jax.Array | None
-Schedule: TypeAlias = Callable[[int, float, RopeScaling, SeqLen], tuple[jax.Array, float]]
+_SeqLen: TypeAlias = int | jax.Array | None
+Schedule: TypeAlias = Callable[[int, float, RopeScaling, _SeqLen], tuple[jax.Array, float]]
 """``schedule(dim, base, scaling, seq_len) -> (inv_freq [R/2] float32, attention_factor)``."""
 
 _NO_SCALING = RopeScaling()  # rope_type "default"
@@ -96,23 +96,23 @@ def _default_inv_freq64(dim: int, base: float) -> np.ndarray:
     return 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
 
 
-def _default(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _default(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """RoFormer: theta_i = base^(-2i/R), attention factor 1."""
     return jnp.asarray(_default_inv_freq64(dim, base), jnp.float32), 1.0
 
 
-def _linear(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _linear(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """Position interpolation (Chen et al. 2023): theta_i / factor."""
     return jnp.asarray(_default_inv_freq64(dim, base) / s.factor, jnp.float32), 1.0
 
 
-def _ntk(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _ntk(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """NTK-aware (bloc97 2023): the default schedule with base * factor^(R/(R-2))."""
     new_base = base * s.factor ** (dim / (dim - 2))
     return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
 
 
-def _dynamic(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _dynamic(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """Dynamic NTK: the NTK-aware base for factor * L' / L - (factor - 1), L' = max(seq_len, L)."""
     length = s.original_max_position_embeddings
     if seq_len is None:
@@ -166,7 +166,7 @@ def _yarn_ramp(dim: int, base: float, s: RopeScaling) -> np.ndarray:
     return np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
 
 
-def _yarn(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _yarn(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """YaRN (Peng et al. 2023): NTK-by-parts ramp between theta_i and theta_i / factor."""
     ramp = _yarn_ramp(dim, base, s)
     extrapolation = _default_inv_freq64(dim, base)
@@ -176,7 +176,7 @@ def _yarn(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.A
     return jnp.asarray(inv_freq, jnp.float32), _yarn_attention_factor(s)
 
 
-def _llama3(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _llama3(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """Llama 3.1: long wavelengths divided by factor, short ones kept, smooth in between."""
     inv_freq = _default_inv_freq64(dim, base)
     length = s.original_max_position_embeddings
@@ -190,7 +190,7 @@ def _llama3(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax
     return jnp.asarray(np.where(medium, smoothed, scaled), jnp.float32), 1.0
 
 
-def _longrope(dim: int, base: float, s: RopeScaling, seq_len: SeqLen) -> tuple[jax.Array, float]:
+def _longrope(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """LongRoPE (Ding et al. 2024): theta_i / long_factor[i] past L, else / short_factor[i]."""
     length = s.original_max_position_embeddings
     if s.attention_factor is not None:
@@ -278,6 +278,7 @@ def rope_frequencies(
       theta_i / short_factor[i] (seq_len may be traced); attention factor
       ``attention_factor``, else sqrt(1 + ln(factor) / ln(L)) (1 if factor <= 1).
 
+    The schedule of each type is the function ``ROPE_SCHEDULES[rope_type]``.
     Values equal Hugging Face transformers' ``ROPE_INIT_FUNCTIONS`` within
     float32 rounding (checked against stored golden values). Frequencies are
     computed in float64 and rounded once to float32, except the dynamic NTK

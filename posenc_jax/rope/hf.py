@@ -3,7 +3,7 @@
 `RopeSettings` holds everything that fixes a model's RoPE (head dim, base,
 rotary fraction, scaling, layout); `rope_from_hf_config` reads it from a parsed
 ``config.json`` as transformers' ``standardize_rope_params`` and
-``ROPE_INIT_FUNCTIONS`` would, for Llama, GPT-NeoX, GPT-J, Phi-3, Qwen and
+``ROPE_INIT_FUNCTIONS`` would, for Llama, GPT-NeoX, GPT-J, Phi-3 and
 DeepSeek-V2/V3 style configs.
 
 Shape legend: H head dim, R rotary dim (``int(H * rotary_fraction)``).

@@ -36,7 +36,10 @@ __all__ = [
 ]
 
 ROPE_TYPES: tuple[str, ...] = ("default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope")
-"""Frequency schedules understood by `rope_frequencies` (Hugging Face names, plus "ntk")."""
+"""Frequency schedules understood by `rope_frequencies` (Hugging Face names, plus "ntk").
+
+Each has its schedule function in `posenc_jax.rope.frequencies.ROPE_SCHEDULES`.
+"""
 
 # Other spellings accepted for ``rope_type``: Hugging Face's legacy names and short names.
 _TYPE_ALIASES: dict[str, str] = {
