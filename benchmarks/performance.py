@@ -67,6 +67,8 @@ from experiments.train import (
     training_batches,
 )
 from posenc_jax import rope
+from posenc_jax.rope.numerics import cos_sin
+from posenc_jax.rope.rotation import rotate
 from posenc_jax.schemes import RopeScheme, make_scheme
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,7 +309,7 @@ def rotate_half_reference(x: jax.Array, positions: jax.Array, *, base: float = 1
 
 def _rope_table(positions, inv_freq, attention_factor):
     """cos, sin of m * theta with apply_rope's own angle reduction: [..., T, 1, R/2] float32."""
-    return rope._cos_sin(positions, inv_freq, attention_factor)
+    return cos_sin(positions, inv_freq, attention_factor)
 
 
 def apply_rope_fused_table(x, positions, *, inv_freq, attention_factor=1.0):
@@ -319,7 +321,7 @@ def apply_rope_fused_table(x, positions, *, inv_freq, attention_factor=1.0):
     polynomial, so the two differ by the float32 rounding of the table (~1e-7).
     """
     cos, sin = _rope_table(positions, inv_freq, attention_factor)
-    return rope._rotate(x, cos, sin, layout="half")
+    return rotate(x, cos, sin, layout="half")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,7 +405,7 @@ def rope_child(args) -> list[dict]:
                 (x, positions),
             ),
             "rotation, table given": (
-                jax.jit(lambda x, cs, sn: rope._rotate(x, cs, sn, layout="half")),
+                jax.jit(lambda x, cs, sn: rotate(x, cs, sn, layout="half")),
                 (x, cos_t, sin_t),
             ),
             "concatenate, table given": (

@@ -28,6 +28,7 @@ from posenc_jax.rope import (
     rope_frequencies,
     rope_from_hf_config,
 )
+from posenc_jax.rope.frequencies import ROPE_SCHEDULES
 
 HYP = settings(max_examples=25, deadline=None)
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "data" / "hf_rope_golden.json").read_text())
@@ -400,7 +401,7 @@ def test_hf_config_partial_rotary_and_layouts():
         "max_position_embeddings": 2048,
     }
     s = rope_from_hf_config(neox)
-    assert (s.head_dim, s.rotary_dim, s.layout) == (96, 24, "half")
+    assert (s.head_dim, s.num_rotary_dims, s.layout) == (96, 24, "half")
     gptj = {
         "model_type": "gptj",
         "n_embd": 4096,
@@ -409,7 +410,7 @@ def test_hf_config_partial_rotary_and_layouts():
         "n_positions": 2048,
     }
     s = rope_from_hf_config(gptj)
-    assert (s.head_dim, s.rotary_dim, s.layout, s.max_position_embeddings) == (
+    assert (s.head_dim, s.num_rotary_dims, s.layout, s.max_position_embeddings) == (
         256,
         64,
         "interleaved",
@@ -560,3 +561,51 @@ def test_ntk_and_dynamic_need_rotary_dim_above_two():
 
 def test_rope_types_listed():
     assert set(ROPE_TYPES) == {"default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope"}
+
+
+# The keys each rope type requires, with small valid values.
+MINIMAL_SCALING = {
+    "default": {},
+    "linear": {"factor": 2.0},
+    "ntk": {"factor": 2.0},
+    "dynamic": {"factor": 2.0, "original_max_position_embeddings": 32},
+    "yarn": {"factor": 2.0, "original_max_position_embeddings": 32},
+    "llama3": {
+        "factor": 2.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+    },
+    "longrope": {
+        "factor": 2.0,
+        "short_factor": [1.0] * 8,
+        "long_factor": [2.0] * 8,
+        "original_max_position_embeddings": 32,
+    },
+}
+
+
+@pytest.mark.parametrize("rope_type", ROPE_TYPES)
+def test_every_rope_type_has_a_schedule(rope_type):
+    assert set(ROPE_SCHEDULES) == set(ROPE_TYPES) == set(MINIMAL_SCALING)
+    scaling = {"rope_type": rope_type, **MINIMAL_SCALING[rope_type]}
+    for seq_len in (None, 16, 64, jnp.int32(64)):
+        inv_freq, factor = rope_frequencies(16, scaling=scaling, seq_len=seq_len)
+        assert inv_freq.shape == (8,) and inv_freq.dtype == jnp.float32
+        assert isinstance(factor, float) and factor > 0
+        assert np.all(np.isfinite(np.asarray(inv_freq))) and np.all(np.asarray(inv_freq) > 0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: rope_frequencies(16, scaling={"rope_type": "rotary9"}),
+        lambda: RopeScaling(rope_type="rotary9"),
+        lambda: RopeScaling.from_dict({"type": "rotary9"}),
+        lambda: rope_from_hf_config({"head_dim": 16, "rope_scaling": {"type": "rotary9"}}),
+    ],
+)
+def test_unknown_rope_type_lists_the_valid_types(call):
+    with pytest.raises(ValueError, match="unknown rope_type 'rotary9'") as info:
+        call()
+    assert str(list(ROPE_TYPES)) in str(info.value)
