@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.config import load_config
-from experiments.runner import plan
+from experiments.plan import plan
 from experiments.runtime import keep_freed_memory
 from experiments.train import (
     build_model_fn,

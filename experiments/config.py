@@ -7,6 +7,7 @@ raised before anything is trained or written.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from posenc_jax.schemes import context_extension_names
 
 __all__ = [
     "ConfigError",
@@ -74,7 +77,7 @@ class EvalConfig:
     lengths: tuple[int, ...] = (40, 80, 160, 320)
     batch_size: int = 64
     num_batches: int = 1
-    rope_scalings: tuple[str, ...] = ()
+    context_extensions: tuple[str, ...] = ()
     bucket: bool = True
     blockwise_threshold: int | None = 2048
     block_size: int = 512
@@ -104,7 +107,6 @@ class ExperimentConfig:
     mesh: MeshConfig = MeshConfig()
 
 
-ROPE_SCALINGS = ("linear", "ntk", "dynamic", "yarn")
 NORMS = ("layernorm", "rmsnorm")
 DTYPES = ("float32", "bfloat16")
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "mesh": MeshConfig}
@@ -239,8 +241,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _positive(e.num_batches, "eval.num_batches")
     _positive(e.block_size, "eval.block_size")
     _positive(e.attention_maps, "eval.attention_maps", allow_zero=True)
-    for i, name in enumerate(e.rope_scalings):
-        _choice(name, f"eval.rope_scalings[{i}]", ROPE_SCALINGS)
+    for i, name in enumerate(e.context_extensions):
+        _choice(name, f"eval.context_extensions[{i}]", context_extension_names())
     for key in ("seed", "data"):
         value = getattr(cfg.mesh, key)
         if value is not None:
@@ -262,11 +264,30 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Expe
       ConfigError: naming ``source``, the key and the valid choices.
     """
     try:
+        data = _renamed_keys(data)
         cfg = build_section(ExperimentConfig, data, "")
         validate(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+RENAMED_KEYS: dict[tuple[str, str], str] = {("eval", "rope_scalings"): "context_extensions"}
+"""Keys read under their former name, with a one-line notice: (section, old) -> new."""
+
+
+def _renamed_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with former key names replaced by the current ones (a notice for each)."""
+    out = dict(data)
+    for (section, old), new in RENAMED_KEYS.items():
+        body = out.get(section)
+        if not isinstance(body, Mapping) or old not in body:
+            continue
+        if new in body:
+            raise ConfigError(f"{section}.{old} is the former name of {section}.{new}; give one")
+        print(f"notice: {section}.{old} is now {section}.{new}; read as such", file=sys.stderr)
+        out[section] = {(new if k == old else k): v for k, v in body.items()}
+    return out
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

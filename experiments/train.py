@@ -33,10 +33,8 @@ from posenc_jax.schemes import Scheme
 __all__ = [
     "RunState",
     "build_model_fn",
-    "evaluate",
     "make_optimizer",
     "pad_batch",
-    "rope_scaling_variant",
     "train",
 ]
 
@@ -137,7 +135,7 @@ def randomized_positions(rng: np.random.Generator, batch: int, length: int, max_
     return np.sort(idx, axis=1).astype(np.int32)
 
 
-def _masked_metrics(logits, targets, loss_mask):
+def masked_metrics(logits, targets, loss_mask):
     """Sums over positions: loss, token hits, scored tokens, sequence hits, sequences."""
     mask = loss_mask.astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
@@ -153,7 +151,7 @@ def _masked_metrics(logits, targets, loss_mask):
     }
 
 
-def _forward(model, batch, deterministic=True):
+def forward(model, batch, deterministic=True):
     return model(
         batch["tokens"],
         positions=batch["positions"],
@@ -182,8 +180,8 @@ def make_train_step(graphdef, tx):
     def step(params, rest, opt_state, batch):
         def loss_fn(p):
             model = nnx.merge(graphdef, p, rest)
-            logits = _forward(model, batch, deterministic=False)
-            m = _masked_metrics(logits, batch["targets"], batch["loss_mask"])
+            logits = forward(model, batch, deterministic=False)
+            m = masked_metrics(logits, batch["targets"], batch["loss_mask"])
             new_rest = nnx.state(model, nnx.Not(nnx.Param))
             return m["loss_sum"] / jnp.maximum(m["tokens"], 1.0), (m, new_rest)
 
@@ -253,28 +251,16 @@ def train(
       ("seed", "data"); a checkpoint restores onto whatever mesh is given.
     """
     tx = make_optimizer(tcfg)
-    make_model = build_model_fn(task, scheme, mcfg, ecfg)
-    graphdef, state = init_state(make_model, seeds, tx)
-    if init_from is not None:
-        # Copies, since the train step donates its inputs and the caller keeps init_from.
-        params = jax.tree.map(jnp.copy, init_from.params)
-        rest = jax.tree.map(jnp.copy, init_from.rest)
-        state = RunState(0, params, rest, jax.jit(jax.vmap(tx.init))(params))
-    if mesh is not None:
-        state = RunState(
-            0, *(put_state(x, mesh) for x in (state.params, state.rest, state.opt_state))
-        )
-    diverged = np.full(len(seeds), -1, np.int64)
+    graphdef, state = starting_state(
+        build_model_fn(task, scheme, mcfg, ecfg), seeds, tx, init_from=init_from, mesh=mesh
+    )
+    divergence = Divergence(len(seeds))
     info: dict[str, Any] = {"resumed_from": None}
     if checkpointer is not None:
-        restored = checkpointer.restore(_checkpoint_tree(state, diverged))
+        restored = _restore(checkpointer, state, divergence)
         if restored is not None:
-            step, tree = restored
-            state = RunState(
-                step=step, params=tree["params"], rest=tree["rest"], opt_state=tree["opt_state"]
-            )
-            diverged = np.asarray(tree["diverged"])
-            info["resumed_from"] = step
+            state, divergence = restored
+            info["resumed_from"] = state.step
     step_fn = make_train_step(graphdef, tx)
     bar = tqdm(
         total=tcfg.steps,
@@ -292,28 +278,81 @@ def train(
         state = RunState(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
         bar.update(1)
         if (tcfg.log_every and state.step % tcfg.log_every == 0) or state.step == tcfg.steps:
-            m = jax.device_get(metrics)
-            newly = (~np.asarray(m["finite"])) & (diverged < 0)
-            diverged[newly] = state.step
-            ok = diverged < 0
-            if ok.any():
-                acc = m["correct"][ok] / np.maximum(m["tokens"][ok], 1)
-                bar.set_postfix(
-                    loss=f"{float(np.mean(m['loss'][ok])):.3f}", acc=f"{float(np.mean(acc)):.3f}"
-                )
-            else:
-                break
-        if (
-            checkpointer is not None
-            and tcfg.checkpoint_every
-            and (state.step % tcfg.checkpoint_every == 0)
-            and state.step < tcfg.steps
-        ):
-            checkpointer.save(state.step, _checkpoint_tree(state, diverged))
+            summary = divergence.check(state.step, jax.device_get(metrics))
+            if summary is None:
+                break  # every seed diverged
+            bar.set_postfix(summary)
+        if checkpointer is not None and _checkpoint_due(state.step, tcfg):
+            checkpointer.save(state.step, _checkpoint_tree(state, divergence.steps))
     bar.close()
     info["seconds"] = time.perf_counter() - t0
-    info["diverged"] = {int(s): int(d) for s, d in zip(seeds, diverged, strict=True) if d >= 0}
+    info["diverged"] = divergence.by_seed(seeds)
     return graphdef, state, info
+
+
+def starting_state(
+    make_model: Callable,
+    seeds: Sequence[int],
+    tx: optax.GradientTransformation,
+    *,
+    init_from: RunState | None = None,
+    mesh: Mesh | None = None,
+) -> tuple[nnx.GraphDef, RunState]:
+    """Fresh models of every seed, or copies of ``init_from``'s parameters with a fresh
+    optimizer state (the fine-tune stage); sharded over ``mesh`` when given."""
+    graphdef, state = init_state(make_model, seeds, tx)
+    if init_from is not None:
+        # Copies, since the train step donates its inputs and the caller keeps init_from.
+        params = jax.tree.map(jnp.copy, init_from.params)
+        rest = jax.tree.map(jnp.copy, init_from.rest)
+        state = RunState(0, params, rest, jax.jit(jax.vmap(tx.init))(params))
+    if mesh is not None:
+        state = RunState(
+            0, *(put_state(x, mesh) for x in (state.params, state.rest, state.opt_state))
+        )
+    return graphdef, state
+
+
+class Divergence:
+    """Which seeds diverged, and at which step: a NaN or infinite loss at a check.
+
+    Seeds are independent under vmap, so the others go on; ``check`` returns None
+    once every seed has diverged (training then stops).
+    """
+
+    def __init__(self, num_seeds: int, steps: np.ndarray | None = None):
+        self.steps = np.full(num_seeds, -1, np.int64) if steps is None else np.asarray(steps)
+
+    def check(self, step: int, metrics: dict[str, np.ndarray]) -> dict[str, str] | None:
+        """Records seeds whose loss is not finite; returns the live seeds' mean loss and
+        accuracy for the progress bar, or None when no seed is left."""
+        newly = (~np.asarray(metrics["finite"])) & (self.steps < 0)
+        self.steps[newly] = step
+        ok = self.steps < 0
+        if not ok.any():
+            return None
+        acc = metrics["correct"][ok] / np.maximum(metrics["tokens"][ok], 1)
+        return {"loss": f"{float(np.mean(metrics['loss'][ok])):.3f}", "acc": f"{np.mean(acc):.3f}"}
+
+    def by_seed(self, seeds: Sequence[int]) -> dict[int, int]:
+        """{seed: step} for the diverged seeds."""
+        return {int(s): int(d) for s, d in zip(seeds, self.steps, strict=True) if d >= 0}
+
+
+def _checkpoint_due(step: int, tcfg: TrainConfig) -> bool:
+    return bool(tcfg.checkpoint_every) and step % tcfg.checkpoint_every == 0 and step < tcfg.steps
+
+
+def _restore(
+    checkpointer: RunCheckpointer, state: RunState, divergence: Divergence
+) -> tuple[RunState, Divergence] | None:
+    """The latest checkpoint restored onto ``state``'s shapes and shardings, or None."""
+    restored = checkpointer.restore(_checkpoint_tree(state, divergence.steps))
+    if restored is None:
+        return None
+    step, tree = restored
+    state = RunState(step, tree["params"], tree["rest"], tree["opt_state"])
+    return state, Divergence(len(divergence.steps), np.asarray(tree["diverged"]))
 
 
 def _checkpoint_tree(state: RunState, diverged: np.ndarray) -> dict[str, Any]:
@@ -328,115 +367,6 @@ def _checkpoint_tree(state: RunState, diverged: np.ndarray) -> dict[str, Any]:
 def graph_of(make_model: Callable) -> nnx.GraphDef:
     """The static graph of a model, without allocating its parameters."""
     return nnx.graphdef(nnx.eval_shape(lambda: make_model(jax.random.key(0))))
-
-
-def rope_scaling_variant(
-    scheme: Scheme, method: str, *, train_seq_len: int, eval_seq_len: int
-) -> Scheme:
-    """The trained RoPE scheme with a zero-shot context-extension method for one eval length.
-
-    factor = eval_seq_len / train_seq_len (at least 1); the original context is the
-    training sequence length. "dynamic" uses factor 1 and scales with the length it sees.
-    """
-    factor = max(1.0, eval_seq_len / train_seq_len)
-    scaling: dict[str, Any] = {
-        "rope_type": method,
-        "factor": factor,
-        "original_max_position_embeddings": train_seq_len,
-    }
-    if method == "dynamic":
-        scaling["factor"] = 1.0  # the base grows with the length it sees, from the original
-    return dataclasses.replace(scheme, scaling=scaling)
-
-
-def bucket_width(seq_len: int) -> int:
-    """The padded width of an evaluation bucket: the next power of two (at least 8)."""
-    return max(8, 1 << (int(seq_len) - 1).bit_length())
-
-
-def eval_batches(
-    task, length: int, ecfg: EvalConfig, *, randomized_range: int | None = None
-) -> Iterator[dict[str, np.ndarray]]:
-    """Deterministic evaluation batches at one task length (the same for every scheme and seed).
-
-    With ``ecfg.bucket`` the batches are right-padded to `bucket_width`, so all
-    lengths in a bucket share one compiled program. ``randomized_range`` N:
-    each row's positions are a sorted random subset of [0, N), drawn from their own
-    generator (the tokens do not change), as Ruoss et al. evaluate models trained
-    that way; None: positions 0..L-1.
-    """
-    width = task.sequence_length(length)
-    if ecfg.bucket:
-        width = bucket_width(width)
-    if hasattr(task, "eval_batches"):
-        batches = task.eval_batches(length, ecfg.batch_size, ecfg.num_batches)
-    else:
-        rng = np.random.default_rng([length, 104729])
-        batches = (task.sample_batch(rng, ecfg.batch_size, length) for _ in range(ecfg.num_batches))
-    position_rng = np.random.default_rng([length, 104723])
-    for batch in batches:
-        positions = None
-        if randomized_range:
-            b, seq_len = batch.tokens.shape
-            positions = randomized_positions(position_rng, b, seq_len, randomized_range)
-        yield pad_batch(batch, width, positions)
-
-
-def evaluate(
-    task,
-    graphdef: nnx.GraphDef,
-    state: RunState,
-    lengths: Sequence[int],
-    ecfg: EvalConfig,
-    *,
-    graph_for_length: Callable[[int], nnx.GraphDef] | None = None,
-    mesh: Mesh | None = None,
-    progress: bool = True,
-    desc: str = "eval",
-    randomized_range: int | None = None,
-) -> dict[int, dict[str, np.ndarray]]:
-    """Per-length metrics for every seed: {length: {metric: [S]}}.
-
-    ``graph_for_length(length)`` returns the model graph to evaluate with at that
-    length (zero-shot RoPE scaling swaps the scheme; the parameters are shared).
-    ``randomized_range`` N evaluates on sorted random positions from [0, N)
-    (see `eval_batches`).
-    """
-
-    def run_one(graph, params, rest, batch):
-        model = nnx.merge(graph, params, rest)
-        return _masked_metrics(_forward(model, batch), batch["targets"], batch["loss_mask"])
-
-    cache: dict[Any, Callable] = {}
-
-    def fn_for(graph):
-        if graph not in cache:
-            cache[graph] = jax.jit(
-                jax.vmap(lambda p, r, b: run_one(graph, p, r, b), in_axes=(0, 0, None))
-            )
-        return cache[graph]
-
-    out = {}
-    for length in tqdm(lengths, desc=desc, disable=not progress, leave=False):
-        graph = graphdef if graph_for_length is None else graph_for_length(length)
-        fn = fn_for(graph)
-        totals: dict[str, np.ndarray] = {}
-        batches = eval_batches(task, length, ecfg, randomized_range=randomized_range)
-        for batch in batches:
-            if mesh is not None:
-                batch = put_batch(batch, mesh, stacked=False)
-            m = jax.device_get(fn(state.params, state.rest, batch))
-            for k, v in m.items():
-                totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
-        tokens = np.maximum(totals["tokens"], 1.0)
-        loss = totals["loss_sum"] / tokens
-        out[length] = {
-            "loss": loss,
-            "accuracy": totals["correct"] / tokens,
-            "sequence_accuracy": totals["seq_correct"] / np.maximum(totals["sequences"], 1.0),
-            "perplexity": np.exp(np.minimum(loss, 700.0)),
-        }
-    return out
 
 
 def seconds_to_str(seconds: float) -> str:

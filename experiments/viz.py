@@ -4,9 +4,9 @@ Each picture has a ``figure_xxx(**options) -> Figure`` that builds it and a
 ``fig_xxx(out_path, **options) -> Path`` that writes it as a PNG; `draw_all` writes
 them all (the ``posenc viz OUT_DIR`` command). The numbers plotted are the outputs
 of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
-`research.rope_decay_bound`, `alibi.alibi_bias`, `relative.t5_relative_bucket`,
-`relative.shaw_relative_index`, `research.apply_xpos`, `research.kerple_bias`,
-`research.fire_normalized_distance`), so the figures show what the code computes.
+`rope.rope_decay_bound`, `alibi.alibi_bias`, `relative.t5_relative_bucket`,
+`relative.shaw_relative_index`, `xpos.apply_xpos`, `kerple.kerple_bias`,
+`fire.fire_normalized_distance`), so the figures show what the code computes.
 
 Figures are `matplotlib.figure.Figure` objects rendered with the Agg backend and
 never registered with pyplot, so nothing leaks between calls. `panel_axes` lists a
@@ -33,7 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from posenc_jax import absolute, alibi, relative, research, rope
+from posenc_jax import absolute, alibi, fire, kerple, relative, rope, xpos
 from posenc_jax.attention import MASK_VALUE
 
 __all__ = [
@@ -155,7 +155,7 @@ def figure_rope_decay(
 
     Left: one line per base (no scaling). Right: ``scaling_base`` without scaling
     ("none") and with each scaling of ``scalings`` (default `DEFAULT_SCALINGS`).
-    Values are `posenc_jax.research.rope_decay_bound` of the frequencies of
+    Values are `posenc_jax.rope.rope_decay_bound` of the frequencies of
     `posenc_jax.rope.rope_frequencies`; distances 1 .. max_distance on a log axis.
     """
     scalings = DEFAULT_SCALINGS if scalings is None else scalings
@@ -354,19 +354,19 @@ def _aligned_scores(*, head_dim: int, scale_base: float, max_distance: int):
     ones = jnp.ones((max_distance + 1, 1, head_dim), jnp.float32)  # [T, N=1, H]
     key = jnp.ones((1, 1, head_dim), jnp.float32)  # [S=1, N=1, H]
     inv_freq, _ = rope.rope_frequencies(head_dim)
-    zeta = research.xpos_zeta(head_dim)
+    zeta = xpos.xpos_zeta(head_dim)
     kw = dict(inv_freq=inv_freq, zeta=zeta, scale_base=scale_base)
-    xq = research.apply_xpos(ones, r, downscale=False, **kw)
-    xk = research.apply_xpos(key, zero, downscale=True, **kw)
+    xq = xpos.apply_xpos(ones, r, downscale=False, **kw)
+    xk = xpos.apply_xpos(key, zero, downscale=True, **kw)
     rq = rope.apply_rope(ones, r, inv_freq=inv_freq)
     rk = rope.apply_rope(key, zero, inv_freq=inv_freq)
     return jnp.sum(rq * rk, -1)[:, 0] / head_dim, jnp.sum(xq * xk, -1)[:, 0] / head_dim
 
 
 # One compiled program per figure instead of one per operation.
-_kerple_bias = jax.jit(research.kerple_bias, static_argnames=("kind", "eps"))
-_fire_input = jax.jit(research.fire_normalized_distance, static_argnames=("eps",))
-_decay_bound = jax.jit(research.rope_decay_bound)
+_kerple_bias = jax.jit(kerple.kerple_bias, static_argnames=("kind", "eps"))
+_fire_input = jax.jit(fire.fire_normalized_distance, static_argnames=("eps",))
+_decay_bound = jax.jit(rope.rope_decay_bound)
 
 
 def figure_research_schemes(
@@ -387,7 +387,7 @@ def figure_research_schemes(
     """xPos, KERPLE and FIRE in three panels.
 
     * xPos: q.k / H of all-ones q and k against distance, for RoPE and for xPos
-      (`posenc_jax.research.apply_xpos` on q at position r and k at 0): the same
+      (`posenc_jax.xpos.apply_xpos` on q at position r and k at 0): the same
       oscillation, damped by the per-pair decay.
     * KERPLE: the bias ``kerple_bias`` against distance for (kind, r1, r2) triples.
     * FIRE: the MLP input ``fire_normalized_distance`` against i - j for several

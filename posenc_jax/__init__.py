@@ -5,7 +5,6 @@ into attention hooks, and dense / fused / blockwise attention. The Flax NNX modu
 live in :mod:`posenc_jax.nn`; model-family RoPE settings in :mod:`posenc_jax.presets`.
 """
 
-from posenc_jax import research  # registers xpos, kerple and fire in the scheme registry
 from posenc_jax.absolute import (
     OUT_OF_RANGE_POLICIES,
     init_learned_table,
@@ -20,23 +19,14 @@ from posenc_jax.attention import (
     dense_attention,
     select_implementation,
 )
+from posenc_jax.fire import fire_bias, fire_normalized_distance, init_fire_params
+from posenc_jax.kerple import KERPLE_KINDS, init_kerple_params, kerple_bias
 from posenc_jax.relative import (
     shaw_key_logits,
     shaw_relative_index,
     shaw_value_term,
     t5_bias,
     t5_relative_bucket,
-)
-from posenc_jax.research import (
-    KERPLE_KINDS,
-    apply_xpos,
-    fire_bias,
-    fire_normalized_distance,
-    init_fire_params,
-    init_kerple_params,
-    kerple_bias,
-    rope_decay_bound,
-    xpos_zeta,
 )
 from posenc_jax.rope import (
     LAYOUTS,
@@ -45,6 +35,7 @@ from posenc_jax.rope import (
     RopeSettings,
     apply_rope,
     convert_rope_layout,
+    rope_decay_bound,
     rope_frequencies,
     rope_from_hf_config,
     rotary_dim,
@@ -52,10 +43,12 @@ from posenc_jax.rope import (
 from posenc_jax.schemes import (
     SCHEMES,
     Scheme,
+    context_extension_names,
     list_schemes,
     make_scheme,
     register_scheme,
 )
+from posenc_jax.xpos import apply_xpos, xpos_zeta
 
 __version__ = "0.1.0"
 
@@ -75,6 +68,7 @@ __all__ = [
     "apply_xpos",
     "attend",
     "blockwise_attention",
+    "context_extension_names",
     "convert_rope_layout",
     "dense_attention",
     "fire_bias",
@@ -87,7 +81,6 @@ __all__ = [
     "list_schemes",
     "make_scheme",
     "register_scheme",
-    "research",
     "rope_decay_bound",
     "rope_frequencies",
     "rope_from_hf_config",

@@ -14,23 +14,17 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import as_int
+
 __all__ = ["OUT_OF_RANGE_POLICIES", "init_learned_table", "learned_lookup", "sinusoidal"]
 
 OUT_OF_RANGE_POLICIES = ("error", "clip")
-
-
-def _as_int(value: Any, name: str) -> int:
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an int; got {value!r}") from None
 
 
 def sinusoidal(
@@ -69,7 +63,7 @@ def sinusoidal(
     References: Vaswani et al. 2017, "Attention Is All You Need", section 3.5
     (arXiv 1706.03762).
     """
-    dim = _as_int(dim, "dim")
+    dim = as_int(dim, "dim", "sinusoidal")
     if dim < 2 or dim % 2:
         raise ValueError(f"sinusoidal needs an even dim >= 2; got dim={dim}")
     base = float(base)
@@ -116,8 +110,8 @@ def init_learned_table(
     References: Devlin et al. 2019, "BERT" (arXiv 1810.04805); Radford et al. 2019,
     "Language Models are Unsupervised Multitask Learners" (GPT-2).
     """
-    max_length = _as_int(max_length, "max_length")
-    dim = _as_int(dim, "dim")
+    max_length = as_int(max_length, "max_length", "init_learned_table")
+    dim = as_int(dim, "dim", "init_learned_table")
     if max_length < 1:
         raise ValueError(f"init_learned_table needs max_length >= 1; got max_length={max_length}")
     if dim < 1:

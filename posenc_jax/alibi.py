@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import relative_distance
+
 __all__ = ["alibi_bias", "alibi_slopes"]
 
 
@@ -62,20 +64,12 @@ def alibi_slopes(num_heads: int) -> jax.Array:
 
 
 def _relative(q_positions: jax.Array, k_positions: jax.Array, bidirectional: bool) -> jax.Array:
-    """k - q (or -|k - q|) as float32, [T] / [B, T] with [S] / [B, S] -> [..., T, S]."""
-    q = jnp.asarray(q_positions)
-    k = jnp.asarray(k_positions)
-    for name, value in (("q_positions", q), ("k_positions", k)):
-        if value.ndim not in (1, 2):
-            raise ValueError(f"alibi_bias needs {name} of shape [T] or [B, T]; got {value.shape}")
-    if jnp.issubdtype(q.dtype, jnp.integer) and jnp.issubdtype(k.dtype, jnp.integer):
-        # Integer difference first: exact, and the diagonal is +0.0 after the cast.
-        rel = k.astype(jnp.int32)[..., None, :] - q.astype(jnp.int32)[..., :, None]
-    else:
-        rel = k.astype(jnp.float32)[..., None, :] - q.astype(jnp.float32)[..., :, None]
-    if bidirectional:
-        rel = -jnp.abs(rel)
-    return rel.astype(jnp.float32)  # [..., T, S]
+    """k - q (or -|k - q|) as float32, [T] / [B, T] with [S] / [B, S] -> [..., T, S].
+
+    Integer positions subtract exactly first, so the diagonal is +0.0 after the cast.
+    """
+    rel = relative_distance(q_positions, k_positions, "alibi_bias").astype(jnp.float32)
+    return -jnp.abs(rel) if bidirectional else rel
 
 
 def alibi_bias(

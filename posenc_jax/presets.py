@@ -57,10 +57,13 @@ class Preset:
     Attributes:
       name: preset key, e.g. "llama-3.1".
       description: the model(s) covered and notes (versions, approximations).
-      scheme: read-only scheme-registry config, e.g. ``{"name": "alibi"}``.
-      max_position_embeddings: the model's context length (learned tables: rows).
       source: where the numbers come from (paper, config file).
-      head_dim: per-head size the rotary settings refer to (RoPE presets), else None.
+      scheme: read-only scheme-registry config, e.g. ``{"name": "alibi"}``; for a
+        RoPE preset it is derived from ``rope`` (`RopeSettings.to_scheme_config`,
+        the one place that writes a RoPE scheme config).
+      max_position_embeddings: the model's context length (learned tables: rows);
+        for a RoPE preset, ``rope.max_position_embeddings``.
+      rope: the `RopeSettings` of a RoPE preset (head dim included), else None.
 
     Example:
         >>> get_preset("gpt2").scheme_config()
@@ -71,12 +74,17 @@ class Preset:
 
     name: str
     description: str
-    scheme: Mapping[str, Any] = dataclasses.field(hash=False)
-    max_position_embeddings: int | None
     source: str
-    head_dim: int | None = None
+    scheme: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
+    max_position_embeddings: int | None = None
+    rope: RopeSettings | None = None
 
     def __post_init__(self) -> None:
+        if (self.scheme is None) == (self.rope is None):
+            raise ValueError(f"preset {self.name!r}: give exactly one of scheme and rope")
+        if self.rope is not None:
+            object.__setattr__(self, "scheme", self.rope.to_scheme_config())
+            object.__setattr__(self, "max_position_embeddings", self.rope.max_position_embeddings)
         object.__setattr__(self, "scheme", _freeze(self.scheme))
 
     @property
@@ -84,26 +92,23 @@ class Preset:
         """The scheme name ("rope", "alibi", ...)."""
         return str(self.scheme["name"])
 
+    @property
+    def head_dim(self) -> int | None:
+        """The head dim the rotary settings refer to (RoPE presets), else None."""
+        return None if self.rope is None else self.rope.head_dim
+
     def scheme_config(self) -> dict[str, Any]:
         """A plain, JSON-ready copy of ``scheme`` (lists, dicts)."""
         return _thaw(self.scheme)
 
     def rope_settings(self) -> RopeSettings:
         """The `RopeSettings` of a RoPE preset; ValueError for other encodings."""
-        if self.encoding != "rope" or self.head_dim is None:
+        if self.rope is None:
             raise ValueError(
                 f"preset {self.name!r} uses {self.encoding!r}, not rope; rope presets: "
-                f"{[n for n, p in PRESETS.items() if p.encoding == 'rope']}"
+                f"{[n for n, p in PRESETS.items() if p.rope is not None]}"
             )
-        scheme = self.scheme_config()
-        return RopeSettings(
-            head_dim=self.head_dim,
-            base=scheme.get("base", 10000.0),
-            rotary_fraction=scheme.get("rotary_fraction", 1.0),
-            scaling=scheme.get("scaling"),
-            max_position_embeddings=self.max_position_embeddings,
-            layout=scheme.get("layout", "half"),
-        )
+        return self.rope
 
 
 # Phi-3-mini-128k-instruct, first release (rope_scaling type "su", renamed "longrope" later;
@@ -132,16 +137,6 @@ _PHI3_MINI_128K_SHORT = (
     + (2.6499999999999986, 2.6999999999999984, 2.8999999999999977, 2.9499999999999975)
     + (3.049999999999997,) * 3
 )  # fmt: skip
-
-
-def _rope(base: float, *, rotary_fraction: float = 1.0, layout: str = "half", scaling=None):
-    return {
-        "name": "rope",
-        "base": float(base),
-        "rotary_fraction": float(rotary_fraction),
-        "layout": layout,
-        "scaling": scaling,
-    }
 
 
 _PRESET_LIST = (
@@ -194,29 +189,39 @@ _PRESET_LIST = (
     Preset(
         name="gpt-j",
         description="GPT-J-6B: RoPE on the first 64 of 256 head dims, interleaved pairs.",
-        scheme=_rope(10000.0, rotary_fraction=0.25, layout="interleaved"),
-        max_position_embeddings=2048,
+        rope=RopeSettings(
+            head_dim=256,
+            base=10000.0,
+            rotary_fraction=0.25,
+            layout="interleaved",
+            max_position_embeddings=2048,
+        ),
         source="EleutherAI GPT-J-6B config.json (rotary_dim 64, n_embd 4096, n_head 16)",
-        head_dim=256,
     ),
     Preset(
         name="gpt-neox",
         description="GPT-NeoX-20B / Pythia: RoPE on 25% of each head, rotate-half layout.",
-        scheme=_rope(10000.0, rotary_fraction=0.25, layout="half"),
-        max_position_embeddings=2048,
+        rope=RopeSettings(
+            head_dim=96,
+            base=10000.0,
+            rotary_fraction=0.25,
+            layout="half",
+            max_position_embeddings=2048,
+        ),
         source=(
             "Black et al. 2022 (arXiv 2204.06745); gpt-neox-20b config.json "
             "(rotary_pct 0.25, hidden_size 6144, 64 heads)"
         ),
-        head_dim=96,
     ),
     Preset(
         name="llama-2",
         description="Llama 2 (7B-70B): RoPE base 10000, 4096 context, rotate-half (HF weights).",
-        scheme=_rope(10000.0),
-        max_position_embeddings=4096,
+        rope=RopeSettings(
+            head_dim=128,
+            base=10000.0,
+            max_position_embeddings=4096,
+        ),
         source="Touvron et al. 2023 (arXiv 2307.09288); Llama-2-7b-hf config.json",
-        head_dim=128,
     ),
     Preset(
         name="llama-3.1",
@@ -224,8 +229,9 @@ _PRESET_LIST = (
             "Llama 3.1 (8B-405B): RoPE base 500000 with llama3 frequency scaling "
             "(factor 8, low 1, high 4, original 8192) to a 131072 context."
         ),
-        scheme=_rope(
-            500000.0,
+        rope=RopeSettings(
+            head_dim=128,
+            base=500000.0,
             scaling={
                 "rope_type": "llama3",
                 "factor": 8.0,
@@ -233,10 +239,9 @@ _PRESET_LIST = (
                 "high_freq_factor": 4.0,
                 "original_max_position_embeddings": 8192,
             },
+            max_position_embeddings=131072,
         ),
-        max_position_embeddings=131072,
         source="Meta Llama 3.1 (2024), Llama-3.1-8B config.json",
-        head_dim=128,
     ),
     Preset(
         name="mistral",
@@ -244,26 +249,32 @@ _PRESET_LIST = (
             "Mistral 7B v0.2 / v0.3: RoPE base 1e6, 32768 context, no sliding window "
             "(v0.1 used base 10000 with a 4096-token sliding window)."
         ),
-        scheme=_rope(1000000.0),
-        max_position_embeddings=32768,
+        rope=RopeSettings(
+            head_dim=128,
+            base=1000000.0,
+            max_position_embeddings=32768,
+        ),
         source="Mistral-7B-Instruct-v0.2 config.json (rope_theta 1000000.0)",
-        head_dim=128,
     ),
     Preset(
         name="qwen2",
         description="Qwen2 (7B-Instruct): RoPE base 1e6, 32768 context.",
-        scheme=_rope(1000000.0),
-        max_position_embeddings=32768,
+        rope=RopeSettings(
+            head_dim=128,
+            base=1000000.0,
+            max_position_embeddings=32768,
+        ),
         source="Yang et al. 2024 (arXiv 2407.10671); Qwen2-7B-Instruct config.json",
-        head_dim=128,
     ),
     Preset(
         name="falcon",
         description="Falcon-7B / 40B: RoPE base 10000 on full heads, rotate-half, 2048 context.",
-        scheme=_rope(10000.0),
-        max_position_embeddings=2048,
+        rope=RopeSettings(
+            head_dim=64,
+            base=10000.0,
+            max_position_embeddings=2048,
+        ),
         source="Almazrouei et al. 2023 (arXiv 2311.16867); falcon-7b config.json (head 64)",
-        head_dim=64,
     ),
     Preset(
         name="phi-3",
@@ -272,8 +283,9 @@ _PRESET_LIST = (
             "4096 tokens, long factors beyond; factor 32 = 131072 / 4096 gives the "
             "attention factor sqrt(1 + ln 32 / ln 4096)."
         ),
-        scheme=_rope(
-            10000.0,
+        rope=RopeSettings(
+            head_dim=96,
+            base=10000.0,
             scaling={
                 "rope_type": "longrope",
                 "factor": 32.0,
@@ -281,13 +293,12 @@ _PRESET_LIST = (
                 "short_factor": list(_PHI3_MINI_128K_SHORT),
                 "long_factor": list(_PHI3_MINI_128K_LONG),
             },
+            max_position_embeddings=131072,
         ),
-        max_position_embeddings=131072,
         source=(
             "Abdin et al. 2024 (arXiv 2404.14219); Ding et al. 2024 (arXiv 2402.13753); "
             "Phi-3-mini-128k-instruct config.json (2024-04)"
         ),
-        head_dim=96,
     ),
     Preset(
         name="deepseek-v2",
@@ -296,8 +307,9 @@ _PRESET_LIST = (
             "so attention factor 1; the model scales its softmax by mscale^2 instead) on "
             "the decoupled 64-dim MLA rope head, interleaved pairs."
         ),
-        scheme=_rope(
-            10000.0,
+        rope=RopeSettings(
+            head_dim=64,
+            base=10000.0,
             layout="interleaved",
             scaling={
                 "rope_type": "yarn",
@@ -308,10 +320,9 @@ _PRESET_LIST = (
                 "mscale": 0.707,
                 "mscale_all_dim": 0.707,
             },
+            max_position_embeddings=163840,
         ),
-        max_position_embeddings=163840,
         source="DeepSeek-AI 2024 (arXiv 2405.04434); DeepSeek-V2 config.json",
-        head_dim=64,
     ),
     Preset(
         name="deepseek-v3",
@@ -320,8 +331,9 @@ _PRESET_LIST = (
             "so attention factor 1; the model scales its softmax by mscale^2 instead) on "
             "the decoupled 64-dim MLA rope head, interleaved pairs."
         ),
-        scheme=_rope(
-            10000.0,
+        rope=RopeSettings(
+            head_dim=64,
+            base=10000.0,
             layout="interleaved",
             scaling={
                 "rope_type": "yarn",
@@ -332,10 +344,9 @@ _PRESET_LIST = (
                 "mscale": 1.0,
                 "mscale_all_dim": 1.0,
             },
+            max_position_embeddings=163840,
         ),
-        max_position_embeddings=163840,
         source="DeepSeek-AI 2024 (arXiv 2412.19437); DeepSeek-V3 config.json",
-        head_dim=64,
     ),
     Preset(
         name="bloom",
@@ -394,7 +405,7 @@ def preset_rope_settings(name: str | Preset) -> RopeSettings:
     """The `RopeSettings` of a RoPE preset (by name or Preset).
 
     Example:
-        >>> preset_rope_settings("gpt-j").rotary_dim
+        >>> preset_rope_settings("gpt-j").num_rotary_dims
         64
     """
     preset = name if isinstance(name, Preset) else get_preset(name)
@@ -409,12 +420,11 @@ def _fmt(value: Any) -> str:
 
 def _settings_text(preset: Preset) -> str:
     scheme = preset.scheme
-    name = preset.encoding
-    if name == "rope":
+    if preset.rope is not None:
         parts = [f"base {_fmt(scheme['base'])}"]
         if scheme.get("rotary_fraction", 1.0) != 1.0:
             settings = preset.rope_settings()
-            parts.append(f"rotary {settings.rotary_dim}/{settings.head_dim} dims")
+            parts.append(f"rotary {settings.num_rotary_dims}/{settings.head_dim} dims")
         elif preset.head_dim is not None:
             parts.append(f"head {preset.head_dim}")
         parts.append(f"{scheme.get('layout', 'half')} layout")

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from posenc_jax._checks import as_int, check_positions, relative_distance
 
 __all__ = [
     "shaw_key_logits",
@@ -34,27 +35,11 @@ __all__ = [
 ]
 
 
-def _as_int(value: Any, name: str, fn: str) -> int:
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{fn} needs an int {name}; got {value!r}") from None
-
-
-def _int_positions(positions: Any, name: str, fn: str) -> jax.Array:
-    positions = jnp.asarray(positions)
-    if positions.ndim not in (1, 2):
-        raise ValueError(f"{fn} needs {name} of shape [T] or [B, T]; got shape {positions.shape}")
-    if not jnp.issubdtype(positions.dtype, jnp.integer):
-        raise ValueError(f"{fn} needs integer {name}; got dtype {positions.dtype}")
-    return positions.astype(jnp.int32)
-
-
 def _relative_position(q_positions: Any, k_positions: Any, fn: str) -> jax.Array:
     """k - q as int32: [T] / [B, T] with [S] / [B, S] -> [T, S] or [B, T, S]."""
-    q = _int_positions(q_positions, "q_positions", fn)
-    k = _int_positions(k_positions, "k_positions", fn)
-    return k[..., None, :] - q[..., :, None]  # [..., T, S]
+    q = check_positions(q_positions, "q_positions", fn, integer=True)
+    k = check_positions(k_positions, "k_positions", fn, integer=True)
+    return relative_distance(q, k, fn)
 
 
 # --------------------------------------------------------------------------
@@ -63,7 +48,7 @@ def _relative_position(q_positions: Any, k_positions: Any, fn: str) -> jax.Array
 
 
 def _check_max_distance(max_distance: Any, fn: str) -> int:
-    k = _as_int(max_distance, "max_distance", fn)
+    k = as_int(max_distance, "max_distance", fn)
     if k < 0:
         raise ValueError(f"{fn} needs max_distance >= 0; got max_distance={k}")
     return k
@@ -276,8 +261,8 @@ def shaw_value_term(
 
 def _check_t5_settings(num_buckets: Any, max_distance: Any, bidirectional: bool, fn: str) -> int:
     """Validates the T5 settings and returns max_exact."""
-    nb = _as_int(num_buckets, "num_buckets", fn)
-    md = _as_int(max_distance, "max_distance", fn)
+    nb = as_int(num_buckets, "num_buckets", fn)
+    md = as_int(max_distance, "max_distance", fn)
     half = nb // 2 if bidirectional else nb
     max_exact = half // 2
     if max_exact < 1:
@@ -426,7 +411,7 @@ def t5_bias(
     with a Unified Text-to-Text Transformer" (arXiv 1910.10683).
     """
     fn = "t5_bias"
-    nb = _as_int(num_buckets, "num_buckets", fn)
+    nb = as_int(num_buckets, "num_buckets", fn)
     table = jnp.asarray(table)
     if table.ndim != 2 or table.shape[0] != nb:
         raise ValueError(

@@ -120,7 +120,7 @@ def test_sinusoidal_rejects_bad_base(base):
 
 
 def test_sinusoidal_rejects_non_int_dim():
-    with pytest.raises(ValueError, match="dim must be an int"):
+    with pytest.raises(ValueError, match="needs an int dim"):
         sinusoidal(jnp.arange(4), 8.0)
 
 

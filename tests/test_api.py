@@ -3,16 +3,13 @@
 import inspect
 
 import posenc_jax
-from posenc_jax import absolute, alibi, attention, relative, research, rope, schemes
+from posenc_jax import absolute, alibi, attention, fire, kerple, relative, rope, schemes, xpos
 
 
 def test_every_public_name_resolves_to_its_module_object():
-    modules = [absolute, alibi, attention, relative, research, rope, schemes]
+    modules = [absolute, alibi, attention, fire, kerple, relative, rope, schemes, xpos]
     for name in posenc_jax.__all__:
         obj = getattr(posenc_jax, name)
-        if name == "research":
-            assert obj is research
-            continue
         homes = [m for m in modules if name in getattr(m, "__all__", ())]
         assert homes, f"{name} is exported but no module lists it in __all__"
         assert all(getattr(m, name) is obj for m in homes), name

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.cli import main
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError, config_from_dict, load_config
 from experiments.results import read_records
 from experiments.runner import run
 
@@ -113,7 +113,7 @@ def test_language_model_records_perplexity_and_overrides(tmp_path):
         out_dir=tmp_path / "out",
         progress=False,
         verbose=False,
-        overrides=("train.length=8", "eval.rope_scalings=[linear, ntk, dynamic, yarn]"),
+        overrides=("train.length=8", "eval.context_extensions=[linear, ntk, dynamic, yarn]"),
     )
     schemes = {r["scheme"] for r in records}
     assert schemes == {"rope", "rope+linear", "rope+ntk", "rope+dynamic", "rope+yarn"}
@@ -129,6 +129,13 @@ def test_language_model_records_perplexity_and_overrides(tmp_path):
     assert beyond["rope+dynamic"] == pytest.approx(beyond["rope+ntk"], rel=1e-6)
     others = [beyond[k] for k in ("rope", "rope+linear", "rope+ntk", "rope+yarn")]
     assert len({round(v, 6) for v in others}) == 4
+
+
+def test_former_key_rope_scalings_is_read_with_a_notice(capsys):
+    cfg = config_from_dict({"eval": {"rope_scalings": ["linear", "yarn"]}})
+    assert cfg.eval.context_extensions == ("linear", "yarn")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["notice: eval.rope_scalings is now eval.context_extensions; read as such"]
 
 
 def test_finetune_stage_continues_from_the_trained_model(tmp_path):
@@ -185,7 +192,11 @@ BAD_CONFIGS = [
     ({"train": {"length": -3}}, "train.length must be > 0"),
     ({"train": {"steps": "many"}}, "train.steps must be int"),
     ({"eval": {"lengths": [4, 0]}}, "eval.lengths[1] must be > 0"),
-    ({"eval": {"rope_scalings": ["magic"]}}, "eval.rope_scalings"),
+    ({"eval": {"context_extensions": ["magic"]}}, "eval.context_extensions[0] must be one of"),
+    (
+        {"eval": {"rope_scalings": ["yarn"], "context_extensions": ["yarn"]}},
+        "eval.rope_scalings is the former name of eval.context_extensions",
+    ),
     ({"schemes": [{"name": "learned", "max_length": 8}]}, "max_length 8 is shorter"),
     ({"schemes": [{"name": "rope", "rotary_fraction": 0.375}]}, "rotary"),
     ({"schemes": [{"name": "alibi", "slope": 1}]}, "unknown setting 'slope'"),
@@ -350,7 +361,7 @@ def test_list_and_plot_commands(tiny_run, tmp_path, capsys):
 
 
 def test_default_quick_config_is_valid():
-    from experiments.runner import plan
+    from experiments.plan import plan
 
     cfg = load_config(ROOT / "configs" / "quick.yaml")
     runs = plan(cfg)
@@ -368,7 +379,7 @@ def test_default_quick_config_is_valid():
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_plans(name):
     """Each config in configs/ (the reproductions included) resolves into runs."""
-    from experiments.runner import plan
+    from experiments.plan import plan
 
     runs = plan(load_config(ROOT / "configs" / f"{name}.yaml"))
     assert runs and all(r.eval_lengths for r in runs)
@@ -381,8 +392,9 @@ def test_bucketed_evaluation_equals_unbucketed(task_name):
     import numpy as np
 
     from experiments.config import EvalConfig, ModelConfig, TrainConfig
+    from experiments.evaluation import bucket_width, evaluate
     from experiments.tasks import get_task
-    from experiments.train import bucket_width, evaluate, train
+    from experiments.train import train
     from posenc_jax.schemes import make_scheme
 
     task = get_task(task_name)
@@ -490,8 +502,8 @@ def test_randomized_evaluation_batches():
     """Same tokens as plain evaluation, sorted random positions in [0, N) on the real
     tokens, 0 on padding, identical on every call (every scheme and seed sees them)."""
     from experiments.config import EvalConfig
+    from experiments.evaluation import eval_batches
     from experiments.tasks import get_task
-    from experiments.train import eval_batches
 
     task = get_task("reverse_string")
     ecfg = EvalConfig(batch_size=5, num_batches=2)
@@ -514,8 +526,9 @@ def test_randomized_evaluation_batches():
 def test_randomized_evaluation_changes_only_position_dependent_models():
     """NoPE's metrics do not depend on the evaluation positions; sinusoidal ones do."""
     from experiments.config import EvalConfig, ModelConfig, TrainConfig
+    from experiments.evaluation import evaluate
     from experiments.tasks import get_task
-    from experiments.train import evaluate, train
+    from experiments.train import train
     from posenc_jax.schemes import make_scheme
 
     task = get_task("reverse_string")
@@ -540,7 +553,8 @@ def test_randomized_evaluation_changes_only_position_dependent_models():
 def test_randomized_evaluation_config(tmp_path):
     """An evaluation sequence longer than the random range is refused before training,
     naming both keys; eval.randomized_positions: false evaluates on 0..L-1."""
-    from experiments.runner import eval_randomized_range, plan
+    from experiments.evaluation import eval_randomized_range
+    from experiments.plan import plan
 
     train_cfg = {**TINY["train"], "randomized_positions": 12}
     bad = {**TINY, "schemes": ["rope"], "train": train_cfg}  # copy at 8 has 18 tokens

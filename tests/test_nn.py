@@ -145,17 +145,17 @@ def test_positions_checked_once_drop_the_run_time_check_and_keep_outputs():
     from posenc_jax.schemes import make_scheme
 
     learned = make_scheme({"name": "learned", "max_length": 8})
-    checked = learned.with_positions_checked(8)
+    checked = learned.assume_positions_below(8)
     assert checked.out_of_range == "clip" and learned.out_of_range == "error"
     with pytest.raises(ValueError, match="exceed the limit of 8"):
-        learned.with_positions_checked(9)
+        learned.assume_positions_below(9)
     params = learned.init_embed_params(jax.random.key(0), d_model=4)
     x = jnp.zeros((2, 8, 4))
     pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
     np.testing.assert_array_equal(checked.embed(params, x, pos), learned.embed(params, x, pos))
     for name in ("nope", "rope", "alibi", "t5", "shaw", "sinusoidal"):
         scheme = make_scheme(name)
-        assert scheme.with_positions_checked(10**6) is scheme
+        assert scheme.assume_positions_below(10**6) is scheme
 
 
 def test_learned_table_starts_at_the_token_embedding_scale():

@@ -49,7 +49,7 @@ def test_rope_preset_frequencies(name):
     for seq_len in (None, 1, preset.max_position_embeddings, jnp.int32(2**20)):
         inv_freq, factor = settings.frequencies(seq_len)
         values = np.asarray(inv_freq)
-        assert values.shape == (settings.rotary_dim // 2,)
+        assert values.shape == (settings.num_rotary_dims // 2,)
         assert np.all(np.isfinite(values)) and np.all(values > 0)
         assert np.all(np.diff(values) < 0)  # wavelengths grow with the pair index
         assert math.isfinite(factor) and factor > 0
@@ -80,7 +80,7 @@ def test_published_settings():
         "max_distance": 128,
     }
     gptj = preset_rope_settings("gpt-j")
-    assert (gptj.rotary_dim, gptj.head_dim, gptj.layout) == (64, 256, "interleaved")
+    assert (gptj.num_rotary_dims, gptj.head_dim, gptj.layout) == (64, 256, "interleaved")
     neox = preset_rope_settings("gpt-neox")
     assert (neox.rotary_fraction, neox.layout) == (0.25, "half")
     assert preset_rope_settings("llama-2").base == 10000.0

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from experiments import viz
-from posenc_jax import absolute, alibi, relative, research, rope
+from posenc_jax import absolute, alibi, relative, rope
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,12 +49,12 @@ def test_rope_decay_figure_plots_the_bound_of_each_schedule():
         inv_freq, _ = rope.rope_frequencies(16, base=base)
         np.testing.assert_allclose(
             _line(ax_base, f"base {base:g}").get_ydata(),
-            research.rope_decay_bound(d, inv_freq),
+            rope.rope_decay_bound(d, inv_freq),
             rtol=1e-6,
         )
     inv_freq, _ = rope.rope_frequencies(16, scaling=scalings["linear x4"])
     np.testing.assert_allclose(
-        _line(ax_scale, "linear x4").get_ydata(), research.rope_decay_bound(d, inv_freq), rtol=1e-6
+        _line(ax_scale, "linear x4").get_ydata(), rope.rope_decay_bound(d, inv_freq), rtol=1e-6
     )
     np.testing.assert_array_equal(_line(ax_scale, "none").get_xdata(), d)
     # The bound decays: far distances sit well below distance 1 (RoFormer section 3.4.3).

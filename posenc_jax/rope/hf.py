@@ -21,7 +21,6 @@ References: Hugging Face transformers ``modeling_rope_utils.py``; Su et al. 2021
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,16 +85,6 @@ class RopeSettings:
     def num_rotary_dims(self) -> int:
         """R = int(head_dim * rotary_fraction), the number of rotated features of a head."""
         return rotary_dim(self.head_dim, self.rotary_fraction)
-
-    @property
-    def rotary_dim(self) -> int:
-        """Deprecated name of `num_rotary_dims` (``rotary_dim`` is the function)."""
-        warnings.warn(
-            "RopeSettings.rotary_dim is deprecated; use RopeSettings.num_rotary_dims",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.num_rotary_dims
 
     def frequencies(self, seq_len: int | jax.Array | None = None) -> tuple[jax.Array, float]:
         """``(inv_freq [R/2] float32, attention_factor)`` at this sequence length."""

@@ -13,8 +13,7 @@ import numpy as np
 def _train(ckpt_dir: str, out_npz: str) -> None:
     from experiments.checkpoint import RunCheckpointer
     from experiments.config import EvalConfig, ModelConfig, TrainConfig
-    from experiments.runner import choose_mesh_shape
-    from experiments.sharding import make_mesh
+    from experiments.sharding import choose_mesh_shape, make_mesh
     from experiments.tasks import get_task
     from experiments.train import train
     from posenc_jax.schemes import make_scheme

@@ -1,0 +1,123 @@
+"""Per-length evaluation of the models of every seed of a run (one compiled program per width).
+
+Evaluation batches are the same for every scheme and seed: they depend only on the
+task, the length and the config. With ``eval.bucket`` they are right-padded to a
+power of two, so neighbouring lengths share one compiled program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from experiments.config import EvalConfig, TrainConfig
+from experiments.sharding import put_batch
+from experiments.train import RunState, forward, masked_metrics, pad_batch, randomized_positions
+
+__all__ = ["bucket_width", "eval_batches", "eval_randomized_range", "evaluate"]
+
+
+def bucket_width(seq_len: int) -> int:
+    """The padded width of an evaluation bucket: the next power of two (at least 8)."""
+    return max(8, 1 << (int(seq_len) - 1).bit_length())
+
+
+def eval_batches(
+    task, length: int, ecfg: EvalConfig, *, randomized_range: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic evaluation batches at one task length (the same for every scheme and seed).
+
+    With ``ecfg.bucket`` the batches are right-padded to `bucket_width`, so all
+    lengths in a bucket share one compiled program. ``randomized_range`` N:
+    each row's positions are a sorted random subset of [0, N), drawn from their own
+    generator (the tokens do not change), as Ruoss et al. evaluate models trained
+    that way; None: positions 0..L-1.
+    """
+    width = task.sequence_length(length)
+    if ecfg.bucket:
+        width = bucket_width(width)
+    if hasattr(task, "eval_batches"):
+        batches = task.eval_batches(length, ecfg.batch_size, ecfg.num_batches)
+    else:
+        rng = np.random.default_rng([length, 104729])
+        batches = (task.sample_batch(rng, ecfg.batch_size, length) for _ in range(ecfg.num_batches))
+    position_rng = np.random.default_rng([length, 104723])
+    for batch in batches:
+        positions = None
+        if randomized_range:
+            b, seq_len = batch.tokens.shape
+            positions = randomized_positions(position_rng, b, seq_len, randomized_range)
+        yield pad_batch(batch, width, positions)
+
+
+def evaluate(
+    task,
+    graphdef: nnx.GraphDef,
+    state: RunState,
+    lengths: Sequence[int],
+    ecfg: EvalConfig,
+    *,
+    graph_for_length: Callable[[int], nnx.GraphDef] | None = None,
+    mesh: Mesh | None = None,
+    progress: bool = True,
+    desc: str = "eval",
+    randomized_range: int | None = None,
+) -> dict[int, dict[str, np.ndarray]]:
+    """Per-length metrics for every seed: {length: {metric: [S]}}.
+
+    ``graph_for_length(length)`` returns the model graph to evaluate with at that
+    length (zero-shot RoPE scaling swaps the scheme; the parameters are shared).
+    ``randomized_range`` N evaluates on sorted random positions from [0, N)
+    (see `eval_batches`).
+    """
+
+    def run_one(graph, params, rest, batch):
+        model = nnx.merge(graph, params, rest)
+        return masked_metrics(forward(model, batch), batch["targets"], batch["loss_mask"])
+
+    cache: dict[Any, Callable] = {}
+
+    def fn_for(graph):
+        if graph not in cache:
+            cache[graph] = jax.jit(
+                jax.vmap(lambda p, r, b: run_one(graph, p, r, b), in_axes=(0, 0, None))
+            )
+        return cache[graph]
+
+    out = {}
+    for length in tqdm(lengths, desc=desc, disable=not progress, leave=False):
+        graph = graphdef if graph_for_length is None else graph_for_length(length)
+        fn = fn_for(graph)
+        totals: dict[str, np.ndarray] = {}
+        batches = eval_batches(task, length, ecfg, randomized_range=randomized_range)
+        for batch in batches:
+            if mesh is not None:
+                batch = put_batch(batch, mesh, stacked=False)
+            m = jax.device_get(fn(state.params, state.rest, batch))
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
+        tokens = np.maximum(totals["tokens"], 1.0)
+        loss = totals["loss_sum"] / tokens
+        out[length] = {
+            "loss": loss,
+            "accuracy": totals["correct"] / tokens,
+            "sequence_accuracy": totals["seq_correct"] / np.maximum(totals["sequences"], 1.0),
+            "perplexity": np.exp(np.minimum(loss, 700.0)),
+        }
+    return out
+
+
+def eval_randomized_range(tcfg: TrainConfig, ecfg: EvalConfig) -> int | None:
+    """N when a model trained with ``tcfg`` is evaluated on sorted random positions from
+    [0, N) (trained so, and ``eval.randomized_positions`` on), else None.
+
+    References: Ruoss et al. 2023 (arXiv 2305.16843) evaluate their randomized models
+    on randomized positions too.
+    """
+    return tcfg.randomized_positions if ecfg.randomized_positions else None

@@ -1,0 +1,54 @@
+"""The scheme layer: one registry of positional schemes, name -> settings + hooks + variants.
+
+One module per family; importing this package registers them all:
+
+* `posenc_jax.schemes.base`: the `Scheme` base class (hooks, parameters, variants);
+* `posenc_jax.schemes.registry`: `register_scheme`, `make_scheme`, `list_schemes`;
+* `posenc_jax.schemes.absolute`: NoPE, learned, sinusoidal (input hook);
+* `posenc_jax.schemes.rotary`: RoPE and its context extensions, xPos (q/k hook);
+* `posenc_jax.schemes.bias`: ALiBi, T5, KERPLE, FIRE (logit hook);
+* `posenc_jax.schemes.relative`: Shaw (logit and value hooks).
+
+This layer imports the pure-function modules and no Flax; attention, the NNX
+modules and the experiment harness ask a scheme for its hooks and variants and
+never test its name.
+
+Example:
+    >>> scheme = make_scheme({"name": "alibi"}).configure(causal=True)
+    >>> sorted(scheme.hooks)
+    ['logit_bias']
+"""
+
+from posenc_jax.schemes.absolute import LearnedScheme, NoPEScheme, SinusoidalScheme
+from posenc_jax.schemes.base import FrozenDict, Params, Scheme
+from posenc_jax.schemes.bias import AlibiScheme, FireScheme, KerpleScheme, T5Scheme
+from posenc_jax.schemes.registry import (
+    SCHEMES,
+    context_extension_names,
+    list_schemes,
+    make_scheme,
+    register_scheme,
+)
+from posenc_jax.schemes.relative import ShawScheme
+from posenc_jax.schemes.rotary import RopeScheme, XposScheme
+
+__all__ = [
+    "SCHEMES",
+    "AlibiScheme",
+    "FireScheme",
+    "FrozenDict",
+    "KerpleScheme",
+    "LearnedScheme",
+    "NoPEScheme",
+    "Params",
+    "RopeScheme",
+    "Scheme",
+    "ShawScheme",
+    "SinusoidalScheme",
+    "T5Scheme",
+    "XposScheme",
+    "context_extension_names",
+    "list_schemes",
+    "make_scheme",
+    "register_scheme",
+]

@@ -1,0 +1,192 @@
+"""The scheme base class: settings, parameters, the four hooks and the scheme's variants.
+
+A scheme fills one or more of the four places where position enters a
+transformer (see the design notes):
+
+1. ``embed``      input: ``x + PE(positions)`` (learned, sinusoidal);
+2. ``rotate``     q/k transform (RoPE and its scalings, xPos);
+3. ``logit_bias`` additive logits term, possibly depending on q (ALiBi, T5, Shaw key term);
+4. ``value_term`` additive output term from the attention weights (Shaw value term).
+
+Attention code calls the hooks a scheme declares in ``hooks`` and never branches
+on scheme names. A scheme is a frozen dataclass of settings; parameters (learned
+tables) are plain dicts of arrays created by ``init_embed_params`` /
+``init_attention_params`` and passed back to the hooks, so this layer stays free
+of Flax.
+
+A scheme also owns its **variants**: the training-free context extensions it
+offers (``context_extensions``, built by `Scheme.extend_context` for a training
+and an evaluation length) and the copy that skips run-time position checks once
+the host has checked them (`Scheme.assume_positions_below`). The experiment
+harness asks the scheme for these and never tests its name.
+
+Shape legend: B batch, T query length, S key length, N heads, K key/value heads,
+H head dim, D model dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+
+Params = dict[str, jax.Array]
+
+__all__ = ["FrozenDict", "Params", "Scheme", "thaw"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """Base class: a scheme that fills no hook (this is NoPE).
+
+    Subclasses override the hooks they fill and list them in ``hooks``.
+    ``needs_q_for_bias`` tells attention that ``logit_bias`` reads q (Shaw), so
+    the bias cannot be handed to a fused kernel as a plain additive array.
+    ``context_extensions`` names the methods `extend_context` accepts.
+    """
+
+    name: ClassVar[str] = "base"
+    hooks: ClassVar[frozenset[str]] = frozenset()
+    needs_q_for_bias: ClassVar[bool] = False
+    context_extensions: ClassVar[tuple[str, ...]] = ()
+
+    # -- settings ---------------------------------------------------------
+    def configure(self, *, causal: bool) -> Scheme:
+        """Resolves settings that depend on the model (e.g. bidirectional = not causal)."""
+        del causal
+        return self
+
+    def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:
+        """Raises ValueError when the scheme cannot serve this model shape."""
+        del num_heads, head_dim, d_model
+
+    def position_limit(self) -> int | None:
+        """One past the largest position the scheme can encode, or None when unbounded."""
+        return None
+
+    def assume_positions_below(self, max_position: int) -> Scheme:
+        """Checks now, on the host, that ``max_position`` positions fit; returns the scheme
+        without its per-call position check.
+
+        The experiment plan calls this once for the longest sequence it will run. A
+        scheme whose hooks check positions at run time (a host callback under jit)
+        returns a copy that skips that check; the others return themselves.
+
+        Raises:
+          ValueError: ``max_position`` exceeds `position_limit`.
+        """
+        limit = self.position_limit()
+        if limit is not None and max_position > limit:
+            raise ValueError(
+                f"{self.name}: positions up to {max_position - 1} exceed the limit of "
+                f"{limit} positions"
+            )
+        return self
+
+    def extend_context(self, method: str, *, train_length: int, eval_length: int) -> Scheme:
+        """This scheme with a training-free context extension for one evaluation length.
+
+        Args:
+          method: one of ``context_extensions``.
+          train_length: sequence length (positions) the model was trained at.
+          eval_length: sequence length it is evaluated or fine-tuned at.
+
+        Raises:
+          ValueError: ``method`` is not one of ``context_extensions`` (the message
+            lists them).
+        """
+        del train_length, eval_length
+        valid = list(self.context_extensions)
+        raise ValueError(
+            f"{self.name} offers no context extension {method!r}; valid choices: {valid}"
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """The settings as a plain dict accepted by `make_scheme`."""
+        out: dict[str, Any] = {"name": self.name}
+        for f in dataclasses.fields(self):
+            out[f.name] = thaw(getattr(self, f.name))
+        return out
+
+    # -- parameters -------------------------------------------------------
+    def init_embed_params(self, key: jax.Array, *, d_model: int) -> Params:
+        """Parameters of the input hook (once per model)."""
+        del key, d_model
+        return {}
+
+    def init_attention_params(self, key: jax.Array, *, num_heads: int, head_dim: int) -> Params:
+        """Parameters of the attention hooks (once per attention layer)."""
+        del key, num_heads, head_dim
+        return {}
+
+    # -- hooks ------------------------------------------------------------
+    def embed(self, params: Params, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """Hook 1. x: [B, T, D], positions: [T] or [B, T] -> [B, T, D]."""
+        del params, positions
+        return x
+
+    def rotate(
+        self,
+        params: Params,
+        q: jax.Array,
+        k: jax.Array,
+        q_positions: jax.Array,
+        k_positions: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Hook 2. q: [B, T, N, H], k: [B, S, K, H] -> same shapes."""
+        del params, q_positions, k_positions
+        return q, k
+
+    def logit_bias(
+        self,
+        params: Params,
+        q: jax.Array,
+        q_positions: jax.Array,
+        k_positions: jax.Array,
+    ) -> jax.Array:
+        """Hook 3. Additive term for the scaled logits.
+
+        q: [B, T, N, H] already multiplied by the logit scale (only read when
+        ``needs_q_for_bias``); q_positions: [T] or [B, T]; k_positions: [S] or
+        [B, S]. Returns an array broadcastable to [B, N, T, S], float32.
+        """
+        raise NotImplementedError
+
+    def value_term(
+        self,
+        params: Params,
+        weights: jax.Array,
+        q_positions: jax.Array,
+        k_positions: jax.Array,
+    ) -> jax.Array:
+        """Hook 4. weights: [B, N, T, S] (softmax output) -> [B, T, N, H] added to outputs."""
+        raise NotImplementedError
+
+
+class FrozenDict(dict):
+    """A hashable read-only dict, so schemes with mapping settings stay static jit arguments."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted((k, _hashable(v)) for k, v in self.items())))
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("scheme settings are read-only; use dataclasses.replace")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore[assignment]
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, Mapping):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
+def thaw(value: Any) -> Any:
+    """A plain (YAML/JSON-ready) copy: FrozenDicts become dicts, recursively."""
+    if isinstance(value, FrozenDict):
+        return {k: thaw(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,162 @@
+"""Schemes that rotate q and k (hook 2): RoPE with its context extensions, and xPos.
+
+References: Su et al. 2021, "RoFormer" (arXiv 2104.09864); Sun et al. 2022, "A
+Length-Extrapolatable Transformer" (arXiv 2212.10554).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+
+from posenc_jax import rope, xpos
+from posenc_jax._checks import as_int, check_choice, positive_float
+from posenc_jax.schemes.base import FrozenDict, Scheme
+from posenc_jax.schemes.registry import register_scheme
+
+__all__ = ["RopeScheme", "XposScheme"]
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class RopeScheme(Scheme):
+    """Rotary position embedding on q and k, with optional context-extension scaling.
+
+    Settings:
+      base: rotary base theta.
+      rotary_fraction: fraction of the head dim that rotates (partial rotary).
+      layout: "half" (GPT-NeoX, HF Llama) or "interleaved" (RoFormer, GPT-J).
+      scaling: None or a dict in Hugging Face ``rope_scaling`` form
+        (``{"rope_type": "yarn", "factor": 4.0, ...}``).
+
+    Dynamic methods (dynamic NTK, LongRoPE) read the current length as
+    ``max(k_positions) + 1``, a traced value, so one program serves all lengths.
+
+    Context extensions (`extend_context`): "linear" (position interpolation),
+    "ntk", "dynamic" and "yarn", each with the training length as the original
+    context and factor = evaluation length / training length (at least 1;
+    "dynamic" grows its base with the length it sees from factor 1).
+
+    Example:
+        >>> s = RopeScheme().extend_context("yarn", train_length=64, eval_length=256)
+        >>> s.scaling["rope_type"], s.scaling["factor"]
+        ('yarn', 4.0)
+
+    References: Su et al. 2021, "RoFormer" (arXiv 2104.09864); Chen et al. 2023
+    (position interpolation, arXiv 2306.15595); Peng et al. 2023 (YaRN, arXiv 2309.00071).
+    """
+
+    name: ClassVar[str] = "rope"
+    hooks: ClassVar[frozenset[str]] = frozenset({"rotate"})
+    context_extensions: ClassVar[tuple[str, ...]] = ("linear", "ntk", "dynamic", "yarn")
+    base: float = 10000.0
+    rotary_fraction: float = 1.0
+    layout: str = "half"
+    scaling: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.layout, "layout", rope.LAYOUTS, "rope")
+        if self.scaling is not None and not isinstance(self.scaling, Mapping):
+            raise ValueError(f"rope: scaling must be a mapping or null; got {self.scaling!r}")
+        if self.scaling is not None:
+            # Hashable, immutable copy so the dataclass stays a valid static argument.
+            object.__setattr__(self, "scaling", FrozenDict(self.scaling))
+
+    def _scaling(self) -> dict[str, Any] | None:
+        return None if self.scaling is None else dict(self.scaling)
+
+    def _frequencies(self, head_dim: int, seq_len: Any = None):
+        return rope.rope_frequencies(
+            head_dim,
+            base=self.base,
+            rotary_fraction=self.rotary_fraction,
+            scaling=self._scaling(),
+            seq_len=seq_len,
+        )
+
+    def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:
+        self._frequencies(head_dim)  # raises a ValueError naming the bad setting
+
+    def extend_context(self, method: str, *, train_length: int, eval_length: int) -> Scheme:
+        if method not in self.context_extensions:
+            return super().extend_context(
+                method, train_length=train_length, eval_length=eval_length
+            )
+        factor = 1.0 if method == "dynamic" else max(1.0, eval_length / train_length)
+        scaling = {
+            "rope_type": method,
+            "factor": factor,
+            "original_max_position_embeddings": train_length,
+        }
+        return dataclasses.replace(self, scaling=scaling)
+
+    def rotate(self, params, q, k, q_positions, k_positions):
+        inv_freq, factor = self._frequencies(q.shape[-1], seq_len=jnp.max(k_positions) + 1)
+        rotate = dict(inv_freq=inv_freq, attention_factor=factor, layout=self.layout)
+        return (
+            rope.apply_rope(q, q_positions, **rotate),
+            rope.apply_rope(k, k_positions, **rotate),
+        )
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class XposScheme(Scheme):
+    """xPos: RoPE with a per-pair exponential decay of the logits with distance.
+
+    Settings:
+      base: RoPE base theta (10000).
+      scale_base: positions per decay unit (512).
+      gamma: decay offset, zeta_i = (i / (H/2) + gamma) / (1 + gamma) (0.4).
+      layout: "interleaved" (torchscale) or "half".
+      center: the position where query and key scales are 1; logits do not depend
+        on it, only the float32 range does (see `posenc_jax.xpos.apply_xpos`).
+
+    Causal models only: for keys after the query the factor grows with distance,
+    so ``configure(causal=False)`` raises.
+
+    References: Sun et al. 2022, "A Length-Extrapolatable Transformer" (arXiv 2212.10554).
+    """
+
+    name: ClassVar[str] = "xpos"
+    hooks: ClassVar[frozenset[str]] = frozenset({"rotate"})
+    base: float = 10000.0
+    scale_base: float = 512.0
+    gamma: float = 0.4
+    layout: str = "interleaved"
+    center: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice(self.layout, "layout", rope.LAYOUTS, "xpos")
+        for field in ("base", "scale_base", "gamma"):
+            positive_float(getattr(self, field), field, "xpos")
+        as_int(self.center, "center", "xpos")
+
+    def configure(self, *, causal: bool) -> Scheme:
+        if not causal:
+            raise ValueError(
+                "xpos is defined for causal attention (its factor zeta^((n - m) / scale_base) "
+                "grows for keys after the query); got causal=False; use 'rope' for "
+                "bidirectional models"
+            )
+        return self
+
+    def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:
+        xpos.xpos_zeta(head_dim, gamma=self.gamma)
+
+    def rotate(self, params, q, k, q_positions, k_positions):
+        head_dim = q.shape[-1]
+        inv_freq, _ = rope.rope_frequencies(head_dim, base=self.base)
+        common = dict(
+            inv_freq=inv_freq,
+            zeta=xpos.xpos_zeta(head_dim, gamma=self.gamma),
+            scale_base=self.scale_base,
+            center=int(self.center),
+            layout=self.layout,
+        )
+        q = xpos.apply_xpos(q, q_positions, downscale=False, **common)
+        k = xpos.apply_xpos(k, k_positions, downscale=True, **common)
+        return q, k
