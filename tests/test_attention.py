@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from posenc_jax.attention import (
     MASK_VALUE,
     attend,
+    attention_weights,
     blockwise_attention,
     dense_attention,
     fused_attention,
@@ -37,20 +38,64 @@ def _setup(spec, causal, *, b=2, t=37, s=37, n=4, kv=4, h=8, seed=0):
     return scheme, q, k, v, params
 
 
-def _numpy_alibi_attention(q, k, v, q_pos, k_pos, slopes, causal):
-    """float64 transcription: softmax(q.k/sqrt(h) - m|i-j|) v (Press et al. 2022)."""
-    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+def _numpy_alibi_weights(q, k, q_pos, k_pos, slopes, causal, allowed=None):
+    """float64 transcription: softmax(q.k/sqrt(h) - m|i-j|) (Press et al. 2022).
+
+    allowed: optional extra bool mask broadcastable to [B, N, T, S]; rows with no
+    allowed key are 0.
+    """
+    q, k = (np.asarray(a, np.float64) for a in (q, k))
     h = q.shape[-1]
     logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(h)
     dist = q_pos[:, None] - k_pos[None, :]
     bias = -np.asarray(slopes, np.float64)[:, None, None] * (dist if causal else np.abs(dist))
     logits = logits + bias[None]
+    ok = np.ones(logits.shape, bool)
     if causal:
-        logits = np.where(k_pos[None, :] <= q_pos[:, None], logits, -np.inf)
-    logits = logits - logits.max(-1, keepdims=True)
-    w = np.exp(logits)
-    w /= w.sum(-1, keepdims=True)
-    return np.einsum("bnts,bsnh->btnh", w, v)
+        ok &= k_pos[None, :] <= q_pos[:, None]
+    if allowed is not None:
+        ok &= allowed
+    logits = np.where(ok, logits, -np.inf)
+    top = logits.max(-1, keepdims=True)
+    w = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+    total = w.sum(-1, keepdims=True)
+    return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+
+
+def _numpy_alibi_attention(q, k, v, q_pos, k_pos, slopes, causal):
+    """float64 transcription: softmax(q.k/sqrt(h) - m|i-j|) v (Press et al. 2022)."""
+    w = _numpy_alibi_weights(q, k, q_pos, k_pos, slopes, causal)
+    return np.einsum("bnts,bsnh->btnh", w, np.asarray(v, np.float64))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_weights_match_numpy_reference(causal):
+    """Softmax weights with the scheme's bias, a padding mask and an extra mask."""
+    scheme, q, k, _, params = _setup("alibi", causal, t=7, s=9, kv=2)
+    q_pos, k_pos = np.arange(7) + 2, np.arange(9)
+    key_mask = np.ones((2, 9), bool)
+    key_mask[1, :4] = False
+    extra = np.ones((1, 4, 7, 9), bool)
+    extra[0, 3, 2] = False  # head 3, query 2 sees nothing: a row of zeros
+    w = attention_weights(
+        q,
+        k,
+        q_positions=q_pos,
+        k_positions=k_pos,
+        scheme=scheme,
+        params=params,
+        causal=causal,
+        key_mask=key_mask,
+        mask=extra,
+    )
+    assert w.shape == (2, 4, 7, 9) and w.dtype == jnp.float32
+    allowed = key_mask[:, None, None, :] & extra
+    k_full = np.repeat(k, 2, axis=2)  # 2 key heads shared by 4 query heads
+    ref = _numpy_alibi_weights(
+        q, k_full, q_pos, k_pos, [2**-2, 2**-4, 2**-6, 2**-8], causal, allowed
+    )
+    np.testing.assert_allclose(w, ref, atol=1e-6)
+    np.testing.assert_array_equal(w[:, 3, 2], 0.0)
 
 
 @pytest.mark.parametrize("causal", [True, False])
