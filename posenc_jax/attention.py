@@ -8,8 +8,9 @@ Every path computes the same function::
     out = w . v + scheme.value_term(w)
 
 `attention_weights` is the one implementation of the first three lines (the
-[B, N, T, S] weights w): `dense_attention` multiplies them by v, and the
-blockwise path computes the same masked logits tile by tile.
+[B, N, T, S] weights w); `dense_attention` multiplies them by v, the blockwise
+path computes the same w tile by tile, and `attend` dispatches between the paths
+as an `AttentionConfig` says.
 
 with ``causal`` meaning ``k_position <= q_position`` on the explicit positions, so
 KV-cache offsets, left padding and randomized positions need no special case.
@@ -25,8 +26,10 @@ References: Vaswani et al. 2017 (arXiv 1706.03762); Rabe & Staats 2021,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import operator
 from typing import NamedTuple
 
 import jax
@@ -35,7 +38,9 @@ import jax.numpy as jnp
 from posenc_jax.schemes import Params, Scheme, make_scheme
 
 __all__ = [
+    "IMPLEMENTATIONS",
     "MASK_VALUE",
+    "AttentionConfig",
     "attend",
     "attention_weights",
     "blockwise_attention",
@@ -48,7 +53,57 @@ __all__ = [
 # it stays many orders of magnitude below any ALiBi/T5 bias (|bias| <= slope * 2^31).
 MASK_VALUE = -1e30
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "blockwise")
+IMPLEMENTATIONS = ("auto", "dense", "cudnn", "blockwise")
+"""Choices of `AttentionConfig.implementation` (see `attend`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    """How attention is computed (never what: every path computes the same function).
+
+    Example:
+        >>> AttentionConfig(blockwise_threshold=2048).implementation
+        'auto'
+
+    Attributes:
+      implementation: "auto" (per call, see `select_implementation`), "dense"
+        (`dense_attention`), "cudnn" (`fused_attention` with cuDNN) or "blockwise"
+        (`blockwise_attention`).
+      blockwise_threshold: with "auto", lengths above it use the blockwise path
+        (None: never).
+      block_size: query and key tile size of the blockwise path.
+    """
+
+    implementation: str = "auto"
+    blockwise_threshold: int | None = 4096
+    block_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"AttentionConfig: implementation must be one of {list(IMPLEMENTATIONS)}; "
+                f"got {self.implementation!r}"
+            )
+        threshold = self.blockwise_threshold
+        if threshold is not None and (not _is_int(threshold) or threshold < 1):
+            raise ValueError(
+                "AttentionConfig: blockwise_threshold must be an int >= 1 or None (never "
+                f"blockwise); got {threshold!r}"
+            )
+        if not _is_int(self.block_size) or self.block_size < 1:
+            raise ValueError(
+                f"AttentionConfig: block_size must be an int >= 1; got {self.block_size!r}"
+            )
+
+
+def _is_int(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _as_batched_positions(positions: jax.Array, batch: int) -> jax.Array:
@@ -258,7 +313,7 @@ def fused_attention(
     if scheme.needs_q_for_bias or "value_term" in scheme.hooks:
         raise ValueError(
             f"scheme {scheme.name!r} reads q in its logit term or adds a value term; "
-            "use implementation='xla' or 'blockwise'"
+            "use AttentionConfig(implementation='dense') or 'blockwise'"
         )
     b = q.shape[0]
     bias = None
@@ -284,7 +339,7 @@ def select_implementation(
     aligned: bool,
     blockwise_threshold: int | None = 4096,
 ) -> str:
-    """Chooses "cudnn", "xla" (dense) or "blockwise" for one attention call.
+    """Chooses "cudnn", "dense" or "blockwise" for one attention call (``implementation="auto"``).
 
     Args:
       scheme: the positional scheme (its hooks decide what a fused kernel can take).
@@ -298,7 +353,7 @@ def select_implementation(
       blockwise_threshold: use blockwise when max(T, S) exceeds it (None: never).
 
     Returns:
-      One of "cudnn", "xla", "blockwise".
+      One of "cudnn", "dense", "blockwise".
     """
     if blockwise_threshold is not None and max(q_len, k_len) > blockwise_threshold:
         return "blockwise"
@@ -312,7 +367,7 @@ def select_implementation(
         and not has_mask
         and aligned
     )
-    return "cudnn" if cudnn_ok else "xla"
+    return "cudnn" if cudnn_ok else "dense"
 
 
 def _pad_to(x: jax.Array, axis: int, multiple: int, value=0) -> jax.Array:
@@ -477,29 +532,22 @@ def attend(
     causal: bool = False,
     key_mask: jax.Array | None = None,
     scale: float | None = None,
-    implementation: str = "auto",
-    blockwise_threshold: int | None = 4096,
-    block_size: int = 512,
+    attention: AttentionConfig | None = None,
     aligned: bool = False,
 ) -> jax.Array:
     """Dispatches to the fused, dense or blockwise path (all compute the same function).
 
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
-      implementation: "auto" (see `select_implementation`), "xla" (dense),
-        "cudnn" (jax.nn.dot_product_attention with cuDNN) or "blockwise".
-      blockwise_threshold: with "auto", lengths above it use the blockwise path.
-      block_size: tile size of the blockwise path.
+      attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
     Returns:
       [B, T, N, H].
     """
     scheme = make_scheme(scheme or "nope")
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation must be one of {list(IMPLEMENTATIONS)}; got {implementation!r}"
-        )
+    attention = AttentionConfig() if attention is None else attention
+    implementation = attention.implementation
     if implementation == "auto":
         implementation = select_implementation(
             scheme=scheme,
@@ -510,7 +558,7 @@ def attend(
             k_len=k.shape[1],
             has_mask=key_mask is not None,
             aligned=aligned,
-            blockwise_threshold=blockwise_threshold,
+            blockwise_threshold=attention.blockwise_threshold,
         )
     common = dict(
         q_positions=q_positions,
@@ -522,10 +570,12 @@ def attend(
     )
     if implementation == "cudnn":
         if key_mask is not None:
-            raise ValueError("implementation='cudnn' takes no key_mask; use 'xla' or 'blockwise'")
+            raise ValueError(
+                "implementation='cudnn' takes no key_mask; use AttentionConfig(implementation="
+                "'dense') or 'blockwise'"
+            )
         return fused_attention(q, k, v, implementation="cudnn", **common)
     if implementation == "blockwise":
-        return blockwise_attention(
-            q, k, v, key_mask=key_mask, q_block=block_size, k_block=block_size, **common
-        )
+        size = attention.block_size
+        return blockwise_attention(q, k, v, key_mask=key_mask, q_block=size, k_block=size, **common)
     return dense_attention(q, k, v, key_mask=key_mask, **common)

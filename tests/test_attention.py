@@ -1,5 +1,7 @@
 """Attention paths: dense vs a float64 numpy reference, blockwise vs dense, fused vs dense."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from posenc_jax.attention import (
     MASK_VALUE,
+    AttentionConfig,
     attend,
     attention_weights,
     blockwise_attention,
@@ -66,6 +69,23 @@ def _numpy_alibi_attention(q, k, v, q_pos, k_pos, slopes, causal):
     """float64 transcription: softmax(q.k/sqrt(h) - m|i-j|) v (Press et al. 2022)."""
     w = _numpy_alibi_weights(q, k, q_pos, k_pos, slopes, causal)
     return np.einsum("bnts,bsnh->btnh", w, np.asarray(v, np.float64))
+
+
+def _shapes(jaxpr):
+    """Shapes of every value a traced program computes, inner programs (scan, jit) included."""
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            yield tuple(var.aval.shape)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(sub, "eqns"):
+                    yield from _shapes(sub)
+
+
+def _materialises(shape, fn, *args):
+    """True if tracing ``fn(*args)`` computes an array of ``shape``."""
+    return tuple(shape) in set(_shapes(jax.make_jaxpr(fn)(*args).jaxpr))
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -273,14 +293,14 @@ def test_select_implementation_decisions():
     )
     assert select_implementation(scheme=rope, **base) == "cudnn"
     assert select_implementation(scheme=make_scheme("alibi"), **base) == "cudnn"
-    assert select_implementation(scheme=make_scheme("shaw"), **base) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "platform": "cpu"}) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "platform": "tpu"}) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "dtype": jnp.float32}) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "head_dim": 60}) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "head_dim": 256}) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "has_mask": True}) == "xla"
-    assert select_implementation(scheme=rope, **{**base, "aligned": False}) == "xla"
+    assert select_implementation(scheme=make_scheme("shaw"), **base) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "platform": "cpu"}) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "platform": "tpu"}) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "dtype": jnp.float32}) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "head_dim": 60}) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "head_dim": 256}) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "has_mask": True}) == "dense"
+    assert select_implementation(scheme=rope, **{**base, "aligned": False}) == "dense"
     assert select_implementation(scheme=rope, **{**base, "q_len": 8192}) == "blockwise"
     assert (
         select_implementation(scheme=rope, **{**base, "q_len": 8192, "blockwise_threshold": None})
@@ -288,17 +308,49 @@ def test_select_implementation_decisions():
     )
 
 
-def test_attend_auto_uses_blockwise_above_threshold_and_validates():
+def test_attend_auto_uses_blockwise_above_threshold():
+    """Above the threshold "auto" takes the blockwise path: no [B, N, T, S] array is computed."""
     scheme, q, k, v, params = _setup("alibi", True, t=20, s=20)
     pos = jnp.arange(20)
     kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=True)
-    np.testing.assert_allclose(
-        attend(q, k, v, blockwise_threshold=8, block_size=8, **kw),
-        dense_attention(q, k, v, **kw),
-        atol=1e-5,
+    auto = AttentionConfig(blockwise_threshold=8, block_size=8)
+    facts = dict(platform="cpu", dtype=q.dtype, head_dim=8, q_len=20, k_len=20, has_mask=False)
+    assert select_implementation(scheme=scheme, aligned=False, blockwise_threshold=8, **facts) == (
+        "blockwise"
     )
-    with pytest.raises(ValueError, match="implementation"):
-        attend(q, k, v, implementation="flash", **kw)
+    full = (2, 4, 20, 20)  # [B, N, T, S]
+    assert not _materialises(full, lambda q, k, v: attend(q, k, v, attention=auto, **kw), q, k, v)
+    # The same check sees the dense path's logits, below the threshold or when asked for.
+    for dense in (AttentionConfig(blockwise_threshold=20), AttentionConfig(implementation="dense")):
+        assert _materialises(
+            full, lambda q, k, v, a=dense: attend(q, k, v, attention=a, **kw), q, k, v
+        )
+    np.testing.assert_allclose(
+        attend(q, k, v, attention=auto, **kw), dense_attention(q, k, v, **kw), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        (dict(implementation="xla"), r"implementation must be one of \['auto', 'dense'"),
+        (dict(implementation="flash"), "implementation"),
+        (dict(blockwise_threshold=0), "blockwise_threshold must be an int >= 1 or None"),
+        (dict(blockwise_threshold=2.5), "blockwise_threshold"),
+        (dict(block_size=0), "block_size must be an int >= 1"),
+        (dict(block_size=True), "block_size"),
+    ],
+)
+def test_attention_config_names_the_bad_field(settings, match):
+    with pytest.raises(ValueError, match=match):
+        AttentionConfig(**settings)
+
+
+def test_attention_config_is_frozen_and_hashable():
+    config = AttentionConfig(implementation="blockwise", block_size=64)
+    assert hash(config) == hash(AttentionConfig(implementation="blockwise", block_size=64))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.block_size = 8  # type: ignore[misc]
 
 
 def test_mask_value_far_below_longest_biases():

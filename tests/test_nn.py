@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from posenc_jax.attention import AttentionConfig
 from posenc_jax.nn import (
     MultiHeadAttention,
     TransformerEncoder,
@@ -189,11 +190,29 @@ def test_positions_from_padding():
     np.testing.assert_array_equal(positions_from_padding(mask), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
 
 
-def test_blockwise_path_inside_the_model_equals_dense():
-    dense = _lm({"name": "t5", "num_buckets": 8}, blockwise_threshold=None)
-    block = _lm({"name": "t5", "num_buckets": 8}, blockwise_threshold=8, block_size=8)
+def _computes(shape, fn, *args):
+    """True if tracing ``fn(*args)`` computes a value of ``shape`` (inner programs included)."""
+    return "[" + ",".join(map(str, shape)) + "]" in str(jax.make_jaxpr(fn)(*args))
+
+
+def test_auto_takes_the_blockwise_path_inside_the_model_above_the_threshold():
+    spec = {"name": "t5", "num_buckets": 8}
+    dense = _lm(spec, attention=AttentionConfig(blockwise_threshold=None))
+    block = _lm(spec, attention=AttentionConfig(blockwise_threshold=8, block_size=8))
     tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 21), 0, VOCAB)
+    logits = (2, 4, 21, 21)  # [B, N, T, S]: only the dense path computes it
+    for model, materialised in ((dense, True), (block, False)):
+        graphdef, state = nnx.split(model)
+        forward = lambda state, x, g=graphdef: nnx.merge(g, state)(x)  # noqa: E731
+        assert _computes(logits, forward, state, tokens) is materialised
     np.testing.assert_allclose(block(tokens), dense(tokens), atol=1e-4)
+
+
+def test_attention_settings_travel_as_one_config():
+    config = AttentionConfig(implementation="blockwise", blockwise_threshold=None, block_size=16)
+    model = _lm("alibi", attention=config)
+    assert all(block.attn.attention is config for block in model.blocks)
+    assert _lm("alibi").blocks[0].attn.attention == AttentionConfig()
 
 
 @pytest.mark.parametrize(

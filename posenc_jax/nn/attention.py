@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.attention import attend
+from posenc_jax.attention import AttentionConfig, attend
 from posenc_jax.schemes import Scheme, make_scheme
 
 __all__ = ["MultiHeadAttention"]
@@ -23,9 +23,9 @@ class MultiHeadAttention(nnx.Module):
 
     The scheme's q/k hook rotates q and k with their explicit positions; its logit
     and value hooks are called inside the attention kernel (dense, cuDNN or
-    blockwise, chosen by `posenc_jax.attention.select_implementation`). The module
-    holds the scheme's attention parameters (T5 table, Shaw tables) as one
-    ``nnx.Param`` pytree.
+    blockwise, as ``attention`` says; by default chosen per call by
+    `posenc_jax.attention.select_implementation`). The module holds the scheme's
+    attention parameters (T5 table, Shaw tables) as one ``nnx.Param`` pytree.
 
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
@@ -47,9 +47,7 @@ class MultiHeadAttention(nnx.Module):
         head_dim: int | None = None,
         causal: bool = True,
         dropout_rate: float = 0.0,
-        implementation: str = "auto",
-        blockwise_threshold: int | None = 4096,
-        block_size: int = 512,
+        attention: AttentionConfig | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -76,9 +74,7 @@ class MultiHeadAttention(nnx.Module):
         self.scheme.validate(num_heads=num_heads, head_dim=head_dim, d_model=d_model)
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.causal = causal
-        self.implementation = implementation
-        self.blockwise_threshold = blockwise_threshold
-        self.block_size = block_size
+        self.attention = AttentionConfig() if attention is None else attention
         linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = nnx.Linear(d_model, num_heads * head_dim, **linear)
         self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
@@ -168,9 +164,7 @@ class MultiHeadAttention(nnx.Module):
             params=params,
             causal=self.causal,
             key_mask=key_mask,
-            implementation=self.implementation,
-            blockwise_threshold=self.blockwise_threshold,
-            block_size=self.block_size,
+            attention=self.attention,
             aligned=aligned,
         )  # [B, T, N, H]
         out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))

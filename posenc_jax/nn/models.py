@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from posenc_jax.attention import AttentionConfig
 from posenc_jax.nn.attention import MultiHeadAttention
 from posenc_jax.schemes import Scheme, make_scheme
 
@@ -60,9 +61,7 @@ class TransformerBlock(nnx.Module):
         norm: str = "layernorm",
         causal: bool = True,
         dropout_rate: float = 0.0,
-        implementation: str = "auto",
-        blockwise_threshold: int | None = 4096,
-        block_size: int = 512,
+        attention: AttentionConfig | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -76,9 +75,7 @@ class TransformerBlock(nnx.Module):
             num_kv_heads=num_kv_heads,
             causal=causal,
             dropout_rate=dropout_rate,
-            implementation=implementation,
-            blockwise_threshold=blockwise_threshold,
-            block_size=block_size,
+            attention=attention,
             **kw,
         )
         self.norm2 = _norm(norm, d_model, **kw)
@@ -114,9 +111,7 @@ class _Transformer(nnx.Module):
         mlp_ratio: int = 4,
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
-        implementation: str = "auto",
-        blockwise_threshold: int | None = 4096,
-        block_size: int = 512,
+        attention: AttentionConfig | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -154,9 +149,7 @@ class _Transformer(nnx.Module):
                     norm=norm,
                     causal=self.causal,
                     dropout_rate=dropout_rate,
-                    implementation=implementation,
-                    blockwise_threshold=blockwise_threshold,
-                    block_size=block_size,
+                    attention=attention,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
