@@ -215,6 +215,126 @@ def test_attention_settings_travel_as_one_config():
     assert _lm("alibi").blocks[0].attn.attention == AttentionConfig()
 
 
+def _numpy_rope_half(x, positions, base=10000.0):
+    """float64 RoPE, pairs (i, i + H/2) rotated by positions * base^(-2i/H) (GPT-NeoX layout)."""
+    half = x.shape[-1] // 2
+    angle = positions[:, :, None, None] * base ** (-2.0 * np.arange(half) / x.shape[-1])
+    cos, sin = np.cos(angle), np.sin(angle)  # [B, T, 1, H/2]
+    a, b = x[..., :half], x[..., half:]
+    return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+
+
+def _numpy_attention_weights(attn, x, positions, padding_mask, spec):
+    """float64 softmax(q.k / sqrt(H) + ALiBi bias) of a causal MultiHeadAttention's kernels.
+
+    Returns the [B, N, T, S] weights and [B, T], True where the query has an allowed key.
+    """
+    b, t, _ = x.shape
+    n, kv, h = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    x = np.asarray(x, np.float64)
+    q = (x @ np.asarray(attn.q_proj.kernel.get_value(), np.float64)).reshape(b, t, n, h)
+    k = (x @ np.asarray(attn.k_proj.kernel.get_value(), np.float64)).reshape(b, t, kv, h)
+    k = np.repeat(k, n // kv, axis=2)  # [B, S, N, H]
+    pos = np.broadcast_to(np.asarray(positions, np.float64), (b, t))
+    if spec == "rope":
+        q, k = _numpy_rope_half(q, pos), _numpy_rope_half(k, pos)
+    logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(h)
+    if spec == "alibi":  # slopes 2^-2 ... 2^-8 for 4 heads; bias -m (i - j) (Press et al. 2022)
+        slopes = 2.0 ** (-2.0 * np.arange(1, n + 1))
+        logits -= slopes[None, :, None, None] * (pos[:, None, :, None] - pos[:, None, None, :])
+    allowed = (pos[:, None, None, :] <= pos[:, None, :, None]) & padding_mask[:, None, None, :]
+    logits = np.where(allowed, logits, -np.inf)
+    top = np.max(logits, axis=-1, keepdims=True)
+    w = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+    total = w.sum(-1, keepdims=True)
+    return np.divide(w, total, out=np.zeros_like(w), where=total > 0), allowed.any(-1)[:, 0]
+
+
+PATHS = {
+    "auto": AttentionConfig(),
+    "blockwise": AttentionConfig(implementation="blockwise", block_size=4),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("spec", ["alibi", "rope"])
+def test_sown_weights_are_the_softmax_of_the_logits(spec, path):
+    """Bias scheme (ALiBi) and rotate scheme (RoPE), whichever path the forward takes."""
+    attn = MultiHeadAttention(
+        32,
+        num_heads=4,
+        num_kv_heads=2,
+        scheme=spec,
+        attention=PATHS[path],
+        sow_weights=True,
+        rngs=nnx.Rngs(0),
+    )
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 9, 32))
+    positions = np.arange(9) + 5
+    mask = np.ones((2, 9), bool)
+    mask[1, :3] = False  # left padding: queries 0..2 of row 1 see no real key
+    out, sown = nnx.capture(attn, nnx.Intermediate)(x, positions=positions, padding_mask=mask)
+    (w,) = sown["attention_weights"].get_value()  # one call, one entry
+    assert w.shape == (2, 4, 9, 9) and w.dtype == jnp.float32
+    ref, has_key = _numpy_attention_weights(attn, x, positions, mask, spec)
+    np.testing.assert_allclose(w, ref, atol=1e-5)
+    rows = np.broadcast_to(has_key[:, None, :], (2, 4, 9))  # [B, N, T]
+    assert rows.sum() == 2 * 4 * 9 - 4 * 3  # every row but those of row 1's padding queries
+    np.testing.assert_allclose(np.sum(w, -1), rows.astype(float), atol=1e-6)
+    plain = nnx.view(attn, sow_weights=False)  # sowing leaves the output alone
+    np.testing.assert_array_equal(out, plain(x, positions=positions, padding_mask=mask))
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize(
+    ("spec", "causal"),
+    [
+        ("alibi", True),
+        ({"name": "shaw", "max_distance": 3}, False),
+        ({"name": "xpos", "scale_base": 8.0}, True),
+        ({"name": "fire", "hidden": 8, "init_threshold": 4.0}, True),
+        ({"name": "kerple", "kind": "power"}, False),
+    ],
+    ids=["alibi", "shaw-bidirectional", "xpos", "fire", "kerple-bidirectional"],
+)
+def test_sown_weights_times_values_give_the_layer_output(spec, causal, path):
+    """w . v (+ the Shaw value term), projected out, equals the module's own output."""
+    attn = MultiHeadAttention(
+        16,
+        num_heads=2,
+        num_kv_heads=1,
+        scheme=spec,
+        causal=causal,
+        attention=PATHS[path],
+        sow_weights=True,
+        rngs=nnx.Rngs(0),
+    )
+    x = jax.random.normal(jax.random.PRNGKey(5), (2, 9, 16))
+    positions = jnp.broadcast_to(jnp.arange(9) + 3, (2, 9))
+    mask = jnp.ones((2, 9), bool).at[1, :2].set(False)
+    out, sown = nnx.capture(attn, nnx.Intermediate)(x, positions=positions, padding_mask=mask)
+    (w,) = sown["attention_weights"].get_value()
+    v = attn.v_proj(x).reshape(2, 9, 1, attn.head_dim).repeat(2, axis=2)  # [B, S, N, H]
+    mixed = jnp.einsum("bnts,bsnh->btnh", w, v)
+    if "value_term" in attn.scheme.hooks:
+        mixed = mixed + attn.scheme.value_term(attn.pos_params.get_value(), w, positions, positions)
+    np.testing.assert_allclose(attn.o_proj(mixed.reshape(2, 9, -1)), out, atol=2e-5)
+
+
+def test_weights_are_sown_only_when_asked():
+    model = _lm("alibi")
+    tokens = jnp.arange(6)[None] % VOCAB
+    _, sown = nnx.capture(model, nnx.Intermediate)(tokens)
+    assert not jax.tree.leaves(sown)
+    view = nnx.view(model, sow_weights=True)  # every layer; the model itself is unchanged
+    assert not any(block.attn.sow_weights for block in model.blocks)
+    logits, sown = nnx.jit(nnx.capture(lambda m, x: m(x), nnx.Intermediate))(view, tokens)
+    np.testing.assert_allclose(logits, model(tokens), atol=1e-6)
+    for i in range(2):
+        (w,) = sown["blocks"][i]["attn"]["attention_weights"].get_value()
+        assert w.shape == (1, 4, 6, 6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
