@@ -55,7 +55,11 @@ class RunState:
 
 
 def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) -> Callable:
-    """Returns ``key -> model`` for a task (encoder or decoder-only by ``task.causal``)."""
+    """Returns ``key -> model`` for a task (encoder or decoder-only by ``task.causal``).
+
+    An encoder task's answers are tokens of its own vocabulary, so the encoder's
+    head keeps its default of ``num_classes = task.vocab_size``.
+    """
     cls = TransformerLM if task.causal else TransformerEncoder
     dtype = jnp.bfloat16 if mcfg.dtype == "bfloat16" else None
     attention = AttentionConfig(

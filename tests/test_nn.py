@@ -335,6 +335,16 @@ def test_weights_are_sown_only_when_asked():
         assert w.shape == (1, 4, 6, 6)
 
 
+def test_encoder_head_has_num_classes_outputs():
+    tokens = jnp.arange(7)[None] % VOCAB
+    encoder = _lm("alibi", cls=TransformerEncoder, num_classes=3)
+    assert encoder.embed.num_embeddings == VOCAB
+    assert encoder(tokens).shape == (1, 7, 3)
+    assert _lm("alibi", cls=TransformerEncoder)(tokens).shape == (1, 7, VOCAB)  # default
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        _lm("alibi", cls=TransformerEncoder, num_classes=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
