@@ -34,7 +34,13 @@ from experiments.config import (
     load_config,
     validate,
 )
-from experiments.plots import plot_results
+from experiments.figures.attention_maps import (
+    attention_map_lengths,
+    draw_run_attention_maps,
+    run_attention_maps,
+    save_attention_maps,
+)
+from experiments.figures.results import plot_results
 from experiments.sharding import choose_mesh_shape, make_mesh
 from experiments.tasks import get_task
 from experiments.train import (
@@ -44,12 +50,6 @@ from experiments.train import (
     rope_scaling_variant,
     seconds_to_str,
     train,
-)
-from experiments.viz import (
-    attention_map_lengths,
-    draw_run_attention_maps,
-    run_attention_maps,
-    save_attention_maps,
 )
 from posenc_jax.schemes import Scheme, make_scheme
 
