@@ -7,14 +7,14 @@ Every path computes the same function::
     w = softmax(where(allowed, logits, MASK_VALUE))    allowed = causal & key_mask & mask
     out = w . v + scheme.value_term(w)
 
-`attention_weights` is the one implementation of the first three lines (the
-[B, N, T, S] weights w); `dense_attention` multiplies them by v, the blockwise
-path computes the same w tile by tile, and `attend` dispatches between the paths
-as an `AttentionConfig` says.
-
 with ``causal`` meaning ``k_position <= q_position`` on the explicit positions, so
 KV-cache offsets, left padding and randomized positions need no special case.
 A row with no allowed key returns zeros (finite outputs and gradients).
+
+`attention_weights` is the one implementation of the first three lines (the
+[B, N, T, S] weights w); `dense_attention` multiplies them by v, the blockwise
+path builds the same masked logits tile by tile (online softmax, no [T, S] array),
+and `attend` dispatches between the paths as an `AttentionConfig` says.
 
 Shape legend: B batch, T query length, S key length, N query heads, K key/value
 heads (N % K == 0, grouped-query attention), H head dim.
