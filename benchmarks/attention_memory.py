@@ -25,7 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.attention import blockwise_attention, dense_attention
+from posenc_jax.attention import AttentionConfig, blockwise_attention, dense_attention
 from posenc_jax.schemes import make_scheme
 
 SCHEMES = {
@@ -137,8 +137,7 @@ def model_forward(length: int, scheme: str) -> None:
         num_layers=2,
         d_model=64,
         num_heads=4,
-        blockwise_threshold=2048,
-        block_size=512,
+        attention=AttentionConfig(blockwise_threshold=2048, block_size=512),
         rngs=nnx.Rngs(0),
     )
     tokens = jnp.zeros((1, length), jnp.int32)

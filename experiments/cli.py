@@ -75,7 +75,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_viz(args: argparse.Namespace) -> int:
-    from experiments.viz import draw_all
+    from experiments.figures.encodings import draw_all
 
     paths = draw_all(args.out_dir)
     for path in paths:

@@ -24,12 +24,12 @@ from jax.sharding import Mesh
 from experiments import results as res
 from experiments.checkpoint import RunCheckpointer, run_dir_name
 from experiments.config import ConfigError, ExperimentConfig, config_to_dict, load_config
+from experiments.figures.attention_maps import draw_run_attention_maps
+from experiments.figures.results import plot_results
 from experiments.plan import Run, mesh_shape, plan
-from experiments.plots import plot_results
 from experiments.sharding import make_mesh
 from experiments.stages import train_and_evaluate
 from experiments.train import seconds_to_str
-from experiments.viz import draw_run_attention_maps
 
 __all__ = ["Run", "plan", "run"]
 

@@ -27,9 +27,13 @@ from jax.sharding import Mesh
 from experiments.checkpoint import RunCheckpointer
 from experiments.config import ExperimentConfig, TrainConfig
 from experiments.evaluation import eval_randomized_range, evaluate
+from experiments.figures.attention_maps import (
+    attention_map_lengths,
+    run_attention_maps,
+    save_attention_maps,
+)
 from experiments.plan import Run, context_extensions
 from experiments.train import RunState, build_model_fn, graph_of, train
-from experiments.viz import attention_map_lengths, run_attention_maps, save_attention_maps
 from posenc_jax.schemes import Scheme
 
 __all__ = ["finetune_config", "records_for", "train_and_evaluate"]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from experiments.checkpoint import RunCheckpointer
 from experiments.config import EvalConfig, ModelConfig, TrainConfig
 from experiments.sharding import put_batch, put_state
+from posenc_jax.attention import AttentionConfig
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
 
@@ -52,9 +53,16 @@ class RunState:
 
 
 def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) -> Callable:
-    """Returns ``key -> model`` for a task (encoder or decoder-only by ``task.causal``)."""
+    """Returns ``key -> model`` for a task (encoder or decoder-only by ``task.causal``).
+
+    An encoder task's answers are tokens of its own vocabulary, so the encoder's
+    head keeps its default of ``num_classes = task.vocab_size``.
+    """
     cls = TransformerLM if task.causal else TransformerEncoder
     dtype = jnp.bfloat16 if mcfg.dtype == "bfloat16" else None
+    attention = AttentionConfig(
+        blockwise_threshold=ecfg.blockwise_threshold, block_size=ecfg.block_size
+    )
 
     def make(key: jax.Array) -> nnx.Module:
         pkey, dkey = jax.random.split(key)
@@ -68,8 +76,7 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
             mlp_ratio=mcfg.mlp_ratio,
             norm=mcfg.norm,
             dropout_rate=mcfg.dropout,
-            blockwise_threshold=ecfg.blockwise_threshold,
-            block_size=ecfg.block_size,
+            attention=attention,
             dtype=dtype,
             rngs=nnx.Rngs(params=pkey, dropout=dkey),
         )

@@ -14,7 +14,9 @@ from posenc_jax.absolute import (
 from posenc_jax.alibi import alibi_bias, alibi_slopes
 from posenc_jax.attention import (
     MASK_VALUE,
+    AttentionConfig,
     attend,
+    attention_weights,
     blockwise_attention,
     dense_attention,
     select_implementation,
@@ -59,6 +61,7 @@ __all__ = [
     "OUT_OF_RANGE_POLICIES",
     "ROPE_TYPES",
     "SCHEMES",
+    "AttentionConfig",
     "RopeScaling",
     "RopeSettings",
     "Scheme",
@@ -67,6 +70,7 @@ __all__ = [
     "apply_rope",
     "apply_xpos",
     "attend",
+    "attention_weights",
     "blockwise_attention",
     "context_extension_names",
     "convert_rope_layout",

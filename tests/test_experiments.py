@@ -67,7 +67,7 @@ def test_cli_end_to_end_writes_results(tiny_run):
         assert (out / name).is_file(), name
     for png in ("length_copy.png", "attention_copy.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from experiments.viz import load_attention_maps
+    from experiments.figures.attention_maps import load_attention_maps
 
     saved = [load_attention_maps(p) for p in sorted((out / "attention").glob("*.npz"))]
     assert {m["scheme"] for m in saved} == {"alibi", "learned"}

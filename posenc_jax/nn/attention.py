@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.attention import attend
+from posenc_jax.attention import AttentionConfig, attend, attention_weights
 from posenc_jax.schemes import Scheme, make_scheme
 
 __all__ = ["MultiHeadAttention"]
@@ -23,15 +23,26 @@ class MultiHeadAttention(nnx.Module):
 
     The scheme's q/k hook rotates q and k with their explicit positions; its logit
     and value hooks are called inside the attention kernel (dense, cuDNN or
-    blockwise, chosen by `posenc_jax.attention.select_implementation`). The module
-    holds the scheme's attention parameters (T5 table, Shaw tables) as one
-    ``nnx.Param`` pytree.
+    blockwise, as ``attention`` says; by default chosen per call by
+    `posenc_jax.attention.select_implementation`). The module holds the scheme's
+    attention parameters (T5 table, Shaw tables) as one ``nnx.Param`` pytree.
+
+    With ``sow_weights=True`` (a constructor keyword, an attribute, or
+    ``nnx.view(model, sow_weights=True)``) each call also sows its softmax weights
+    ``[B, N, T, S]`` float32 as the ``nnx.Intermediate`` ``"attention_weights"``,
+    computed by `posenc_jax.attention.attention_weights` whatever path the forward
+    took: this materialises the [B, N, T, S] array even when the forward itself is
+    blockwise. Collect them with ``nnx.capture`` (flax's way to read intermediates).
 
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
         ...                           rngs=nnx.Rngs(0))
         >>> attn(jnp.ones((2, 5, 32)), positions=jnp.arange(5)).shape
         (2, 5, 32)
+        >>> forward = nnx.capture(nnx.view(attn, sow_weights=True), nnx.Intermediate)
+        >>> out, sown = forward(jnp.ones((2, 5, 32)), positions=jnp.arange(5))
+        >>> sown["attention_weights"].get_value()[0].shape  # a tuple: one entry per call
+        (2, 4, 5, 5)
 
     References: Vaswani et al. 2017 (arXiv 1706.03762); Ainslie et al. 2023, GQA
     (arXiv 2305.13245).
@@ -47,9 +58,8 @@ class MultiHeadAttention(nnx.Module):
         head_dim: int | None = None,
         causal: bool = True,
         dropout_rate: float = 0.0,
-        implementation: str = "auto",
-        blockwise_threshold: int | None = 4096,
-        block_size: int = 512,
+        attention: AttentionConfig | None = None,
+        sow_weights: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -76,9 +86,8 @@ class MultiHeadAttention(nnx.Module):
         self.scheme.validate(num_heads=num_heads, head_dim=head_dim, d_model=d_model)
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.causal = causal
-        self.implementation = implementation
-        self.blockwise_threshold = blockwise_threshold
-        self.block_size = block_size
+        self.attention = AttentionConfig() if attention is None else attention
+        self.sow_weights = sow_weights
         linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = nnx.Linear(d_model, num_heads * head_dim, **linear)
         self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
@@ -89,6 +98,15 @@ class MultiHeadAttention(nnx.Module):
         )
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
         self.cache: dict[str, nnx.Cache] | None = None
+
+    def set_view(self, sow_weights: bool | None = None) -> None:
+        """Used by ``nnx.view``.
+
+        Args:
+          sow_weights: sow the softmax weights of every call (see the class docstring).
+        """
+        if sow_weights is not None:
+            self.sow_weights = sow_weights
 
     # -- KV cache ------------------------------------------------------------
     def init_cache(self, batch_size: int, max_length: int, *, dtype=jnp.float32) -> None:
@@ -168,10 +186,20 @@ class MultiHeadAttention(nnx.Module):
             params=params,
             causal=self.causal,
             key_mask=key_mask,
-            implementation=self.implementation,
-            blockwise_threshold=self.blockwise_threshold,
-            block_size=self.block_size,
+            attention=self.attention,
             aligned=aligned,
         )  # [B, T, N, H]
+        if self.sow_weights:
+            weights = attention_weights(
+                q,
+                k,
+                q_positions=positions,
+                k_positions=k_positions,
+                scheme=self.scheme,
+                params=params,
+                causal=self.causal,
+                key_mask=key_mask,
+            )  # [B, N, T, S]
+            self.sow(nnx.Intermediate, "attention_weights", weights)
         out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
         return self.dropout(out, deterministic=deterministic)

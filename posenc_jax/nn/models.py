@@ -1,6 +1,6 @@
 """Transformer blocks and tiny models (decoder-only LM, bidirectional encoder).
 
-Shape legend: B batch, T length, D model dim, V vocabulary.
+Shape legend: B batch, T length, D model dim, V vocabulary, C output classes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from posenc_jax.attention import AttentionConfig
 from posenc_jax.nn.attention import MultiHeadAttention
 from posenc_jax.schemes import Scheme, make_scheme
 
@@ -60,9 +61,7 @@ class TransformerBlock(nnx.Module):
         norm: str = "layernorm",
         causal: bool = True,
         dropout_rate: float = 0.0,
-        implementation: str = "auto",
-        blockwise_threshold: int | None = 4096,
-        block_size: int = 512,
+        attention: AttentionConfig | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -76,9 +75,7 @@ class TransformerBlock(nnx.Module):
             num_kv_heads=num_kv_heads,
             causal=causal,
             dropout_rate=dropout_rate,
-            implementation=implementation,
-            blockwise_threshold=blockwise_threshold,
-            block_size=block_size,
+            attention=attention,
             **kw,
         )
         self.norm2 = _norm(norm, d_model, **kw)
@@ -100,12 +97,15 @@ class TransformerBlock(nnx.Module):
 
 
 class _Transformer(nnx.Module):
+    """Embedding, blocks, final norm and a per-position head of ``num_classes`` outputs."""
+
     causal: bool = True
 
     def __init__(
         self,
         vocab_size: int,
         *,
+        num_classes: int,
         scheme: Scheme | str | dict[str, Any] = "nope",
         num_layers: int = 2,
         d_model: int = 64,
@@ -114,15 +114,14 @@ class _Transformer(nnx.Module):
         mlp_ratio: int = 4,
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
-        implementation: str = "auto",
-        blockwise_threshold: int | None = 4096,
-        block_size: int = 512,
+        attention: AttentionConfig | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         for key, value in (
             ("vocab_size", vocab_size),
+            ("num_classes", num_classes),
             ("num_layers", num_layers),
             ("d_model", d_model),
             ("num_heads", num_heads),
@@ -154,9 +153,7 @@ class _Transformer(nnx.Module):
                     norm=norm,
                     causal=self.causal,
                     dropout_rate=dropout_rate,
-                    implementation=implementation,
-                    blockwise_threshold=blockwise_threshold,
-                    block_size=block_size,
+                    attention=attention,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
@@ -165,7 +162,9 @@ class _Transformer(nnx.Module):
             ]
         )
         self.final_norm = _norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.head = nnx.Linear(d_model, vocab_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.head = nnx.Linear(
+            d_model, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
     def __call__(
@@ -189,7 +188,7 @@ class _Transformer(nnx.Module):
           deterministic: disable dropout.
 
         Returns:
-          [B, T, V] float32 logits.
+          [B, T, C] float32 logits (C = V for `TransformerLM`).
         """
         b, t = tokens.shape
         if positions is None:
@@ -223,25 +222,54 @@ class _Transformer(nnx.Module):
 class TransformerLM(_Transformer):
     """Decoder-only (causal) tiny language model with a positional scheme.
 
+    Next-token logits over the input vocabulary: [B, T] tokens -> [B, T, V].
+
     Example:
         >>> model = TransformerLM(16, scheme="rope", num_layers=1, d_model=32,
         ...                       num_heads=4, rngs=nnx.Rngs(0))
         >>> model(jnp.zeros((2, 7), jnp.int32)).shape
         (2, 7, 16)
 
+    Args:
+      vocab_size: V, the number of token ids (input embedding and output head).
+      **kwargs: the model settings (scheme, num_layers, d_model, num_heads,
+        num_kv_heads, mlp_ratio, norm, dropout_rate, attention, dtype,
+        param_dtype, rngs).
+
     References: Radford et al. 2019 (GPT-2).
     """
 
     causal = True
 
+    def __init__(self, vocab_size: int, **kwargs: Any) -> None:
+        super().__init__(vocab_size, num_classes=vocab_size, **kwargs)
+
 
 class TransformerEncoder(_Transformer):
     """Bidirectional encoder with a per-position classification head.
+
+    [B, T] tokens -> [B, T, C] logits over ``num_classes`` classes.
+
+    Example:
+        >>> model = TransformerEncoder(16, num_classes=3, scheme="alibi", num_layers=1,
+        ...                            d_model=32, num_heads=4, rngs=nnx.Rngs(0))
+        >>> model(jnp.zeros((2, 7), jnp.int32)).shape
+        (2, 7, 3)
+
+    Args:
+      vocab_size: V, the number of input token ids (the embedding table).
+      num_classes: C, the outputs of the head at each position; default V (when
+        the answers are tokens of the same vocabulary, as in the experiment tasks).
+      **kwargs: the model settings, as for `TransformerLM`.
 
     References: Devlin et al. 2019 (BERT); Ruoss et al. 2023 (arXiv 2305.16843).
     """
 
     causal = False
+
+    def __init__(self, vocab_size: int, *, num_classes: int | None = None, **kwargs: Any) -> None:
+        num_classes = vocab_size if num_classes is None else num_classes
+        super().__init__(vocab_size, num_classes=num_classes, **kwargs)
 
 
 def generate(

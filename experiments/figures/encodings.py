@@ -8,10 +8,6 @@ of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `relative.shaw_relative_index`, `xpos.apply_xpos`, `kerple.kerple_bias`,
 `fire.fire_normalized_distance`), so the figures show what the code computes.
 
-Figures are `matplotlib.figure.Figure` objects rendered with the Agg backend and
-never registered with pyplot, so nothing leaks between calls. `panel_axes` lists a
-figure's panels without its colorbars.
-
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
 """
 
@@ -23,28 +19,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from experiments.figures import int_ticks, save_figure
 from posenc_jax import absolute, alibi, fire, kerple, relative, rope, xpos
-from posenc_jax.attention import MASK_VALUE
 
 __all__ = [
     "DEFAULT_SCALINGS",
     "STATIC_FIGURES",
-    "attention_map_lengths",
-    "attention_weights",
     "draw_all",
-    "draw_run_attention_maps",
     "fig_alibi",
-    "fig_attention_maps",
     "fig_research_schemes",
     "fig_rope_decay",
     "fig_rope_frequencies",
@@ -52,19 +40,13 @@ __all__ = [
     "fig_sinusoidal",
     "fig_t5_buckets",
     "figure_alibi",
-    "figure_attention_arrays",
-    "figure_attention_maps",
     "figure_research_schemes",
     "figure_rope_decay",
     "figure_rope_frequencies",
     "figure_shaw",
     "figure_sinusoidal",
     "figure_t5_buckets",
-    "load_attention_maps",
-    "panel_axes",
     "rope_scaling_methods",
-    "run_attention_maps",
-    "save_attention_maps",
 ]
 
 DEFAULT_SCALINGS: dict[str, dict[str, Any]] = {
@@ -73,26 +55,6 @@ DEFAULT_SCALINGS: dict[str, dict[str, Any]] = {
     "yarn x4": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048},
 }
 """RoPE scalings compared in `figure_rope_decay` (Hugging Face ``rope_scaling`` dicts)."""
-
-_DPI = 110
-
-
-def panel_axes(fig: Figure) -> list[Axes]:
-    """The data panels of a figure, in drawing order (colorbar axes left out)."""
-    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-
-
-def _save(fig: Figure, out_path: str | Path) -> Path:
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
-    return path
-
-
-def _int_ticks(ax: Axes) -> None:
-    """Integer ticks on both axes (positions of a heatmap)."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _grid(fig: Figure, n: int, *, max_cols: int = 4) -> list[Axes]:
@@ -135,7 +97,7 @@ def figure_sinusoidal(*, dim: int = 128, length: int = 256, base: float = 10000.
 
 def fig_sinusoidal(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_sinusoidal` as a PNG; returns the path."""
-    return _save(figure_sinusoidal(**options), out_path)
+    return save_figure(figure_sinusoidal(**options), out_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +147,7 @@ def figure_rope_decay(
 
 def fig_rope_decay(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_rope_decay` as a PNG; returns the path."""
-    return _save(figure_rope_decay(**options), out_path)
+    return save_figure(figure_rope_decay(**options), out_path)
 
 
 def rope_scaling_methods(
@@ -248,7 +210,7 @@ def figure_rope_frequencies(
 
 def fig_rope_frequencies(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_rope_frequencies` as a PNG; returns the path."""
-    return _save(figure_rope_frequencies(**options), out_path)
+    return save_figure(figure_rope_frequencies(**options), out_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +236,7 @@ def figure_alibi(*, num_heads: int = 8, length: int = 16, bidirectional: bool = 
         ax.set_title(f"head {h}: m = {slopes[h]:.3g}", fontsize=9)
         ax.set_xlabel("key j", fontsize=8)
         ax.set_ylabel("query i", fontsize=8)
-        _int_ticks(ax)
+        int_ticks(ax)
     formula = "-m·|i - j|, bidirectional" if bidirectional else "-m·(i - j), causal"
     fig.suptitle(f"ALiBi bias {formula} ({num_heads} heads)")
     return fig
@@ -282,7 +244,7 @@ def figure_alibi(*, num_heads: int = 8, length: int = 16, bidirectional: bool = 
 
 def fig_alibi(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_alibi` as a PNG; returns the path."""
-    return _save(figure_alibi(**options), out_path)
+    return save_figure(figure_alibi(**options), out_path)
 
 
 def figure_t5_buckets(*, num_buckets: int = 32, max_distance: int = 128, span: int = 300) -> Figure:
@@ -314,7 +276,7 @@ def figure_t5_buckets(*, num_buckets: int = 32, max_distance: int = 128, span: i
 
 def fig_t5_buckets(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_t5_buckets` as a PNG; returns the path."""
-    return _save(figure_t5_buckets(**options), out_path)
+    return save_figure(figure_t5_buckets(**options), out_path)
 
 
 def figure_shaw(*, length: int = 16, max_distance: int = 4) -> Figure:
@@ -332,13 +294,13 @@ def figure_shaw(*, length: int = 16, max_distance: int = 4) -> Figure:
     ax.set_title(f"Shaw clipped relative index (K={max_distance})")
     ax.set_xlabel("key j")
     ax.set_ylabel("query i")
-    _int_ticks(ax)
+    int_ticks(ax)
     return fig
 
 
 def fig_shaw(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_shaw` as a PNG; returns the path."""
-    return _save(figure_shaw(**options), out_path)
+    return save_figure(figure_shaw(**options), out_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,288 +396,7 @@ def figure_research_schemes(
 
 def fig_research_schemes(out_path: str | Path, **options: Any) -> Path:
     """Writes `figure_research_schemes` as a PNG; returns the path."""
-    return _save(figure_research_schemes(**options), out_path)
-
-
-# --------------------------------------------------------------------------------------------
-# Attention maps of trained models
-# --------------------------------------------------------------------------------------------
-
-
-@functools.partial(jax.jit, static_argnames=("scheme", "causal"))
-def _layer_weights(scheme, params, q, k, positions, key_mask, *, causal):
-    """Softmax weights [B, N, T, T] from projected q [B, T, N, H], k [B, T, K, H]."""
-    b, t, n, hd = q.shape
-    q, k = scheme.rotate(params, q, k, positions, positions)
-    k = jnp.repeat(k, n // k.shape[2], axis=2)  # [B, T, N, H]
-    qs = q * jnp.asarray(1.0 / math.sqrt(hd), q.dtype)
-    logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
-    if "logit_bias" in scheme.hooks:
-        logits = logits + scheme.logit_bias(params, qs, positions, positions)
-    allowed = jnp.broadcast_to(key_mask[:, None, None, :], (b, 1, t, t))
-    if causal:
-        allowed = allowed & (positions[:, None, None, :] <= positions[:, None, :, None])
-    logits = jnp.where(allowed, logits, MASK_VALUE)
-    weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.where(jnp.any(allowed, axis=-1, keepdims=True), weights, 0.0)
-
-
-def attention_weights(
-    model: Any,
-    tokens: jax.Array,
-    *,
-    layer: int = 0,
-    positions: jax.Array | None = None,
-    padding_mask: jax.Array | None = None,
-) -> np.ndarray:
-    """Softmax attention weights of one layer of a `posenc_jax.nn` model.
-
-    Runs the model's embedding and the blocks before ``layer``, then recomputes
-    that layer's attention with its own projections and the scheme's hooks
-    (rotate, logit bias, position-based causal mask, padding mask), exactly as
-    `posenc_jax.attention.dense_attention` does before it multiplies by v.
-
-    Args:
-      model: a `posenc_jax.nn.TransformerLM` or `TransformerEncoder`.
-      tokens: ``[B, T]`` int tokens.
-      layer: block index.
-      positions: ``[T]`` or ``[B, T]``; default 0 .. T-1.
-      padding_mask: ``[B, T]`` bool, True = real token.
-
-    Returns:
-      ``[B, N, T, T]`` float32 weights (rows of fully masked queries are 0).
-    """
-    tokens = jnp.asarray(tokens)
-    b, t = tokens.shape
-    if not 0 <= layer < len(model.blocks):
-        raise ValueError(f"layer must be in [0, {len(model.blocks)}); got layer={layer}")
-    positions = jnp.arange(t, dtype=jnp.int32) if positions is None else jnp.asarray(positions)
-    positions = jnp.broadcast_to(positions, (b, t))
-    x = model.embed(tokens)  # [B, T, D]
-    x = model.scheme.embed(model.pos_params.get_value(), x, positions)
-    for block in list(model.blocks)[:layer]:
-        x = block(x, positions=positions, padding_mask=padding_mask)
-    block = model.blocks[layer]
-    attn = block.attn
-    h = block.norm1(x)
-    n, kv, hd = attn.num_heads, attn.num_kv_heads, attn.head_dim
-    q = attn.q_proj(h).reshape(b, t, n, hd)  # [B, T, N, H]
-    k = attn.k_proj(h).reshape(b, t, kv, hd)  # [B, T, K, H]
-    key_mask = jnp.ones((b, t), bool) if padding_mask is None else jnp.asarray(padding_mask, bool)
-    weights = _layer_weights(
-        attn.scheme, attn.pos_params.get_value(), q, k, positions, key_mask, causal=attn.causal
-    )
-    return np.asarray(weights, np.float32)
-
-
-def _attention_panel(
-    ax: Axes, weights: np.ndarray, label: str, length: int, train_length: int | None
-) -> None:
-    """One [T, T] map (query rows, key columns), titled with T and train/beyond."""
-    ax.imshow(weights, cmap="viridis", origin="upper", interpolation="nearest")
-    note = ""
-    if train_length is not None:
-        note = " (train)" if length <= train_length else " (beyond training)"
-    ax.set_title(f"{label}, T={weights.shape[-1]}{note}", fontsize=9)
-    ax.set_xlabel("key", fontsize=8)
-    ax.set_ylabel("query", fontsize=8)
-    _int_ticks(ax)
-
-
-def figure_attention_maps(
-    model_by_scheme: Mapping[str, Any],
-    tokens_by_length: Mapping[int, Any],
-    *,
-    layer: int = 0,
-    head: int = 0,
-    train_length: int | None = None,
-) -> Figure:
-    """Attention maps of trained models: one panel per (scheme, length).
-
-    Rows are schemes (in the order given), columns are lengths (sorted). Each panel
-    is `attention_weights` of ``layer``, ``head`` for the first row of the tokens
-    of that length. Lengths above ``train_length`` are titled "beyond training".
-
-    Args:
-      model_by_scheme: scheme label -> trained `posenc_jax.nn` model.
-      tokens_by_length: length -> tokens ``[T]`` or ``[B, T]``.
-      layer, head: which attention map.
-      train_length: the training length, for the titles.
-    """
-    if not model_by_scheme or not tokens_by_length:
-        raise ValueError("figure_attention_maps needs at least one model and one length")
-    lengths = sorted(tokens_by_length)
-    schemes = list(model_by_scheme)
-    fig = Figure(figsize=(3.2 * len(lengths), 3.0 * len(schemes)), layout="constrained")
-    axes = fig.subplots(len(schemes), len(lengths), squeeze=False)
-    for row, label in enumerate(schemes):
-        model = model_by_scheme[label]
-        for col, length in enumerate(lengths):
-            tokens = jnp.asarray(tokens_by_length[length])
-            tokens = tokens.reshape(-1, tokens.shape[-1])[:1]  # [1, T]
-            weights = attention_weights(model, tokens, layer=layer)
-            _attention_panel(axes[row, col], weights[0, head], label, length, train_length)
-    fig.suptitle(f"attention weights, layer {layer}, head {head}")
-    return fig
-
-
-def fig_attention_maps(
-    model_by_scheme: Mapping[str, Any],
-    tokens_by_length: Mapping[int, Any],
-    out_path: str | Path,
-    **options: Any,
-) -> Path:
-    """Writes `figure_attention_maps` as a PNG; returns the path."""
-    return _save(figure_attention_maps(model_by_scheme, tokens_by_length, **options), out_path)
-
-
-# --------------------------------------------------------------------------------------------
-# Attention maps of experiment runs
-# --------------------------------------------------------------------------------------------
-
-
-def attention_map_lengths(
-    task: Any, train_length: int, eval_lengths: Sequence[int], *, max_tokens: int
-) -> list[int]:
-    """Task lengths pictured for a run: the training length and the longest beyond it.
-
-    Only lengths whose sequence (``task.sequence_length``) has at most ``max_tokens``
-    positions are kept, so the pictures stay readable and cheap; an empty list when
-    even the training length is longer.
-    """
-    if max_tokens <= 0 or task.sequence_length(train_length) > max_tokens:
-        return []
-    beyond = [n for n in eval_lengths if n > train_length and task.sequence_length(n) <= max_tokens]
-    return [int(train_length)] + ([int(max(beyond))] if beyond else [])
-
-
-def run_attention_maps(
-    task: Any,
-    graphdef: Any,
-    state: Any,
-    lengths: Sequence[int],
-    *,
-    seed_index: int = 0,
-    layer: int = 0,
-) -> dict[int, np.ndarray]:
-    """First-layer attention weights of one trained seed of an experiment run.
-
-    ``state`` holds the parameters of every seed stacked on a leading axis (as
-    `experiments.train.train` returns them); ``seed_index`` picks one. For each task
-    length one deterministic example is drawn (the same for every scheme).
-
-    Returns:
-      {task length: ``[N, T, T]`` float32 weights}, T the sequence length.
-    """
-    from flax import nnx
-
-    params = jax.tree.map(lambda x: x[seed_index], state.params)
-    rest = jax.tree.map(lambda x: x[seed_index], state.rest)
-    model = nnx.merge(graphdef, params, rest)
-    out = {}
-    for length in lengths:
-        batch = task.sample_batch(np.random.default_rng([int(length), 7919]), 1, int(length))
-        out[int(length)] = attention_weights(model, np.asarray(batch.tokens), layer=layer)[0]
-    return out
-
-
-def save_attention_maps(
-    path: str | Path,
-    maps: Mapping[int, np.ndarray],
-    *,
-    scheme: str,
-    task: str,
-    train_length: int,
-) -> Path:
-    """Writes run attention maps (float16) to an ``.npz`` atomically; returns the path."""
-    import io
-
-    from experiments.results import atomic_write_bytes
-
-    buf = io.BytesIO()
-    arrays = {f"length_{n}": np.asarray(w, np.float16) for n, w in maps.items()}
-    np.savez_compressed(
-        buf, scheme=np.str_(scheme), task=np.str_(task), train_length=train_length, **arrays
-    )
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
-
-
-def load_attention_maps(path: str | Path) -> dict[str, Any]:
-    """Reads `save_attention_maps`: {scheme, task, train_length, maps: {length: [N, T, T]}}."""
-    with np.load(path) as data:
-        maps = {
-            int(k.removeprefix("length_")): np.asarray(data[k], np.float32)
-            for k in data.files
-            if k.startswith("length_")
-        }
-        return {
-            "scheme": str(data["scheme"]),
-            "task": str(data["task"]),
-            "train_length": int(data["train_length"]),
-            "maps": dict(sorted(maps.items())),
-        }
-
-
-def figure_attention_arrays(
-    maps_by_scheme: Mapping[str, Mapping[int, np.ndarray]],
-    *,
-    train_length: int | None = None,
-    title: str = "",
-) -> Figure:
-    """Head-averaged attention maps: one row per scheme, one column per length.
-
-    Args:
-      maps_by_scheme: scheme label -> {task length: ``[N, T, T]`` weights}.
-      train_length: the training length (task units), for the panel titles.
-      title: figure title.
-    """
-    if not maps_by_scheme:
-        raise ValueError("figure_attention_arrays needs at least one scheme")
-    lengths = sorted({n for maps in maps_by_scheme.values() for n in maps})
-    schemes = list(maps_by_scheme)
-    fig = Figure(figsize=(3.2 * len(lengths), 2.9 * len(schemes)), layout="constrained")
-    axes = fig.subplots(len(schemes), len(lengths), squeeze=False)
-    for row, label in enumerate(schemes):
-        for col, length in enumerate(lengths):
-            ax = axes[row, col]
-            weights = maps_by_scheme[label].get(length)
-            if weights is None:
-                ax.set_axis_off()
-                continue
-            _attention_panel(ax, np.mean(weights, axis=0), label, length, train_length)
-    fig.suptitle(title or "attention weights, layer 0, mean over heads")
-    return fig
-
-
-def draw_run_attention_maps(
-    out_dir: str | Path, records: Sequence[Mapping[str, Any]]
-) -> list[Path]:
-    """Writes ``attention_<task>.png`` from the maps saved under ``out_dir/attention``.
-
-    Only maps of runs that have records are drawn; schemes in record order.
-    """
-    out_dir = Path(out_dir)
-    folder = out_dir / "attention"
-    if not folder.is_dir():
-        return []
-    runs = {(r["scheme"], r["task"]) for r in records}
-    order = list(dict.fromkeys(r["scheme"] for r in records))
-    by_task: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("*.npz")):
-        saved = load_attention_maps(path)
-        if (saved["scheme"], saved["task"]) in runs and saved["maps"]:
-            by_task.setdefault(saved["task"], {})[saved["scheme"]] = saved
-    paths = []
-    for task, saved in sorted(by_task.items()):
-        schemes = sorted(saved, key=order.index)
-        fig = figure_attention_arrays(
-            {s: saved[s]["maps"] for s in schemes},
-            train_length=saved[schemes[0]]["train_length"],
-            title=f"{task}: attention weights of the first layer, mean over heads, first seed",
-        )
-        paths.append(_save(fig, out_dir / f"attention_{task}.png"))
-    return paths
+    return save_figure(figure_research_schemes(**options), out_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,12 +425,15 @@ def draw_all(
     """Writes every picture into ``out_dir`` (created); returns the PNG paths.
 
     The pictures of `STATIC_FIGURES` always; ``attention_maps.png`` too when
-    trained models and tokens are given (see `figure_attention_maps`).
+    trained models and tokens are given (see
+    `experiments.figures.attention_maps.figure_attention_maps`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [writer(out_dir / name) for name, writer in STATIC_FIGURES.items()]
     if model_by_scheme and tokens_by_length:
+        from experiments.figures.attention_maps import fig_attention_maps  # imports Flax
+
         paths.append(
             fig_attention_maps(
                 model_by_scheme,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import viz
+from experiments.figures import attention_maps, encodings, panel_axes
+from experiments.figures.results import figure_length_plot, plot_results
 from posenc_jax import absolute, alibi, relative, rope
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 
@@ -27,9 +28,9 @@ def _check_png(path):
 
 
 def test_sinusoidal_figure_plots_the_encodings_dot_products():
-    fig = viz.figure_sinusoidal(dim=16, length=32)
+    fig = encodings.figure_sinusoidal(dim=16, length=32)
     assert len(fig.axes) == 3  # two panels and the heatmap's colorbar
-    ax_map, ax_line = viz.panel_axes(fig)  # 2 panels
+    ax_map, ax_line = panel_axes(fig)  # 2 panels
     pe = np.asarray(absolute.sinusoidal(jnp.arange(32), 16), np.float64)
     np.testing.assert_allclose(ax_map.images[0].get_array(), pe @ pe.T, rtol=1e-6)
     # Independent check of what the line shows: PE_0 . PE_k = sum_i cos(k w_i).
@@ -41,9 +42,9 @@ def test_sinusoidal_figure_plots_the_encodings_dot_products():
 
 def test_rope_decay_figure_plots_the_bound_of_each_schedule():
     scalings = {"linear x4": {"rope_type": "linear", "factor": 4.0}}
-    fig = viz.figure_rope_decay(head_dim=16, max_distance=50, scalings=scalings)
+    fig = encodings.figure_rope_decay(head_dim=16, max_distance=50, scalings=scalings)
     assert len(fig.axes) == 2
-    ax_base, ax_scale = viz.panel_axes(fig)
+    ax_base, ax_scale = panel_axes(fig)
     d = np.arange(1, 51)
     for base in (10000.0, 500000.0):
         inv_freq, _ = rope.rope_frequencies(16, base=base)
@@ -63,16 +64,18 @@ def test_rope_decay_figure_plots_the_bound_of_each_schedule():
 
 
 def test_default_rope_decay_figure_has_every_scaling():
-    fig = viz.figure_rope_decay(head_dim=8, max_distance=16)
-    labels = {ln.get_label() for ln in viz.panel_axes(fig)[1].lines}
+    fig = encodings.figure_rope_decay(head_dim=8, max_distance=16)
+    labels = {ln.get_label() for ln in panel_axes(fig)[1].lines}
     assert labels == {"none", "linear x4", "ntk x4", "yarn x4"}
 
 
 def test_rope_frequency_figure_plots_wavelengths_of_each_method():
-    fig = viz.figure_rope_frequencies(head_dim=16, factor=4.0, original_max_position_embeddings=64)
+    fig = encodings.figure_rope_frequencies(
+        head_dim=16, factor=4.0, original_max_position_embeddings=64
+    )
     assert len(fig.axes) == 1
-    (ax,) = viz.panel_axes(fig)
-    methods = viz.rope_scaling_methods(factor=4.0, original_max_position_embeddings=64)
+    (ax,) = panel_axes(fig)
+    methods = encodings.rope_scaling_methods(factor=4.0, original_max_position_embeddings=64)
     assert list(methods) == ["none", "linear", "ntk", "yarn", "llama3"]
     for label, scaling in methods.items():
         inv_freq, _ = rope.rope_frequencies(16, scaling=scaling)
@@ -87,8 +90,8 @@ def test_rope_frequency_figure_plots_wavelengths_of_each_method():
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_alibi_figure_plots_each_heads_bias(bidirectional):
-    fig = viz.figure_alibi(num_heads=8, length=6, bidirectional=bidirectional)
-    axes = viz.panel_axes(fig)
+    fig = encodings.figure_alibi(num_heads=8, length=6, bidirectional=bidirectional)
+    axes = panel_axes(fig)
     assert len(axes) == len(fig.axes) == 8
     pos = jnp.arange(6)
     bias = np.asarray(
@@ -104,8 +107,8 @@ def test_alibi_figure_plots_each_heads_bias(bidirectional):
 
 
 def test_t5_figure_plots_the_buckets():
-    fig = viz.figure_t5_buckets(num_buckets=16, max_distance=32, span=50)
-    axes = viz.panel_axes(fig)
+    fig = encodings.figure_t5_buckets(num_buckets=16, max_distance=32, span=50)
+    axes = panel_axes(fig)
     assert len(axes) == len(fig.axes) == 2
     rel = np.arange(-50, 51)
     for ax, bidirectional in zip(axes, (True, False), strict=True):
@@ -120,8 +123,8 @@ def test_t5_figure_plots_the_buckets():
 
 
 def test_shaw_figure_plots_the_clipped_index():
-    fig = viz.figure_shaw(length=9, max_distance=3)
-    (ax,) = viz.panel_axes(fig)
+    fig = encodings.figure_shaw(length=9, max_distance=3)
+    (ax,) = panel_axes(fig)
     assert len(fig.axes) == 2  # with the colorbar
     data = ax.images[0].get_array()
     np.testing.assert_array_equal(
@@ -133,11 +136,11 @@ def test_shaw_figure_plots_the_clipped_index():
 
 def test_research_figure_plots_xpos_kerple_and_fire():
     kerple = (("log", 1.0, 0.5), ("power", 0.5, 1.5), ("log", 2.0, 0.1))
-    fig = viz.figure_research_schemes(
+    fig = encodings.figure_research_schemes(
         head_dim=8, scale_base=16.0, max_distance=40, kerple=kerple, fire_queries=(4, 30)
     )
     assert len(fig.axes) == 3
-    ax_x, ax_k, ax_f = viz.panel_axes(fig)
+    ax_x, ax_k, ax_f = panel_axes(fig)
     n = np.arange(41)
     # All-ones q at n and k at 0: pair i contributes 2 cos(n theta_i), times zeta_i^(n/s) for xPos.
     theta = 10000.0 ** (-np.arange(0, 8, 2) / 8)
@@ -181,17 +184,28 @@ def _model(spec, cls=TransformerLM, **kw):
     ],
     ids=["alibi", "shaw-encoder", "xpos", "fire", "kerple-encoder"],
 )
-def test_attention_weights_reproduce_the_models_attention(spec, cls):
-    """w . v (+ the Shaw value term), projected out, equals the model's own attention layer."""
+def test_layer_attention_weights_are_the_weights_that_layer_sows(spec, cls):
+    """The weights of the asked layer, with the given positions and padding, and only those.
+
+    That sown weights are the layer's softmax (and, times v, its output) is tested with
+    `MultiHeadAttention` in test_nn.py; here: the right layer, inputs and masks.
+    """
     model = _model(spec, cls, num_kv_heads=1)
     tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 9), 0, VOCAB)
     positions = jnp.arange(9) + 3
     mask = jnp.ones((2, 9), bool).at[1, :2].set(False)
+    every_layer = nnx.view(model, sow_weights=True)
+    _, sown = nnx.capture(every_layer, nnx.Intermediate)(
+        tokens, positions=positions, padding_mask=mask
+    )
+    maps = []
     for layer in (0, 1):
-        w = viz.attention_weights(
+        w = attention_maps.layer_attention_weights(
             model, tokens, layer=layer, positions=positions, padding_mask=mask
         )
-        assert w.shape == (2, 2, 9, 9)
+        assert w.shape == (2, 2, 9, 9) and w.dtype == np.float32
+        (expected,) = sown["blocks"][layer]["attn"]["attention_weights"].get_value()
+        np.testing.assert_allclose(w, expected, atol=1e-6)
         sums = np.ones((2, 2, 9))
         if model.causal:
             sums[1, :, :2] = 0.0  # padding queries see no real key at or before them
@@ -199,33 +213,23 @@ def test_attention_weights_reproduce_the_models_attention(spec, cls):
         if model.causal:
             assert np.all(w[..., np.triu_indices(9, 1)[0], np.triu_indices(9, 1)[1]] == 0)
         assert np.all(w[1, :, :, :2] == 0)  # padding keys get no weight
-
-        x = model.scheme.embed(model.pos_params.get_value(), model.embed(tokens), positions)
-        for block in list(model.blocks)[:layer]:
-            x = block(x, positions=positions, padding_mask=mask)
-        block = model.blocks[layer]
-        attn = block.attn
-        h = block.norm1(x)
-        v = attn.v_proj(h).reshape(2, 9, 1, attn.head_dim).repeat(2, axis=2)  # [B, S, N, H]
-        out = jnp.einsum("bnts,bsnh->btnh", w, v)
-        if "value_term" in attn.scheme.hooks:
-            pos = jnp.broadcast_to(positions, (2, 9))
-            params = attn.pos_params.get_value()
-            out = out + attn.scheme.value_term(params, jnp.asarray(w), pos, pos)
-        expected = attn(h, positions=positions, padding_mask=mask)
-        np.testing.assert_allclose(attn.o_proj(out.reshape(2, 9, -1)), expected, atol=2e-5)
+        maps.append(w)
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)  # two layers, two maps
+    assert not any(block.attn.sow_weights for block in model.blocks)  # the model is unchanged
 
 
 def test_attention_weights_bad_layer():
     with pytest.raises(ValueError, match="layer"):
-        viz.attention_weights(_model("nope"), jnp.zeros((1, 3), jnp.int32), layer=2)
+        attention_maps.layer_attention_weights(
+            _model("nope"), jnp.zeros((1, 3), jnp.int32), layer=2
+        )
 
 
 def test_attention_map_figure_has_a_panel_per_scheme_and_length():
     models = {"alibi": _model("alibi", num_layers=1), "fire": _model("fire", num_layers=1)}
     tokens = {12: jnp.arange(12) % VOCAB, 5: jnp.arange(10).reshape(2, 5) % VOCAB}
-    fig = viz.figure_attention_maps(models, tokens, head=1, train_length=8)
-    axes = viz.panel_axes(fig)
+    fig = attention_maps.figure_attention_maps(models, tokens, head=1, train_length=8)
+    axes = panel_axes(fig)
     assert len(axes) == 4
     assert [ax.get_title() for ax in axes] == [
         "alibi, T=5 (train)",
@@ -233,12 +237,14 @@ def test_attention_map_figure_has_a_panel_per_scheme_and_length():
         "fire, T=5 (train)",
         "fire, T=12 (beyond training)",
     ]
-    expected = viz.attention_weights(models["fire"], jnp.arange(12)[None] % VOCAB)[0, 1]
+    expected = attention_maps.layer_attention_weights(models["fire"], jnp.arange(12)[None] % VOCAB)[
+        0, 1
+    ]
     np.testing.assert_allclose(axes[3].images[0].get_array(), expected)
-    expected = viz.attention_weights(models["alibi"], jnp.arange(5)[None])[0, 1]
+    expected = attention_maps.layer_attention_weights(models["alibi"], jnp.arange(5)[None])[0, 1]
     np.testing.assert_allclose(axes[0].images[0].get_array(), expected)
     with pytest.raises(ValueError, match="at least one"):
-        viz.figure_attention_maps({}, tokens)
+        attention_maps.figure_attention_maps({}, tokens)
 
 
 def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
@@ -252,14 +258,14 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
         "shaw.png": dict(length=4, max_distance=1),
         "xpos_kerple_fire.png": dict(head_dim=8, max_distance=8, fire_queries=(4,)),
     }
-    assert set(small) == set(viz.STATIC_FIGURES)
+    assert set(small) == set(encodings.STATIC_FIGURES)
     writers = {
         name: (lambda path, w=w, o=small[name]: w(path, **o))
-        for name, w in viz.STATIC_FIGURES.items()
+        for name, w in encodings.STATIC_FIGURES.items()
     }
-    monkeypatch.setattr(viz, "STATIC_FIGURES", writers)
+    monkeypatch.setattr(encodings, "STATIC_FIGURES", writers)
     models = {"alibi": _model("alibi", num_layers=1)}
-    paths = viz.draw_all(
+    paths = encodings.draw_all(
         tmp_path / "figs", model_by_scheme=models, tokens_by_length={4: jnp.arange(4)}
     )
     assert [p.name for p in paths] == [*small, "attention_maps.png"]
@@ -268,7 +274,7 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
 
 
 def test_run_attention_maps_are_the_trained_seeds_attention(tmp_path):
-    """Maps from a stacked multi-seed state equal attention_weights of that seed's model."""
+    """Maps from a stacked multi-seed state equal layer_attention_weights of that seed's model."""
     from experiments.config import EvalConfig, ModelConfig, TrainConfig
     from experiments.tasks import get_task
     from experiments.train import build_model_fn, init_state, make_optimizer
@@ -280,31 +286,31 @@ def test_run_attention_maps_are_the_trained_seeds_attention(tmp_path):
         task, scheme, ModelConfig(num_layers=1, d_model=16, num_heads=2), EvalConfig()
     )
     graphdef, state = init_state(make, [3, 7], make_optimizer(TrainConfig()))
-    lengths = viz.attention_map_lengths(task, 4, [4, 8, 64], max_tokens=40)
+    lengths = attention_maps.attention_map_lengths(task, 4, [4, 8, 64], max_tokens=40)
     assert lengths == [4, 8]  # 64 is too long for 40 tokens; the train length comes first
-    assert viz.attention_map_lengths(task, 30, [40], max_tokens=40) == []
-    maps = viz.run_attention_maps(task, graphdef, state, lengths, seed_index=1)
+    assert attention_maps.attention_map_lengths(task, 30, [40], max_tokens=40) == []
+    maps = attention_maps.run_attention_maps(task, graphdef, state, lengths, seed_index=1)
     model = make(jax.random.key(7))
     for length in lengths:
         batch = task.sample_batch(np.random.default_rng([length, 7919]), 1, length)
-        expected = viz.attention_weights(model, batch.tokens)[0]
+        expected = attention_maps.layer_attention_weights(model, batch.tokens)[0]
         assert maps[length].shape == (2, task.sequence_length(length), task.sequence_length(length))
         np.testing.assert_allclose(maps[length], expected, atol=1e-6)
 
-    path = viz.save_attention_maps(
+    path = attention_maps.save_attention_maps(
         tmp_path / "a" / "run.npz", maps, scheme="alibi", task="copy", train_length=4
     )
-    saved = viz.load_attention_maps(path)
+    saved = attention_maps.load_attention_maps(path)
     assert (saved["scheme"], saved["task"], saved["train_length"]) == ("alibi", "copy", 4)
     for length in lengths:  # stored as float16
         np.testing.assert_allclose(saved["maps"][length], maps[length], atol=1e-3)
 
     records = [{"scheme": "alibi", "task": "copy"}]
-    viz.save_attention_maps(  # a run without records (e.g. a stale file) is not drawn
+    attention_maps.save_attention_maps(  # a run without records (e.g. a stale file) is not drawn
         tmp_path / "attention" / "other.npz", maps, scheme="rope", task="copy", train_length=4
     )
     (tmp_path / "attention" / "run.npz").write_bytes(path.read_bytes())
-    (png,) = viz.draw_run_attention_maps(tmp_path, records)
+    (png,) = attention_maps.draw_run_attention_maps(tmp_path, records)
     assert png.name == "attention_copy.png"
     _check_png(png)
 
@@ -315,7 +321,7 @@ def test_attention_array_figure_panels_and_values():
         "rope": {4: rng.random((2, 5, 5)), 9: rng.random((2, 10, 10))},
         "nope": {4: rng.random((2, 5, 5))},
     }
-    fig = viz.figure_attention_arrays(maps, train_length=4)
+    fig = attention_maps.figure_attention_arrays(maps, train_length=4)
     axes = fig.axes
     assert len(axes) == 4
     assert [ax.get_title() for ax in axes] == [
@@ -327,4 +333,25 @@ def test_attention_array_figure_panels_and_values():
     assert not axes[3].axison  # nope has no map at length 9
     np.testing.assert_allclose(axes[1].images[0].get_array(), maps["rope"][9].mean(axis=0))
     with pytest.raises(ValueError, match="at least one"):
-        viz.figure_attention_arrays({})
+        attention_maps.figure_attention_arrays({})
+
+
+def test_length_plot_draws_each_schemes_seed_mean_and_range(tmp_path):
+    records = [
+        dict(task="copy", scheme=s, eval_length=n, accuracy=acc, train_length=10, seed=seed)
+        for s, base in (("rope", 0.5), ("nope", 0.2))
+        for n in (10, 20, 40)
+        for seed, acc in enumerate((base + 0.001 * n, base + 0.002 * n))
+    ]
+    fig = figure_length_plot(records, title="copy")
+    (ax,) = panel_axes(fig)
+    assert ax.get_title() == "copy" and ax.get_ylabel() == "accuracy"
+    rope = _line(ax, "rope")
+    np.testing.assert_array_equal(rope.get_xdata(), [10, 20, 40])
+    np.testing.assert_allclose(rope.get_ydata(), [0.5 + 0.0015 * n for n in (10, 20, 40)])
+    np.testing.assert_array_equal(_line(ax, "train length").get_xdata(), [10, 10])
+    assert len(ax.collections) == 2  # one seed band per scheme
+    failed = dict(task="lm", scheme="rope", eval_length=10, status="failed")
+    paths = plot_results([*records, failed], tmp_path / "plots")
+    assert [p.name for p in paths] == ["length_copy.png"]  # the failed lm record is left out
+    _check_png(paths[0])
