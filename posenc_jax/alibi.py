@@ -68,8 +68,10 @@ def _relative(q_positions: jax.Array, k_positions: jax.Array, bidirectional: boo
 
     Integer positions subtract exactly first, so the diagonal is +0.0 after the cast.
     """
-    rel = relative_distance(q_positions, k_positions, "alibi_bias").astype(jnp.float32)
-    return -jnp.abs(rel) if bidirectional else rel
+    rel = relative_distance(q_positions, k_positions, "alibi_bias")
+    if bidirectional:
+        rel = -jnp.abs(rel)
+    return rel.astype(jnp.float32)  # [..., T, S]
 
 
 def alibi_bias(
