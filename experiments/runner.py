@@ -113,7 +113,7 @@ def run(
         if (r.scheme_label, r.task_label) in done:
             say(f"[{k + 1}/{len(runs)}] {r.scheme_label} / {r.task_label}: done before, skipped")
             continue
-        new, info = _run_cell(
+        new, info, checkpointer = _run_cell(
             r, cfg, out_dir, mesh=mesh, desc=desc, progress=progress, writer=writer
         )
         records = records + new
@@ -121,7 +121,7 @@ def run(
         if writer:
             res.write_records(out_dir / res.RECORDS, records)
             res.atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
-            info["checkpointer"].remove()  # the records are safe; the checkpoint is not needed
+            checkpointer.remove()  # the records are safe; the checkpoint is not needed
         resumed = f" (resumed at step {info['resumed_from']})" if info["resumed_from"] else ""
         say(f"{desc}: {_one_line(new)}{resumed}")
     if writer:
@@ -160,8 +160,9 @@ def _run_cell(
     desc: str,
     progress: bool,
     writer: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One (scheme, task) cell with its checkpoint folder and attention-map file."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], RunCheckpointer]:
+    """One (scheme, task) cell with its checkpoint folder and attention-map file; returns
+    (records, training info, its checkpointer)."""
     name = run_dir_name(r.scheme_label, r.task_label)
     checkpointer = RunCheckpointer(out_dir / "checkpoints" / name)
     records, info = train_and_evaluate(
@@ -174,7 +175,7 @@ def _run_cell(
         progress=progress and writer,
         attention_path=out_dir / "attention" / f"{name}.npz" if writer else None,
     )
-    return records, {**info, "checkpointer": checkpointer}
+    return records, info, checkpointer
 
 
 def _one_line(records: list[dict[str, Any]]) -> str:

@@ -126,7 +126,7 @@ def check_heads(num_heads: Any, num_kv_heads: Any, fn: str) -> tuple[int, int]:
     k = as_int(num_kv_heads, "num_kv_heads", fn)
     if n < 1 or k < 1 or n % k:
         raise ValueError(
-            f"{fn} needs num_heads >= 1 and num_kv_heads >= 1 dividing it; "
-            f"got num_heads={n}, num_kv_heads={k}"
+            f"{fn} needs num_heads >= 1 and num_kv_heads >= 1, num_heads a multiple of "
+            f"num_kv_heads (grouped-query attention); got num_heads={n}, num_kv_heads={k}"
         )
     return n, k

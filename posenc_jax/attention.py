@@ -35,6 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from posenc_jax._checks import check_heads
 from posenc_jax.schemes import Params, Scheme, make_scheme
 
 __all__ = [
@@ -118,12 +119,7 @@ def _as_batched_positions(positions: jax.Array, batch: int) -> jax.Array:
 
 def _repeat_kv(x: jax.Array, num_heads: int) -> jax.Array:
     """[B, S, K, H] -> [B, S, N, H] for grouped-query attention."""
-    kv_heads = x.shape[-2]
-    if num_heads % kv_heads:
-        raise ValueError(
-            f"the number of query heads ({num_heads}) must be a multiple of the number of "
-            f"key/value heads ({kv_heads})"
-        )
+    num_heads, kv_heads = check_heads(num_heads, x.shape[-2], "attention")
     return jnp.repeat(x, num_heads // kv_heads, axis=-2) if kv_heads != num_heads else x
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from posenc_jax._checks import check_heads
 from posenc_jax.attention import AttentionConfig, attend, attention_weights
 from posenc_jax.schemes import Scheme, make_scheme
 
@@ -65,14 +66,7 @@ class MultiHeadAttention(nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads < 1 or num_kv_heads < 1:
-            raise ValueError(
-                f"num_heads and num_kv_heads must be >= 1; got {num_heads}, {num_kv_heads}"
-            )
-        if num_heads % num_kv_heads:
-            raise ValueError(
-                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
-            )
+        num_heads, num_kv_heads = check_heads(num_heads, num_kv_heads, "MultiHeadAttention")
         if head_dim is None:
             if d_model % num_heads:
                 raise ValueError(
@@ -176,30 +170,17 @@ class MultiHeadAttention(nnx.Module):
         else:
             k_positions = positions
             q, k = self.scheme.rotate(params, q, k, positions, k_positions)
-        out = attend(
-            q,
-            k,
-            v,
+        inputs = dict(
             q_positions=positions,
             k_positions=k_positions,
             scheme=self.scheme,
             params=params,
             causal=self.causal,
             key_mask=key_mask,
-            attention=self.attention,
-            aligned=aligned,
-        )  # [B, T, N, H]
+        )
+        out = attend(q, k, v, attention=self.attention, aligned=aligned, **inputs)  # [B, T, N, H]
         if self.sow_weights:
-            weights = attention_weights(
-                q,
-                k,
-                q_positions=positions,
-                k_positions=k_positions,
-                scheme=self.scheme,
-                params=params,
-                causal=self.causal,
-                key_mask=key_mask,
-            )  # [B, N, T, S]
+            weights = attention_weights(q, k, **inputs)  # [B, N, T, S]
             self.sow(nnx.Intermediate, "attention_weights", weights)
         out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
         return self.dropout(out, deterministic=deterministic)
