@@ -4,14 +4,14 @@ Each section measures the things it compares side by side in one run (warm-up an
 compilation first, then interleaved repeats, medians) and prints absolute figures,
 the ratio and PASS/FAIL against the project's targets:
 
-1. ``train``: the jitted, vmapped train step of `experiments.train` (tiny LM:
+1. ``train``: the jitted, vmapped train step of `posenc_jax.harness.train` (tiny LM:
    2 layers, d_model 64, 4 heads) for every scheme of configs/quick.yaml,
    relative to NoPE. Targets: learned, sinusoidal, rope, alibi <= 1.10x;
    t5 <= 1.25x; shaw <= 1.6x. Timed under both allocator settings (``--malloc``),
    each in a fresh process: glibc's defaults map and unmap every block over
    32 MiB on each call, so a step whose scratch buffer crosses that size pays
    page faults that a step just under it does not; ``posenc run`` keeps freed
-   blocks (`experiments.runtime.keep_freed_memory`).
+   blocks (`posenc_jax.harness.runtime.keep_freed_memory`).
 2. ``rope``: `posenc_jax.rope.apply_rope` on [B, T, N, H] against (a) an
    elementwise op reading and writing the same arrays (target <= 1.5x) and
    (b) a plain rotate-half implementation written here (target <= 1.0x), in
@@ -24,7 +24,7 @@ the ratio and PASS/FAIL against the project's targets:
    Each setting runs in ``--rope-processes`` fresh processes (3); the ratios are
    medians over them, with their range (a process's allocator state can shift a
    1 ms call by 2x).
-3. ``seeds``: 8 seeds trained together in one `experiments.train.train` call
+3. ``seeds``: 8 seeds trained together in one `posenc_jax.harness.train.train` call
    against 8 single-seed calls (each compiles, as separate runs would), with the
    compile / steps split, with freed blocks kept as ``posenc run`` does.
    Target: together <= 0.5x.
@@ -55,10 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.config import load_config
-from experiments.plan import plan
-from experiments.runtime import keep_freed_memory
-from experiments.train import (
+from posenc_jax import rope
+from posenc_jax.harness.config import load_config
+from posenc_jax.harness.plan import plan
+from posenc_jax.harness.runtime import keep_freed_memory
+from posenc_jax.harness.train import (
     build_model_fn,
     init_state,
     make_optimizer,
@@ -66,7 +67,6 @@ from experiments.train import (
     train,
     training_batches,
 )
-from posenc_jax import rope
 from posenc_jax.rope.numerics import cos_sin
 from posenc_jax.rope.rotation import rotate
 from posenc_jax.schemes import RopeScheme, make_scheme
@@ -249,7 +249,7 @@ def section_train(args) -> list[dict]:
     modes = _malloc_modes(args)
     print(
         f"\n## 1. Train step time per scheme vs NoPE (tiny LM: {m.num_layers} layers, "
-        f"d_model {m.d_model}, {m.num_heads} heads; jit(vmap(step)) of experiments.train)"
+        f"d_model {m.d_model}, {m.num_heads} heads; jit(vmap(step)) of posenc_jax.harness.train)"
     )
     print(
         f"median of {args.repeats} interleaved samples of {args.steps_per_sample} steps; "
@@ -279,7 +279,7 @@ def section_train(args) -> list[dict]:
         compile_s = max(r["compile_s"] for r in per_mode.values())
         print(f"{line} {tgt:>7s} {compile_s:9.1f}")
     print(
-        "kept: glibc keeps freed blocks (experiments.runtime.keep_freed_memory), as `posenc "
+        "kept: glibc keeps freed blocks (posenc_jax.harness.runtime.keep_freed_memory), as `posenc "
         "run` trains; default: glibc's own thresholds, which map and unmap every block over "
         "32 MiB, so a step whose scratch buffer crosses that size pays page faults each call"
     )
@@ -719,7 +719,9 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         if args.child_malloc == "kept" and not keep_freed_memory():
-            raise SystemExit("--malloc kept needs glibc (experiments.runtime.keep_freed_memory)")
+            raise SystemExit(
+                "--malloc kept needs glibc (posenc_jax.harness.runtime.keep_freed_memory)"
+            )
         rows = {"train": train_child, "rope": rope_child}[args.child](args)
         print(json.dumps(rows, default=_json_default))
         return

@@ -14,10 +14,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.cli import main
-from experiments.config import ConfigError, config_from_dict, load_config
-from experiments.results import read_records
-from experiments.runner import run
+from posenc_jax.harness.cli import main
+from posenc_jax.harness.config import ConfigError, config_from_dict, load_config
+from posenc_jax.harness.results import read_records
+from posenc_jax.harness.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_cli_end_to_end_writes_results(tiny_run):
         assert (out / name).is_file(), name
     for png in ("length_copy.png", "attention_copy.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from experiments.figures.attention_maps import load_attention_maps
+    from posenc_jax.harness.figures.attention_maps import load_attention_maps
 
     saved = [load_attention_maps(p) for p in sorted((out / "attention").glob("*.npz"))]
     assert {m["scheme"] for m in saved} == {"alibi", "learned"}
@@ -240,6 +240,30 @@ def test_malformed_yaml_and_missing_file(tmp_path, capsys):
         load_config(_write(tmp_path, TINY), ["train.steps"])
 
 
+@pytest.mark.parametrize("text", ["", "# settings to come\n", "{}\n"])
+def test_a_config_file_without_settings_is_refused_in_one_line(tmp_path, capsys, text):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    out = tmp_path / "o"
+    assert main(["run", str(empty), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"posenc: error: {empty}: the file holds no settings (see configs/quick.yaml)\n"
+    assert not out.exists()
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`posenc list | head -1`: the reader closes first; no traceback, the SIGPIPE code."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "posenc_jax.harness.cli", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == "", err
+
+
 def test_debug_flag_shows_traceback(tmp_path, capsys):
     path = _write(tmp_path, {**TINY, "schemes": ["rotary"]})
     assert main(["--debug", "run", str(path), "--out", str(tmp_path / "o")]) == 2
@@ -304,7 +328,15 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
     }
     path = _write(tmp_path, cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "experiments.cli", "run", str(path), "--no-progress", "--out"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "posenc_jax.harness.cli",
+        "run",
+        str(path),
+        "--no-progress",
+        "--out",
+    ]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [*cmd, str(killed)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -361,7 +393,7 @@ def test_list_and_plot_commands(tiny_run, tmp_path, capsys):
 
 
 def test_default_quick_config_is_valid():
-    from experiments.plan import plan
+    from posenc_jax.harness.plan import plan
 
     cfg = load_config(ROOT / "configs" / "quick.yaml")
     runs = plan(cfg)
@@ -379,7 +411,7 @@ def test_default_quick_config_is_valid():
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_plans(name):
     """Each config in configs/ (the reproductions included) resolves into runs."""
-    from experiments.plan import plan
+    from posenc_jax.harness.plan import plan
 
     runs = plan(load_config(ROOT / "configs" / f"{name}.yaml"))
     assert runs and all(r.eval_lengths for r in runs)
@@ -391,10 +423,10 @@ def test_bucketed_evaluation_equals_unbucketed(task_name):
 
     import numpy as np
 
-    from experiments.config import EvalConfig, ModelConfig, TrainConfig
-    from experiments.evaluation import bucket_width, evaluate
-    from experiments.tasks import get_task
-    from experiments.train import train
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.evaluation import bucket_width, evaluate
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import train
     from posenc_jax.schemes import make_scheme
 
     task = get_task(task_name)
@@ -428,7 +460,7 @@ def test_persistent_compilation_cache_makes_a_rerun_compile_nothing(tmp_path):
         "counts = {}\n"
         "monitoring.register_event_listener(\n"
         "    lambda e, **k: counts.__setitem__(e, counts.get(e, 0) + 1))\n"
-        "from experiments.runner import run\n"
+        "from posenc_jax.harness.runner import run\n"
         "run(sys.argv[1], out_dir=sys.argv[2], progress=False, verbose=False, overwrite=True,\n"
         "    compile_cache=sys.argv[3])\n"
         "print(counts.get('/jax/compilation_cache/cache_misses', 0),\n"
@@ -464,7 +496,7 @@ def test_persistent_compilation_cache_makes_a_rerun_compile_nothing(tmp_path):
 def test_randomized_positions_are_sorted_distinct_subsets(length, extra, seed):
     import numpy as np
 
-    from experiments.train import randomized_positions
+    from posenc_jax.harness.train import randomized_positions
 
     pos = randomized_positions(np.random.default_rng(seed), 3, length, length + extra)
     assert pos.shape == (3, length) and pos.dtype == np.int32
@@ -475,9 +507,9 @@ def test_randomized_positions_are_sorted_distinct_subsets(length, extra, seed):
 def test_randomized_positions_in_training_and_errors(tmp_path):
     import numpy as np
 
-    from experiments.config import TrainConfig
-    from experiments.tasks import get_task
-    from experiments.train import randomized_positions, training_batches
+    from posenc_jax.harness.config import TrainConfig
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import randomized_positions, training_batches
 
     task = get_task("reverse_string")
     tcfg = TrainConfig(length=6, steps=2, batch_size=4, randomized_positions=64)
@@ -501,9 +533,9 @@ def test_randomized_positions_in_training_and_errors(tmp_path):
 def test_randomized_evaluation_batches():
     """Same tokens as plain evaluation, sorted random positions in [0, N) on the real
     tokens, 0 on padding, identical on every call (every scheme and seed sees them)."""
-    from experiments.config import EvalConfig
-    from experiments.evaluation import eval_batches
-    from experiments.tasks import get_task
+    from posenc_jax.harness.config import EvalConfig
+    from posenc_jax.harness.evaluation import eval_batches
+    from posenc_jax.harness.tasks import get_task
 
     task = get_task("reverse_string")
     ecfg = EvalConfig(batch_size=5, num_batches=2)
@@ -525,10 +557,10 @@ def test_randomized_evaluation_batches():
 
 def test_randomized_evaluation_changes_only_position_dependent_models():
     """NoPE's metrics do not depend on the evaluation positions; sinusoidal ones do."""
-    from experiments.config import EvalConfig, ModelConfig, TrainConfig
-    from experiments.evaluation import evaluate
-    from experiments.tasks import get_task
-    from experiments.train import train
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.evaluation import evaluate
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import train
     from posenc_jax.schemes import make_scheme
 
     task = get_task("reverse_string")
@@ -553,8 +585,8 @@ def test_randomized_evaluation_changes_only_position_dependent_models():
 def test_randomized_evaluation_config(tmp_path):
     """An evaluation sequence longer than the random range is refused before training,
     naming both keys; eval.randomized_positions: false evaluates on 0..L-1."""
-    from experiments.evaluation import eval_randomized_range
-    from experiments.plan import plan
+    from posenc_jax.harness.evaluation import eval_randomized_range
+    from posenc_jax.harness.plan import plan
 
     train_cfg = {**TINY["train"], "randomized_positions": 12}
     bad = {**TINY, "schemes": ["rope"], "train": train_cfg}  # copy at 8 has 18 tokens

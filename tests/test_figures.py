@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments.figures import attention_maps, encodings, panel_axes
-from experiments.figures.results import figure_length_plot, plot_results
 from posenc_jax import absolute, alibi, relative, rope
+from posenc_jax.harness.figures import attention_maps, encodings, panel_axes
+from posenc_jax.harness.figures.results import figure_length_plot, plot_results
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -275,9 +275,9 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
 
 def test_run_attention_maps_are_the_trained_seeds_attention(tmp_path):
     """Maps from a stacked multi-seed state equal layer_attention_weights of that seed's model."""
-    from experiments.config import EvalConfig, ModelConfig, TrainConfig
-    from experiments.tasks import get_task
-    from experiments.train import build_model_fn, init_state, make_optimizer
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import build_model_fn, init_state, make_optimizer
     from posenc_jax.schemes import make_scheme
 
     task = get_task("copy", num_symbols=5)

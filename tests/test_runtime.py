@@ -1,4 +1,4 @@
-"""experiments.runtime: the allocator setting `posenc run` applies."""
+"""posenc_jax.harness.runtime: the allocator setting `posenc run` applies."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import experiments.runner
-import experiments.runtime
-from experiments.cli import main
-from experiments.runtime import keep_freed_memory
+import posenc_jax.harness.runner
+import posenc_jax.harness.runtime
+from posenc_jax.harness.cli import main
+from posenc_jax.harness.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -30,7 +30,7 @@ def test_keep_freed_memory_rejects_bad_max_block(max_block):
 # after it is freed (mallinfo2, glibc >= 2.33).
 _PROBE = """
 import ctypes, sys
-from experiments.runtime import keep_freed_memory
+from posenc_jax.harness.runtime import keep_freed_memory
 
 FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 
@@ -89,7 +89,7 @@ def test_keep_freed_memory_changes_nothing_without_glibc():
 @pytest.mark.parametrize(("flag", "calls"), [([], 1), (["--system-malloc"], 0)])
 def test_posenc_run_keeps_freed_memory_unless_told_not_to(monkeypatch, tmp_path, flag, calls):
     seen = []
-    monkeypatch.setattr(experiments.runtime, "keep_freed_memory", lambda: seen.append(1))
-    monkeypatch.setattr(experiments.runner, "run", lambda *a, **k: [])
+    monkeypatch.setattr(posenc_jax.harness.runtime, "keep_freed_memory", lambda: seen.append(1))
+    monkeypatch.setattr(posenc_jax.harness.runner, "run", lambda *a, **k: [])
     assert main(["run", str(tmp_path / "x.yaml"), "--no-progress", *flag]) == 0
     assert len(seen) == calls

@@ -164,6 +164,8 @@ def test_assume_positions_below_checks_on_the_host_and_drops_the_run_time_check(
 
 # -- the layering of the tree -------------------------------------------------------------
 
+HARNESS = "posenc_jax.harness"
+
 PURE_MODULES = sorted(
     [p for p in (ROOT / "posenc_jax").glob("*.py") if p.name not in ("__init__.py", "attention.py")]
     + list((ROOT / "posenc_jax" / "rope").glob("*.py"))
@@ -186,7 +188,8 @@ def test_pure_modules_import_neither_flax_nor_the_scheme_layer(path):
     bad = {
         m
         for m in _imports(path)
-        if m.split(".")[0] in ("flax", "experiments")
+        if m.split(".")[0] == "flax"
+        or m.startswith(HARNESS)
         or m.startswith("posenc_jax.schemes")
         or m.startswith("posenc_jax.nn")
         or m.startswith("posenc_jax.attention")
@@ -196,14 +199,24 @@ def test_pure_modules_import_neither_flax_nor_the_scheme_layer(path):
 
 def test_scheme_layer_imports_no_flax():
     for path in (ROOT / "posenc_jax" / "schemes").glob("*.py"):
-        bad = {m for m in _imports(path) if m.split(".")[0] in ("flax", "experiments")}
+        bad = {m for m in _imports(path) if m.split(".")[0] == "flax" or m.startswith(HARNESS)}
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_the_library_never_imports_the_harness():
+    """The harness (posenc_jax.harness) sits on top: attention, nn and the rest never import it."""
+    library = [p for p in (ROOT / "posenc_jax").rglob("*.py") if "harness" not in p.parts]
+    found = {
+        p.relative_to(ROOT).as_posix(): sorted(m for m in _imports(p) if m.startswith(HARNESS))
+        for p in library
+    }
+    assert not {k: v for k, v in found.items() if v}
 
 
 def test_importing_posenc_jax_loads_no_flax_and_no_harness():
     code = (
         "import sys, posenc_jax, posenc_jax.presets\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flax', 'experiments'))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'flax' or 'harness' in m)\n"
         "print(bad)\n"
     )
     out = subprocess.run(
@@ -226,7 +239,7 @@ def test_no_scheme_name_branching_outside_the_scheme_layer():
     """Attention, the NNX modules and the harness ask the scheme; they never test its name."""
     files = [ROOT / "posenc_jax" / "attention.py"]
     files += list((ROOT / "posenc_jax" / "nn").rglob("*.py"))
-    files += list((ROOT / "experiments").rglob("*.py"))
+    files += list((ROOT / "posenc_jax" / "harness").rglob("*.py"))
     found = []
     for path in files:
         for i, line in enumerate(path.read_text().splitlines(), 1):

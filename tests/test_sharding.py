@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments.results import read_records
-from experiments.sharding import choose_mesh_shape
+from posenc_jax.harness.results import read_records
+from posenc_jax.harness.sharding import choose_mesh_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from helpers import chomsky_reference as reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.tasks import (
+from posenc_jax.harness.tasks import (
     BOS,
     EOS,
     PAD,

@@ -1,6 +1,6 @@
 """Lists the longest functions of the given folders (body lines, docstring excluded).
 
-Usage: python tools/function_lengths.py posenc_jax experiments [--top 20]
+Usage: python tools/function_lengths.py posenc_jax [--top 20]
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ import numpy as np
 
 
 def _train(ckpt_dir: str, out_npz: str) -> None:
-    from experiments.checkpoint import RunCheckpointer
-    from experiments.config import EvalConfig, ModelConfig, TrainConfig
-    from experiments.sharding import choose_mesh_shape, make_mesh
-    from experiments.tasks import get_task
-    from experiments.train import train
+    from posenc_jax.harness.checkpoint import RunCheckpointer
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.sharding import choose_mesh_shape, make_mesh
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import train
     from posenc_jax.schemes import make_scheme
 
     seeds = [0, 1, 2, 3]
@@ -49,7 +49,7 @@ def _train(ckpt_dir: str, out_npz: str) -> None:
 def main() -> None:
     mode = sys.argv[1]
     if mode == "run":
-        from experiments.runner import run
+        from posenc_jax.harness.runner import run
 
         run(sys.argv[2], out_dir=sys.argv[3], progress=False, verbose=False)
     elif mode == "train":

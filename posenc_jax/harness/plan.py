@@ -14,9 +14,15 @@ from typing import Any
 
 import jax
 
-from experiments.config import ConfigError, ExperimentConfig, TrainConfig, build_section, validate
-from experiments.sharding import choose_mesh_shape
-from experiments.tasks import get_task
+from posenc_jax.harness.config import (
+    ConfigError,
+    ExperimentConfig,
+    TrainConfig,
+    build_section,
+    validate,
+)
+from posenc_jax.harness.sharding import choose_mesh_shape
+from posenc_jax.harness.tasks import get_task
 from posenc_jax.schemes import Scheme, make_scheme
 
 __all__ = ["Run", "context_extensions", "mesh_shape", "plan"]

@@ -16,9 +16,15 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from experiments.config import EvalConfig, TrainConfig
-from experiments.sharding import put_batch
-from experiments.train import RunState, forward, masked_metrics, pad_batch, randomized_positions
+from posenc_jax.harness.config import EvalConfig, TrainConfig
+from posenc_jax.harness.sharding import put_batch
+from posenc_jax.harness.train import (
+    RunState,
+    forward,
+    masked_metrics,
+    pad_batch,
+    randomized_positions,
+)
 
 __all__ = ["bucket_width", "eval_batches", "eval_randomized_range", "evaluate"]
 

@@ -1,8 +1,8 @@
 """Runs an experiment grid: every scheme x task, all seeds of a run trained together.
 
-`run(config)` reads the config (`experiments.config`), checks the whole grid first
-(`experiments.plan`, so a bad config trains nothing and writes nothing), then runs
-each cell stage by stage (`experiments.stages`: train, evaluate, context
+`run(config)` reads the config (`posenc_jax.harness.config`), checks the whole grid first
+(`posenc_jax.harness.plan`, so a bad config trains nothing and writes nothing), then runs
+each cell stage by stage (`posenc_jax.harness.stages`: train, evaluate, context
 extensions, fine-tune), appending its records to ``results.jsonl`` atomically, and
 finally writes the CSV summary, the markdown table and the plots. Runs already in
 the output folder (same config) are skipped.
@@ -21,15 +21,15 @@ import jax
 import yaml
 from jax.sharding import Mesh
 
-from experiments import results as res
-from experiments.checkpoint import RunCheckpointer, run_dir_name
-from experiments.config import ConfigError, ExperimentConfig, config_to_dict, load_config
-from experiments.figures.attention_maps import draw_run_attention_maps
-from experiments.figures.results import plot_results
-from experiments.plan import Run, mesh_shape, plan
-from experiments.sharding import make_mesh
-from experiments.stages import train_and_evaluate
-from experiments.train import seconds_to_str
+from posenc_jax.harness import results as res
+from posenc_jax.harness.checkpoint import RunCheckpointer, run_dir_name
+from posenc_jax.harness.config import ConfigError, ExperimentConfig, config_to_dict, load_config
+from posenc_jax.harness.figures.attention_maps import draw_run_attention_maps
+from posenc_jax.harness.figures.results import plot_results
+from posenc_jax.harness.plan import Run, mesh_shape, plan
+from posenc_jax.harness.sharding import make_mesh
+from posenc_jax.harness.stages import train_and_evaluate
+from posenc_jax.harness.train import seconds_to_str
 
 __all__ = ["Run", "plan", "run"]
 

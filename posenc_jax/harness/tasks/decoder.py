@@ -1,7 +1,7 @@
 """Decoder-only tasks: the Kazemnejad et al. 2023 algorithmic tasks and two retrieval tasks.
 
 Every sequence is ``<bos> prompt answer <eos>`` trained by teacher forcing (see
-``experiments.tasks.base.decoder_batch``); the loss mask covers the answer and the final
+``posenc_jax.harness.tasks.base.decoder_batch``); the loss mask covers the answer and the final
 ``<eos>``. The prompt of the algorithmic tasks is ``input <sep>``; the retrieval tasks put the
 question after ``<sep>`` (associative_recall) or end with it (passkey).
 
@@ -13,7 +13,7 @@ arXiv 2312.04927) for associative recall.
 
 import numpy as np
 
-from experiments.tasks.base import NUM_SPECIAL, SEP, DecoderTask, check_choice, check_int
+from posenc_jax.harness.tasks.base import NUM_SPECIAL, SEP, DecoderTask, check_choice, check_int
 
 _DIGITS = tuple(str(i) for i in range(10))
 

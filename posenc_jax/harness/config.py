@@ -345,8 +345,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: malformed YAML: {e}") from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: the file holds no settings (see configs/quick.yaml)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
     try:

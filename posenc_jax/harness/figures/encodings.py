@@ -25,8 +25,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from experiments.figures import int_ticks, save_figure
 from posenc_jax import absolute, alibi, fire, kerple, relative, rope, xpos
+from posenc_jax.harness.figures import int_ticks, save_figure
 
 __all__ = [
     "DEFAULT_SCALINGS",
@@ -426,13 +426,13 @@ def draw_all(
 
     The pictures of `STATIC_FIGURES` always; ``attention_maps.png`` too when
     trained models and tokens are given (see
-    `experiments.figures.attention_maps.figure_attention_maps`).
+    `posenc_jax.harness.figures.attention_maps.figure_attention_maps`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [writer(out_dir / name) for name, writer in STATIC_FIGURES.items()]
     if model_by_scheme and tokens_by_length:
-        from experiments.figures.attention_maps import fig_attention_maps  # imports Flax
+        from posenc_jax.harness.figures.attention_maps import fig_attention_maps  # imports Flax
 
         paths.append(
             fig_attention_maps(

@@ -1,9 +1,9 @@
 """One run of the grid, stage by stage: train, evaluate, context extensions, fine-tune.
 
-`train_and_evaluate` is what `experiments.runner.run` calls for each (scheme, task)
+`train_and_evaluate` is what `posenc_jax.harness.runner.run` calls for each (scheme, task)
 cell. In order:
 
-1. train every seed together (`experiments.train.train`), resuming from a checkpoint;
+1. train every seed together (`posenc_jax.harness.train.train`), resuming from a checkpoint;
 2. evaluate the trained models at every evaluation length (rows ``<scheme>``);
 3. save their attention maps (first live seed) for the figures;
 4. evaluate zero-shot with each context extension the scheme offers among
@@ -24,16 +24,16 @@ from typing import Any
 
 from jax.sharding import Mesh
 
-from experiments.checkpoint import RunCheckpointer
-from experiments.config import ExperimentConfig, TrainConfig
-from experiments.evaluation import eval_randomized_range, evaluate
-from experiments.figures.attention_maps import (
+from posenc_jax.harness.checkpoint import RunCheckpointer
+from posenc_jax.harness.config import ExperimentConfig, TrainConfig
+from posenc_jax.harness.evaluation import eval_randomized_range, evaluate
+from posenc_jax.harness.figures.attention_maps import (
     attention_map_lengths,
     run_attention_maps,
     save_attention_maps,
 )
-from experiments.plan import Run, context_extensions
-from experiments.train import RunState, build_model_fn, graph_of, train
+from posenc_jax.harness.plan import Run, context_extensions
+from posenc_jax.harness.train import RunState, build_model_fn, graph_of, train
 from posenc_jax.schemes import Scheme
 
 __all__ = ["finetune_config", "records_for", "train_and_evaluate"]

@@ -2,7 +2,7 @@
 
 Every task samples fixed-shape batches at a given task length::
 
-    from experiments.tasks import get_task
+    from posenc_jax.harness.tasks import get_task
     task = get_task("reverse_string")
     batch = task.sample_batch(np.random.default_rng(0), 64, 40)
     batch.tokens.shape == (64, task.sequence_length(40))  # [B, L]
@@ -13,7 +13,7 @@ associative_recall, filler tokens for passkey, bytes for lm); ``task.sequence_le
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
 ``task.train_lengths`` is the inclusive ``(min, max)`` training range and ``task.eval_lengths``
-the evaluation lengths. The vocabulary layout is described in ``experiments.tasks.base``.
+the evaluation lengths. The vocabulary layout is described in ``posenc_jax.harness.tasks.base``.
 
 References: Deletang et al. 2023 (arXiv 2207.02098); Ruoss et al. 2023 (arXiv 2305.16843);
 Kazemnejad et al. 2023 (arXiv 2305.19466).
@@ -24,7 +24,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.tasks.base import (
+from posenc_jax.harness.tasks.base import (
     BOS,
     EOS,
     NUM_SPECIAL,
@@ -38,7 +38,7 @@ from experiments.tasks.base import (
     EncoderTask,
     Task,
 )
-from experiments.tasks.chomsky import (
+from posenc_jax.harness.tasks.chomsky import (
     CHOMSKY_TASKS,
     BinaryAddition,
     BinaryMultiplication,
@@ -56,7 +56,7 @@ from experiments.tasks.chomsky import (
     SolveEquation,
     StackManipulation,
 )
-from experiments.tasks.decoder import (
+from posenc_jax.harness.tasks.decoder import (
     DECODER_TASKS,
     Addition,
     AssociativeRecall,
@@ -67,7 +67,7 @@ from experiments.tasks.decoder import (
     Sort,
     Summation,
 )
-from experiments.tasks.lm import LanguageModelling
+from posenc_jax.harness.tasks.lm import LanguageModelling
 
 TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
     {cls.name: cls for cls in (*CHOMSKY_TASKS, *DECODER_TASKS, LanguageModelling)}

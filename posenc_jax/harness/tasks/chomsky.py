@@ -5,7 +5,7 @@ Encoder tasks (``causal=False``): the model reads the input symbols followed by
 encoders of the ``neural_networks_chomsky_hierarchy`` and ``randomized_positional_encodings`` code
 do. Training lengths 1..40, evaluation lengths 41..500. Inputs are sampled as in that reference
 code (same alphabets, output lengths, special cases at short lengths); ids follow the layout of
-``experiments.tasks.base`` (five special ids, then ``task.symbols``).
+``posenc_jax.harness.tasks.base`` (five special ids, then ``task.symbols``).
 
 Where a reference output has a variable length (stack_manipulation, binary_addition,
 binary_multiplication), the answer is followed by ``<eos>`` and padded to a fixed length. The
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments.tasks.base import EOS, NUM_SPECIAL, EncoderTask, check_int
+from posenc_jax.harness.tasks.base import EOS, NUM_SPECIAL, EncoderTask, check_int
 
 _BITS = ("0", "1")
 

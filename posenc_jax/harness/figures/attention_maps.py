@@ -24,8 +24,8 @@ from flax import nnx
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from experiments.figures import int_ticks, save_figure
-from experiments.results import atomic_write_bytes
+from posenc_jax.harness.figures import int_ticks, save_figure
+from posenc_jax.harness.results import atomic_write_bytes
 
 __all__ = [
     "attention_map_lengths",
@@ -181,7 +181,7 @@ def run_attention_maps(
     """First-layer attention weights of one trained seed of an experiment run.
 
     ``state`` holds the parameters of every seed stacked on a leading axis (as
-    `experiments.train.train` returns them); ``seed_index`` picks one. For each task
+    `posenc_jax.harness.train.train` returns them); ``seed_index`` picks one. For each task
     length one deterministic example is drawn (the same for every scheme).
 
     Returns:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.tasks.base import Batch, Task, check_choice, check_int, check_rng
+from posenc_jax.harness.tasks.base import Batch, Task, check_choice, check_int, check_rng
 
 _SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 
@@ -75,9 +75,9 @@ class LanguageModelling(Task):
     validation split in consecutive non-overlapping windows from its start, for perplexity.
 
     Example:
-      >>> task = get_task("lm", corpus="notes/", max_bytes=1_000_000)  # doctest: +SKIP
-      >>> batch = task.sample_batch(np.random.default_rng(0), 8, 256)  # doctest: +SKIP
-      >>> batch.tokens.shape, int(batch.targets[0, 0]) == int(batch.tokens[0, 1])  # doctest: +SKIP
+      >>> task = LanguageModelling(max_bytes=200_000)  # or corpus="notes/" for a folder
+      >>> batch = task.sample_batch(np.random.default_rng(0), 8, 256)
+      >>> batch.tokens.shape, int(batch.targets[0, 0]) == int(batch.tokens[0, 1])
       ((8, 256), True)
 
     Args:

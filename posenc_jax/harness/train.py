@@ -24,10 +24,10 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from experiments.checkpoint import RunCheckpointer
-from experiments.config import EvalConfig, ModelConfig, TrainConfig
-from experiments.sharding import put_batch, put_state
 from posenc_jax.attention import AttentionConfig
+from posenc_jax.harness.checkpoint import RunCheckpointer
+from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+from posenc_jax.harness.sharding import put_batch, put_state
 from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
 

@@ -1,10 +1,10 @@
 """Figures: pictures of the encodings, attention maps of trained runs, result plots.
 
-* `experiments.figures.encodings`: what each positional encoding computes, drawn
+* `posenc_jax.harness.figures.encodings`: what each positional encoding computes, drawn
   from the pure functions of `posenc_jax` (the ``posenc viz`` command).
-* `experiments.figures.attention_maps`: attention weights of trained models, as
+* `posenc_jax.harness.figures.attention_maps`: attention weights of trained models, as
   their attention layers sow them.
-* `experiments.figures.results`: metric against evaluation length, per task.
+* `posenc_jax.harness.figures.results`: metric against evaluation length, per task.
 
 Every figure is a `matplotlib.figure.Figure` built without pyplot, so no
 backend is selected or needed and nothing leaks between calls; `save_figure`

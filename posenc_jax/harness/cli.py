@@ -9,6 +9,7 @@ posenc plot RESULTS_DIR
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,10 +19,10 @@ __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from experiments.results import markdown_table
-    from experiments.runner import run
-    from experiments.runtime import keep_freed_memory
-    from experiments.sharding import maybe_initialize_distributed
+    from posenc_jax.harness.results import markdown_table
+    from posenc_jax.harness.runner import run
+    from posenc_jax.harness.runtime import keep_freed_memory
+    from posenc_jax.harness.sharding import maybe_initialize_distributed
 
     if not args.system_malloc:
         keep_freed_memory()
@@ -39,7 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from experiments.tasks import TASKS
+    from posenc_jax.harness.tasks import TASKS
     from posenc_jax.presets import presets_table_markdown
     from posenc_jax.schemes import SCHEMES
 
@@ -62,8 +63,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from experiments.results import RECORDS, read_records
-    from experiments.runner import write_reports
+    from posenc_jax.harness.results import RECORDS, read_records
+    from posenc_jax.harness.runner import write_reports
 
     folder = Path(args.results_dir)
     records = read_records(folder / RECORDS)
@@ -75,7 +76,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_viz(args: argparse.Namespace) -> int:
-    from experiments.figures.encodings import draw_all
+    from posenc_jax.harness.figures.encodings import draw_all
 
     paths = draw_all(args.out_dir)
     for path in paths:
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--system-malloc",
         action="store_true",
         help="leave the C allocator's settings alone (by default freed blocks up to 1 GiB are "
-        "kept for the next step instead of being unmapped; see experiments.runtime)",
+        "kept for the next step instead of being unmapped; see posenc_jax.harness.runtime)",
     )
     p.add_argument("--debug", **debug)
     p.set_defaults(fn=_cmd_run)
@@ -137,7 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``posenc`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`posenc list | head -1`): stop quietly, as Unix tools do.
+        # Later writes and the exit-time flush go to /dev/null (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the signal ended
     except KeyboardInterrupt:
         print(
             "posenc: interrupted; finished runs are saved, rerun the same command to resume",

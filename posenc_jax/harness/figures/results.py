@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.figures import save_figure
-from experiments.results import metric_of
+from posenc_jax.harness.figures import save_figure
+from posenc_jax.harness.results import metric_of
 
 __all__ = ["figure_length_plot", "plot_results"]
 
