@@ -32,8 +32,25 @@ class RopeScheme(Scheme):
       scaling: None or a dict in Hugging Face ``rope_scaling`` form
         (``{"rope_type": "yarn", "factor": 4.0, ...}``).
 
-    Dynamic methods (dynamic NTK, LongRoPE) read the current length as
-    ``max(k_positions) + 1``, a traced value, so one program serves all lengths.
+    Dynamic methods (dynamic NTK, LongRoPE) pick their frequencies from the
+    current length, ``seq_len = max position + 1`` as Hugging Face computes it, a
+    traced value, so one program serves all lengths. The length is each row's
+    own: ``max(k_positions[b]) + 1`` for ``[B, S]`` positions (a row's logits do
+    not depend on the rows batched beside it; Hugging Face takes the maximum over
+    the whole batch, so this equals Hugging Face run one sequence at a time).
+    Padding slots must not carry positions above their row's largest real
+    position: `posenc_jax.nn.positions_from_padding` (the models' default with a
+    padding mask) gives left padding position 0 and right padding the last real
+    position, so any padding works with it; explicit positions that count on
+    through the padding make the padding part of the row's length.
+
+    **Cached decoding** with these methods differs from a full forward pass over
+    the same tokens, as in Hugging Face (transformers issue #25104): each decoding
+    step rotates its new keys with the frequencies of the length so far, and the
+    cache keeps them, while a full forward rotates every key with the
+    frequencies of the final length. Once the length passes the original
+    context, keys from earlier steps therefore carry other frequencies than the
+    queries. The other scalings are static and decode exactly.
 
     Context extensions (`extend_context`): "linear" (position interpolation),
     "ntk", "dynamic" and "yarn", each with the training length as the original
@@ -94,7 +111,9 @@ class RopeScheme(Scheme):
         return dataclasses.replace(self, scaling=scaling)
 
     def rotate(self, params, q, k, q_positions, k_positions):
-        inv_freq, factor = self._frequencies(q.shape[-1], seq_len=jnp.max(k_positions) + 1)
+        # One length a row for [B, S] positions ([] for [S]); static scalings ignore it.
+        seq_len = jnp.max(jnp.asarray(k_positions), axis=-1) + 1  # [] or [B]
+        inv_freq, factor = self._frequencies(q.shape[-1], seq_len=seq_len)  # [(B,) R/2]
         rotate = dict(inv_freq=inv_freq, attention_factor=factor, layout=self.layout)
         return (
             rope.apply_rope(q, q_positions, **rotate),
