@@ -29,9 +29,15 @@ import numpy as np
 from posenc_jax import rope
 from posenc_jax._checks import as_int, check_choice, check_positions, positive_float
 
-__all__ = ["OUT_OF_RANGE_POLICIES", "apply_xpos", "check_xpos_window", "xpos_window", "xpos_zeta"]
+__all__ = [
+    "XPOS_OUT_OF_RANGE_POLICIES",
+    "apply_xpos",
+    "check_xpos_window",
+    "xpos_window",
+    "xpos_zeta",
+]
 
-OUT_OF_RANGE_POLICIES: tuple[str, ...] = ("error", "clip")
+XPOS_OUT_OF_RANGE_POLICIES: tuple[str, ...] = ("error", "clip")
 """What `apply_xpos` does with positions outside the exact window: raise, or clip the scale."""
 
 
@@ -260,7 +266,7 @@ def apply_xpos(
     """
     fn = "xpos"
     check_choice(layout, "layout", rope.LAYOUTS, fn)
-    check_choice(out_of_range, "out_of_range", OUT_OF_RANGE_POLICIES, fn)
+    check_choice(out_of_range, "out_of_range", XPOS_OUT_OF_RANGE_POLICIES, fn)
     scale_base = positive_float(scale_base, "scale_base", fn)
     x = jnp.asarray(x)
     zeta = jnp.asarray(zeta, jnp.float32)

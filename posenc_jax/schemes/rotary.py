@@ -182,7 +182,7 @@ class XposScheme(Scheme):
         for field in ("base", "scale_base", "gamma"):
             positive_float(getattr(self, field), field, "xpos")
         as_int(self.center, "center", "xpos")
-        check_choice(self.out_of_range, "out_of_range", xpos.OUT_OF_RANGE_POLICIES, "xpos")
+        check_choice(self.out_of_range, "out_of_range", xpos.XPOS_OUT_OF_RANGE_POLICIES, "xpos")
 
     def configure(self, *, causal: bool) -> Scheme:
         if not causal:
