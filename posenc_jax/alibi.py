@@ -3,6 +3,11 @@
 Each head n adds ``-m_n * distance`` to its attention logits, with fixed
 per-head slopes ``m_n`` forming a geometric sequence. No parameters.
 
+Encoders use ``-m_n * |q - k|`` ("symmetric"), which cannot tell left from right:
+an encoder with it maps a reversed input to the reversed output. The
+randomized-positions study (Ruoss et al. 2023) breaks the tie with ``+0.5 * m_n``
+on keys before the query ("ruoss"), as its reference code does.
+
 Shape legend: B batch, T query length, S key length, N heads.
 """
 
@@ -16,7 +21,11 @@ import numpy as np
 
 from posenc_jax._checks import relative_distance
 
-__all__ = ["alibi_bias", "alibi_slopes"]
+__all__ = ["BIDIRECTIONAL_MODES", "alibi_bias", "alibi_slopes", "bidirectional_mode"]
+
+BIDIRECTIONAL_MODES: tuple[str, ...] = ("symmetric", "ruoss")
+"""The bidirectional (encoder) biases: ``-m |q - k|``, or that plus ``0.5 m`` for keys before
+the query (Ruoss et al. 2023). ``bidirectional=True`` means "symmetric"."""
 
 
 def _slopes_power_of_two(n: int) -> list[float]:
@@ -63,15 +72,38 @@ def alibi_slopes(num_heads: int) -> jax.Array:
     return jnp.asarray(np.asarray(slopes, dtype=np.float32))
 
 
-def _relative(q_positions: jax.Array, k_positions: jax.Array, bidirectional: bool) -> jax.Array:
-    """k - q (or -|k - q|) as float32, [T] / [B, T] with [S] / [B, S] -> [..., T, S].
+def bidirectional_mode(value: object, fn: str) -> str | None:
+    """None (causal), "symmetric" or "ruoss" from a ``bidirectional`` argument.
 
+    Raises:
+      ValueError: not a bool nor one of `BIDIRECTIONAL_MODES`; the message, prefixed
+        with ``fn``, lists the valid values.
+
+    Example:
+      >>> bidirectional_mode(True, "alibi"), bidirectional_mode(False, "alibi")
+      ('symmetric', None)
+    """
+    if isinstance(value, bool | np.bool_):
+        return "symmetric" if value else None
+    if isinstance(value, str) and value in BIDIRECTIONAL_MODES:
+        return value
+    valid = [False, True, *BIDIRECTIONAL_MODES]
+    raise ValueError(f"{fn}: bidirectional must be one of {valid}; got {value!r}")
+
+
+def _relative(q_positions: jax.Array, k_positions: jax.Array, mode: str | None) -> jax.Array:
+    """The bias per unit slope as float32, [T] / [B, T] with [S] / [B, S] -> [..., T, S].
+
+    Causal (mode None): k - q. "symmetric": -|k - q|. "ruoss": -|k - q| + 0.5 where k < q.
     Integer positions subtract exactly first, so the diagonal is +0.0 after the cast.
     """
     rel = relative_distance(q_positions, k_positions, "alibi_bias")
-    if bidirectional:
-        rel = -jnp.abs(rel)
-    return rel.astype(jnp.float32)  # [..., T, S]
+    if mode is None:
+        return rel.astype(jnp.float32)  # [..., T, S]
+    out = (-jnp.abs(rel)).astype(jnp.float32)
+    if mode == "ruoss":
+        out = out + jnp.where(rel < 0, jnp.float32(0.5), jnp.float32(0.0))
+    return out  # [..., T, S]
 
 
 def alibi_bias(
@@ -79,15 +111,25 @@ def alibi_bias(
     k_positions: jax.Array,
     slopes: jax.Array,
     *,
-    bidirectional: bool = False,
+    bidirectional: bool | str = False,
 ) -> jax.Array:
     """ALiBi additive logit bias.
 
     Causal (default): ``bias[n, i, j] = -m_n * (q_i - k_j)``. For keys at or
     before the query (``k_j <= q_i``) this is ``-m_n * distance``; entries with
     ``k_j > q_i`` are positive and must be removed by the causal mask, which the
-    attention applies separately. Bidirectional (encoders):
-    ``bias[n, i, j] = -m_n * |q_i - k_j|``.
+    attention applies separately. Bidirectional (encoders), ``bidirectional=True``
+    or ``"symmetric"``: ``bias[n, i, j] = -m_n * |q_i - k_j|``. This bias is
+    symmetric, so an encoder using it is mirror-equivariant: its output for a
+    reversed input is its output reversed, and it cannot tell left from right.
+    ``"ruoss"``: ``-m_n * |q_i - k_j| + 0.5 * m_n`` for keys before the query
+    (``k_j < q_i``), which breaks the symmetry as the reference code of Ruoss et
+    al. 2023 does: google-deepmind/randomized_positional_encodings,
+    ``models/positional_encodings.py``, ``compute_alibi_encodings_biases``
+    (commit 57bc5d0, lines 561-586: ``alibi += 0.5 * np.tri(*alibi.shape, k=-1)``,
+    the lower triangle, i.e. keys before the query, on top of ``-|i - j|``). There
+    positions are 0 .. T-1 and 0 .. S-1; here any positions (randomized,
+    offset) enter through ``q_i - k_j`` as in the rest of the library.
 
     The bias depends on positions only through ``q_i - k_j``, so shifting both
     position arrays by the same offset leaves it unchanged.
@@ -96,24 +138,31 @@ def alibi_bias(
       q_positions: query positions ``[T]`` or ``[B, T]``.
       k_positions: key positions ``[S]`` or ``[B, S]``.
       slopes: ``[N]`` per-head slopes (see `alibi_slopes`).
-      bidirectional: use ``|q - k|`` instead of ``q - k``.
+      bidirectional: False (causal), True or "symmetric" (``-m |q - k|``), or "ruoss"
+        (that plus ``0.5 m`` for keys before the query).
 
     Returns:
       float32 ``[N, T, S]`` when both position arrays are 1-D, else ``[B, N, T, S]``.
 
     Raises:
-      ValueError: positions not 1-D/2-D, or ``slopes`` not 1-D.
+      ValueError: positions not 1-D/2-D, ``slopes`` not 1-D, or an unknown
+        ``bidirectional`` (the message lists the valid ones).
 
     Example:
       >>> pos = jnp.arange(3)
       >>> alibi_bias(pos, pos, jnp.array([0.5]))[0].tolist()
       [[0.0, 0.5, 1.0], [-0.5, 0.0, 0.5], [-1.0, -0.5, 0.0]]
+      >>> alibi_bias(pos, pos, jnp.array([0.5]), bidirectional="ruoss")[0].tolist()
+      [[0.0, -0.5, -1.0], [-0.25, 0.0, -0.5], [-0.75, -0.25, 0.0]]
 
-    References: Press, Smith, Lewis 2022, "Train Short, Test Long" (arXiv 2108.12409).
+    References: Press, Smith, Lewis 2022, "Train Short, Test Long" (arXiv 2108.12409);
+    Ruoss et al. 2023, "Randomized Positional Encodings Boost Length Generalization of
+    Transformers" (arXiv 2305.16843).
     """
     slopes = jnp.asarray(slopes)
     if slopes.ndim != 1:
         raise ValueError(f"alibi_bias needs slopes of shape [N]; got {slopes.shape}")
-    rel = _relative(q_positions, k_positions, bool(bidirectional))  # [..., T, S]
+    mode = bidirectional_mode(bidirectional, "alibi_bias")
+    rel = _relative(q_positions, k_positions, mode)  # [..., T, S]
     m = slopes.astype(jnp.float32)[:, None, None]  # [N, 1, 1]
-    return m * rel[..., None, :, :]  # [..., N, T, S]; m * (k - q) == -m * (q - k)
+    return m * rel[..., None, :, :]  # [..., N, T, S]; causal: m * (k - q) == -m * (q - k)

@@ -4,6 +4,13 @@ Queries are scaled by ``zeta_i^(n / scale_base)`` and keys by ``zeta_i^(-m / sca
 before the RoPE rotation, so the q.k logit of pair i carries a decay
 ``zeta_i^((n - m) / scale_base)`` (q/k hook).
 
+Each factor alone grows or shrinks exponentially with the distance of its position
+from a centre c (which cancels in the logit), so the scales are exact only within a
+window ``|p - c| <= xpos_window(...)``: 27,194 positions for the defaults in float32
+and bfloat16, 3,398 in float16. Outside it `apply_xpos` raises by default
+(``out_of_range="error"``); ``"clip"`` clips the log scale instead (finite, but the
+fastest pairs stop decaying there).
+
 Shape legend: B batch, T query length, N heads, H head dim, R rotary dim.
 
 References: Sun et al. 2022, "A Length-Extrapolatable Transformer" (arXiv 2212.10554).
@@ -11,6 +18,7 @@ References: Sun et al. 2022, "A Length-Extrapolatable Transformer" (arXiv 2212.1
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -21,7 +29,16 @@ import numpy as np
 from posenc_jax import rope
 from posenc_jax._checks import as_int, check_choice, check_positions, positive_float
 
-__all__ = ["apply_xpos", "xpos_zeta"]
+__all__ = [
+    "XPOS_OUT_OF_RANGE_POLICIES",
+    "apply_xpos",
+    "check_xpos_window",
+    "xpos_window",
+    "xpos_zeta",
+]
+
+XPOS_OUT_OF_RANGE_POLICIES: tuple[str, ...] = ("error", "clip")
+"""What `apply_xpos` does with positions outside the exact window: raise, or clip the scale."""
 
 
 def xpos_zeta(head_dim: int, *, gamma: float = 0.4) -> jax.Array:
@@ -71,6 +88,112 @@ def _log_scale_limit(dtype: Any) -> float:
     return 0.75 * math.log(float(jnp.finfo(dtype).max))
 
 
+def xpos_window(*, gamma: float = 0.4, scale_base: float = 512.0, dtype: Any = jnp.float32) -> int:
+    """The largest ``|position - center|`` at which `apply_xpos` scales are exact.
+
+    The fastest pair decays at ``|log zeta_0| / scale_base`` per position, ``zeta_0 =
+    gamma / (1 + gamma)``; its log scale reaches the clip limit of the dtype
+    (``0.75 * log(max)``: 66.5 for float32 and bfloat16, 8.3 for float16) at this
+    distance from the centre. Logits of positions inside ``center +- window`` are
+    exact; a sequence of up to ``2 * window + 1`` positions fits with the centre
+    in its middle.
+
+    Args:
+      gamma: the xPos offset, > 0 (0.4).
+      scale_base: positions per decay unit, > 0 (512).
+      dtype: the dtype of q and k (the scaled values are stored in it).
+
+    Returns:
+      The window half-width, in positions.
+
+    Raises:
+      ValueError: ``gamma`` or ``scale_base`` not a finite number > 0.
+
+    Example:
+        >>> xpos_window(), xpos_window(dtype=jnp.float16)
+        (27194, 3398)
+    """
+    g = positive_float(gamma, "gamma", "xpos")
+    sb = positive_float(scale_base, "scale_base", "xpos")
+    zeta0 = float(np.float32(g / (1.0 + g)))  # the float32 value apply_xpos uses
+    rate = abs(math.log(zeta0)) / sb
+    # One position of margin for the float32 rounding of the product at the edge.
+    return max(0, math.floor(_log_scale_limit(dtype) / rate) - 1)
+
+
+def _window_message(lo: float, hi: float, center: float, window: int, dtype: Any) -> str:
+    middle = int(lo + hi) // 2
+    return (
+        f"xpos: positions must lie within center +- {window} (center={center}; the window "
+        f"where the {jnp.dtype(dtype).name} xPos scales are exact, see xpos_window); got "
+        f"positions {lo} .. {hi}. Set center near the middle of the positions in use (e.g. "
+        f"center={middle}), or call the scheme's assume_positions_below(max_position) once, "
+        "which does so on the host, or pass out_of_range='clip' to accept that the fastest "
+        "pairs stop decaying outside the window."
+    )
+
+
+def _check_in_window(lo: Any, hi: Any, center: float, window: int, dtype: Any) -> None:
+    lo, hi = float(lo), float(hi)
+    if lo < center - window or hi > center + window:
+        lo, hi = (int(v) if v.is_integer() else v for v in (lo, hi))  # type: ignore[assignment]
+        raise ValueError(_window_message(lo, hi, center, window, dtype))
+
+
+def _raise_if_clipped(worst, fastest, lo, hi, *, limit, center, dtype) -> None:
+    if float(worst) > limit:
+        window = math.floor(limit / float(fastest)) - 1  # as xpos_window
+        lo, hi = (int(v) if float(v).is_integer() else float(v) for v in (lo, hi))
+        raise ValueError(_window_message(lo, hi, center, window, dtype))
+
+
+def _check_not_clipped(log_scale, rate, positions, *, limit, center, dtype) -> None:
+    """`apply_xpos`'s "error" policy: raises (now, or at run time when traced) when
+    some log scale exceeds the clip limit."""
+    if log_scale.size == 0:
+        return
+    worst = jnp.max(jnp.abs(log_scale))
+    fastest = jnp.max(jnp.abs(rate))
+    lo, hi = jnp.min(positions), jnp.max(positions)
+    check = functools.partial(_raise_if_clipped, limit=limit, center=center, dtype=dtype)
+    if any(isinstance(v, jax.core.Tracer) for v in (worst, fastest, lo, hi)):
+        jax.debug.callback(check, worst, fastest, lo, hi)
+    else:
+        check(worst, fastest, lo, hi)
+
+
+def check_xpos_window(
+    *positions: jax.Array, center: int | float, window: int, dtype: Any = jnp.float32
+) -> None:
+    """Raises when a position lies outside ``center +- window`` (see `xpos_window`).
+
+    With concrete positions the ValueError is raised now. Traced positions (under
+    ``jax.jit``, ``vmap``, ``grad``) are checked at run time by a host callback
+    (``jax.debug.callback``), as `posenc_jax.absolute.learned_lookup` does: the
+    computation then fails with a ``jax.errors.JaxRuntimeError`` carrying the
+    message, possibly when the result is first used (asynchronous dispatch).
+
+    Args:
+      *positions: one or more position arrays (e.g. query and key positions).
+      center: the xPos centre.
+      window: the half-width, from `xpos_window`.
+      dtype: named in the message.
+
+    Example:
+        >>> check_xpos_window(jnp.arange(10), center=0, window=27194)
+    """
+    arrays = [jnp.asarray(p) for p in positions if jnp.size(p) > 0]
+    if not arrays:
+        return
+    lo = functools.reduce(jnp.minimum, [jnp.min(p) for p in arrays])
+    hi = functools.reduce(jnp.maximum, [jnp.max(p) for p in arrays])
+    check = functools.partial(_check_in_window, center=center, window=window, dtype=dtype)
+    if isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer):  # traced, or under jit
+        jax.debug.callback(check, lo, hi)
+    else:
+        check(lo, hi)
+
+
 def apply_xpos(
     x: jax.Array,
     positions: jax.Array,
@@ -81,6 +204,7 @@ def apply_xpos(
     downscale: bool = False,
     center: int | float = 0,
     layout: str = "interleaved",
+    out_of_range: str = "error",
 ) -> jax.Array:
     """xPos: scales each rotary pair by ``zeta_i^(+-(p - center) / scale_base)``, then rotates.
 
@@ -93,14 +217,20 @@ def apply_xpos(
 
     **Range.** Each factor alone grows or shrinks exponentially with
     ``|p - center|``. torchscale centres positions on the middle of the current
-    sequence; here the centre must be the same for every call (keys are cached), so
-    it is a setting. The log scale is computed in float32 and clipped at
-    ``+-0.75 * log(max of x's dtype)`` (66.5 for float32 and bfloat16, 8.3 for
-    float16), so outputs never overflow; logits stay exact while
-    ``|p - center| * |log zeta_0| / scale_base`` is below that limit, i.e.
-    ``|p - center| < 27,000`` positions for the defaults in float32 (3,400 in
-    float16). Set ``center`` near the middle of the positions in use to move that
-    window (e.g. for positions around 10^6).
+    sequence in every call, and re-applies xPos to its whole key cache at each
+    decoding step (it caches keys before xPos). Here keys are cached after the q/k
+    hook, so a key keeps the scale it was given: the centre must be the same for
+    every call whose keys meet in one logit, and it is a setting. The log scale is
+    computed in float32 and clipped at ``+-0.75 * log(max of x's dtype)`` (66.5
+    for float32 and bfloat16, 8.3 for float16), so outputs never overflow; logits
+    are exact while ``|p - center| <= xpos_window(...)``: 27,194 positions for
+    the defaults in float32 and bfloat16 (so sequences up to 54k positions with
+    the centre in their middle), 3,398 in float16. Outside that window
+    ``out_of_range="error"`` (default) raises (see `check_xpos_window`) and
+    ``"clip"`` clips, which keeps outputs finite but stops the decay of the
+    fastest pairs there. Set ``center`` near the middle of the positions in use
+    to move the window (e.g. ``center=16000`` for a 32k-token evaluation, or for
+    positions around 10^6).
 
     Args:
       x: ``[..., T, N, H]``, typically q ``[B, T, N, H]`` or k ``[B, S, K, H]``.
@@ -112,14 +242,17 @@ def apply_xpos(
       center: position where both scales are 1.
       layout: "interleaved" (torchscale, pairs (2i, 2i + 1)) or "half" (pairs
         (i, i + R/2)).
+      out_of_range: "error" (positions outside the exact window raise) or "clip".
 
     Returns:
       ``[..., T, N, H]`` in x's dtype (scaling and rotation run in float32). Dims
       beyond R pass through unchanged.
 
     Raises:
-      ValueError: bad layout, ``scale_base`` <= 0, ``zeta`` and ``inv_freq``
-        shapes that differ, or shapes that do not match x.
+      ValueError: bad layout or out_of_range, ``scale_base`` <= 0, ``zeta`` and
+        ``inv_freq`` shapes that differ, shapes that do not match x, or (policy
+        "error", concrete positions) a position outside the exact window; traced
+        positions fail at run time instead (see `check_xpos_window`).
 
     Example:
         >>> inv_freq, _ = rope.rope_frequencies(4)
@@ -133,6 +266,7 @@ def apply_xpos(
     """
     fn = "xpos"
     check_choice(layout, "layout", rope.LAYOUTS, fn)
+    check_choice(out_of_range, "out_of_range", XPOS_OUT_OF_RANGE_POLICIES, fn)
     scale_base = positive_float(scale_base, "scale_base", fn)
     x = jnp.asarray(x)
     zeta = jnp.asarray(zeta, jnp.float32)
@@ -157,6 +291,8 @@ def apply_xpos(
     if downscale:
         log_scale = -log_scale
     limit = _log_scale_limit(x.dtype)
+    if out_of_range == "error":
+        _check_not_clipped(log_scale, rate, positions, limit=limit, center=center, dtype=x.dtype)
     scale = jnp.exp(jnp.clip(log_scale, -limit, limit))
     if layout == "half":
         scale = jnp.concatenate([scale, scale], axis=-1)  # [..., T, R]

@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posenc_jax.alibi import alibi_bias, alibi_slopes
+from posenc_jax.nn import TransformerEncoder
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -41,6 +43,22 @@ def _bias_reference(q_pos, k_pos, slopes, bidirectional):
     dist = np.abs(q - k) if bidirectional else q - k  # [..., T, S]
     m = np.asarray(slopes, np.float64)[:, None, None]
     return -m * dist[..., None, :, :]
+
+
+def _ruoss_compute_alibi_encodings_biases(attention_shape):
+    """float64 transcription of ``compute_alibi_encodings_biases`` (Ruoss et al. 2023).
+
+    google-deepmind/randomized_positional_encodings, models/positional_encodings.py
+    (commit 57bc5d0, lines 561-586), with numpy in place of jnp: ``-|i - j|`` built
+    from shifted triangles, plus 0.5 on the lower triangle (keys before the query),
+    times the fairseq slopes (the reference's ``_get_alibi_slopes`` is the same code).
+    """
+    num_heads, q_seq_len, k_seq_len = attention_shape
+    alibi = np.zeros((q_seq_len, k_seq_len))
+    alibi -= sum(np.tri(*alibi.shape, k=-i) for i in range(1, q_seq_len))
+    alibi -= sum(np.tri(*alibi.T.shape, k=-i).T for i in range(1, k_seq_len))
+    alibi += 0.5 * np.tri(*alibi.shape, k=-1)
+    return alibi * np.array(_fairseq_get_slopes(num_heads))[:, None, None]
 
 
 # -- slopes --------------------------------------------------------------------
@@ -175,3 +193,64 @@ def test_bias_rejects_bad_shapes():
         alibi_bias(jnp.arange(3), jnp.arange(3), jnp.ones((2, 2)))
     with pytest.raises(ValueError, match=r"q_positions of shape \[T\] or \[B, T\]"):
         alibi_bias(jnp.zeros((1, 2, 3), jnp.int32), jnp.arange(3), alibi_slopes(2))
+
+
+# -- the bidirectional variants ---------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 6), (3, 4, 7), (8, 7, 3), (1, 1, 1), (12, 5, 5)])
+def test_ruoss_bias_matches_the_reference_code(shape):
+    num_heads, t, s = shape
+    got = alibi_bias(jnp.arange(t), jnp.arange(s), alibi_slopes(num_heads), bidirectional="ruoss")
+    assert got.dtype == jnp.float32 and got.shape == shape
+    want = _ruoss_compute_alibi_encodings_biases(shape)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-6, atol=0)
+    # Translation invariant like every bias here: randomized or offset positions give
+    # the same matrix when their differences agree.
+    shifted = alibi_bias(
+        jnp.arange(t) + 1000, jnp.arange(s) + 1000, alibi_slopes(num_heads), bidirectional="ruoss"
+    )
+    np.testing.assert_array_equal(np.asarray(shifted), np.asarray(got))
+
+
+def test_symmetric_is_true_and_unknown_modes_list_the_valid_ones():
+    pos = jnp.arange(5)
+    slopes = alibi_slopes(2)
+    np.testing.assert_array_equal(
+        alibi_bias(pos, pos, slopes, bidirectional="symmetric"),
+        alibi_bias(pos, pos, slopes, bidirectional=True),
+    )
+    with pytest.raises(ValueError, match=r"bidirectional must be one of \[False, True, 'symm"):
+        alibi_bias(pos, pos, slopes, bidirectional="left")
+    with pytest.raises(ValueError, match=r"alibi: bidirectional must be one of .*'ruoss'"):
+        TransformerEncoder(
+            7,
+            scheme={"name": "alibi", "bidirectional": 1},
+            num_layers=1,
+            d_model=8,
+            num_heads=2,
+            rngs=nnx.Rngs(0),
+        )
+
+
+def _mirror_gap(bidirectional):
+    """max |f(reversed x) reversed - f(x)| for a random 2-layer ALiBi encoder."""
+    model = TransformerEncoder(
+        13,
+        scheme={"name": "alibi", "bidirectional": bidirectional},
+        num_layers=2,
+        d_model=32,
+        num_heads=4,
+        rngs=nnx.Rngs(0),
+    )
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 9), 0, 13)
+    out = model(tokens)
+    mirrored = model(tokens[:, ::-1])[:, ::-1]
+    return float(jnp.max(jnp.abs(out - mirrored))), float(jnp.max(jnp.abs(out)))
+
+
+def test_symmetric_encoder_cannot_tell_left_from_right_and_ruoss_can():
+    gap, scale = _mirror_gap(True)
+    assert gap < 1e-5 * max(scale, 1.0), gap  # mirror-equivariant up to float32 rounding
+    gap, scale = _mirror_gap("ruoss")
+    assert gap > 1e-2 * scale, gap

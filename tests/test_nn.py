@@ -299,3 +299,27 @@ def test_bf16_forward_matches_float32():
     assert out.dtype == jnp.float32 and np.all(np.isfinite(out))
     np.testing.assert_allclose(out, ref, atol=0.05, rtol=0.0)
     assert not np.allclose(out, ref, atol=1e-5, rtol=1e-5)  # the bfloat16 path did run
+
+
+DYNAMIC_SCALINGS = {
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0, "original_max_position_embeddings": 8},
+    "longrope": {
+        "rope_type": "longrope",
+        "factor": 4.0,
+        "original_max_position_embeddings": 8,
+        "short_factor": [1.0] * 8,
+        "long_factor": [1.0 + 0.5 * i for i in range(8)],
+    },
+}
+
+
+@pytest.mark.parametrize("rope_type", sorted(DYNAMIC_SCALINGS))
+def test_dynamic_rope_row_logits_do_not_depend_on_the_batch(rope_type):
+    """A 3-token row gives the same logits alone and left-padded beside a 20-token row."""
+    model = _lm({"name": "rope", "scaling": DYNAMIC_SCALINGS[rope_type]}, num_layers=1, num_heads=2)
+    short = jnp.array([3, 1, 4])
+    tokens = jnp.stack([jnp.pad(short, (17, 0)), jnp.arange(20) % VOCAB])
+    mask = jnp.stack([jnp.arange(20) >= 17, jnp.ones(20, bool)])
+    batched = nnx.jit(lambda m, x, pm: m(x, padding_mask=pm))(model, tokens, mask)
+    alone = model(short[None])
+    np.testing.assert_allclose(batched[0, 17:], alone[0], atol=2e-5, rtol=2e-5)

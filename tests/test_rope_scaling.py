@@ -609,3 +609,81 @@ def test_unknown_rope_type_lists_the_valid_types(call):
     with pytest.raises(ValueError, match="unknown rope_type 'rotary9'") as info:
         call()
     assert str(list(ROPE_TYPES)) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Dynamic methods pick their frequencies per row
+# --------------------------------------------------------------------------------------------
+
+PER_ROW_SCALING = {
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0, "original_max_position_embeddings": 8},
+    "longrope": {
+        "rope_type": "longrope",
+        "factor": 4.0,
+        "original_max_position_embeddings": 8,
+        "short_factor": [1.0 + 0.05 * i for i in range(8)],
+        "long_factor": [1.0 + 0.5 * i for i in range(8)],
+    },
+}
+
+
+def _hf_inv_freq(scaling, dim, base, seq_len):
+    """float64 transcription of transformers' ``_compute_dynamic_ntk_parameters`` and
+    ``_compute_longrope_parameters`` at ``seq_len`` (= max position + 1, as
+    ``dynamic_rope_update`` computes it), returning (inv_freq [dim/2], attention_factor).
+
+    Dynamic: seq_len below L counts as L; base' = base * (factor * seq_len / L -
+    (factor - 1))^(dim / (dim - 2)). LongRoPE: long_factor when seq_len > L, else
+    short_factor; attention factor sqrt(1 + ln(factor) / ln(L)).
+    """
+    length = scaling["original_max_position_embeddings"]
+    factor = scaling["factor"]
+    exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
+    if scaling["rope_type"] == "dynamic":
+        seq_len = seq_len if seq_len > length else length
+        base = base * ((factor * seq_len / length) - (factor - 1)) ** (dim / (dim - 2))
+        return 1.0 / base**exponents, 1.0
+    ext = scaling["long_factor"] if seq_len > length else scaling["short_factor"]
+    attention_factor = math.sqrt(1 + math.log(factor) / math.log(length))
+    return 1.0 / (np.asarray(ext, np.float64) * base**exponents), attention_factor
+
+
+def _hf_scores(q, k, positions, scaling, dim, base):
+    """[T, N, H] q, k of one row, half layout -> [N, T, T] float64 scores."""
+    inv_freq, af = _hf_inv_freq(scaling, dim, base, int(np.max(positions)) + 1)
+    angle = np.asarray(positions, np.float64)[:, None] * inv_freq[None, :]  # [T, H/2]
+    cos, sin = np.cos(angle)[:, None, :] * af, np.sin(angle)[:, None, :] * af
+
+    def rot(x):
+        a, b = x[..., : dim // 2], x[..., dim // 2 :]
+        return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+
+    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+    return np.einsum("tnh,snh->nts", rot(q), rot(k))
+
+
+@pytest.mark.parametrize("rope_type", sorted(PER_ROW_SCALING))
+def test_dynamic_frequencies_follow_each_rows_own_length(rope_type):
+    """A 3-token row scores the same alone or left-padded beside a 20-token row (L = 8)."""
+    from posenc_jax.schemes import make_scheme
+
+    scaling = PER_ROW_SCALING[rope_type]
+    scheme = make_scheme({"name": "rope", "scaling": scaling})
+    width, short, dim = 20, 3, 16
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, width, 2, dim)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(2, width, 2, dim)), jnp.float32)
+    # Left padding as positions_from_padding writes it: 0 on the padding, 0 .. 2 after.
+    positions = np.stack([np.maximum(np.arange(width) - (width - short), 0), np.arange(width)])
+    rotate = jax.jit(lambda q, k, p: scheme.rotate({}, q, k, p, p))
+    qb, kb = rotate(q, k, jnp.asarray(positions))
+    real = slice(width - short, width)
+    qa, ka = rotate(q[:1, real], k[:1, real], jnp.arange(short)[None])
+    batched = np.einsum("tnh,snh->nts", qb[0, real], kb[0, real])
+    alone = np.einsum("tnh,snh->nts", qa[0], ka[0])
+    np.testing.assert_allclose(batched, alone, rtol=1e-6, atol=1e-6)
+    # Both rows against Hugging Face's definition at that row's own length.
+    for row, sl in ((0, real), (1, slice(0, width))):
+        got = np.einsum("tnh,snh->nts", qb[row, sl], kb[row, sl])
+        want = _hf_scores(q[row, sl], k[row, sl], positions[row, sl], scaling, dim, 1e4)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)

@@ -8,8 +8,9 @@ rotated size R of a head.
 
 Each rope type has one schedule function in `ROPE_SCHEDULES`, as transformers
 has one init function a type: ``schedule(dim, base, scaling, seq_len)`` returns
-``(inv_freq [R/2] float32, attention_factor)``. `rope_frequencies` validates its
-arguments and calls the schedule of the scaling's type.
+``(inv_freq [R/2] float32, attention_factor)``, or ``[B, R/2]`` frequencies for a
+``[B]`` array of lengths (one a row: dynamic NTK and LongRoPE). `rope_frequencies`
+validates its arguments and calls the schedule of the scaling's type.
 
 Shape legend: H head dim, R rotary dim (``int(H * rotary_fraction)``); a
 schedule has R/2 frequencies.
@@ -45,7 +46,8 @@ __all__ = [
 
 _SeqLen: TypeAlias = int | jax.Array | None
 Schedule: TypeAlias = Callable[[int, float, RopeScaling, _SeqLen], tuple[jax.Array, float]]
-"""``schedule(dim, base, scaling, seq_len) -> (inv_freq [R/2] float32, attention_factor)``."""
+"""``schedule(dim, base, scaling, seq_len) -> (inv_freq [R/2] float32, attention_factor)``;
+``[B, R/2]`` when ``seq_len`` is a ``[B]`` array and the schedule reads it."""
 
 _NO_SCALING = RopeScaling()  # rope_type "default"
 
@@ -112,22 +114,30 @@ def _ntk(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.A
     return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
 
 
+def _is_host_int(seq_len: Any) -> bool:
+    """A Python or NumPy integer scalar (computed on the host in float64)."""
+    return isinstance(seq_len, int | np.integer) and not isinstance(seq_len, bool)
+
+
 def _dynamic(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[jax.Array, float]:
     """Dynamic NTK: the NTK-aware base for factor * L' / L - (factor - 1), L' = max(seq_len, L)."""
     length = s.original_max_position_embeddings
     if seq_len is None:
         return jnp.asarray(_default_inv_freq64(dim, base), jnp.float32), 1.0
-    if not isinstance(seq_len, jax.Array):
+    if _is_host_int(seq_len):
         current = max(float(seq_len), float(length))
         scale = s.factor * current / length - (s.factor - 1.0)
         new_base = base * scale ** (dim / (dim - 2))
         return jnp.asarray(_default_inv_freq64(dim, new_base), jnp.float32), 1.0
-    # Traced: base'^(-2i/R) = base^(-2i/R) * scale^(-2i/(R-2)), the small factor in float32.
-    current = jnp.maximum(jnp.asarray(seq_len, jnp.float32), jnp.float32(length))
+    # An array ([] or one length a row, [B]), maybe traced:
+    # base'^(-2i/R) = base^(-2i/R) * scale^(-2i/(R-2)), the small factor in float32.
+    current = jnp.maximum(jnp.asarray(seq_len, jnp.float32), jnp.float32(length))  # [] or [B]
     scale = jnp.float32(s.factor) * current / jnp.float32(length) - jnp.float32(s.factor - 1)
     exponents = jnp.asarray(-np.arange(0, dim, 2, dtype=np.float64) / (dim - 2), jnp.float32)
     default = jnp.asarray(_default_inv_freq64(dim, base), jnp.float32)
-    return default * jnp.exp(exponents * jnp.log(scale)), 1.0
+    log_scale = jnp.log(scale)[..., None]  # [1] or [B, 1]
+    inv_freq = default * jnp.exp(exponents * log_scale)  # [R/2] or [B, R/2]
+    return (inv_freq if jnp.ndim(seq_len) else inv_freq.reshape(-1)), 1.0
 
 
 def _get_mscale(scale: float, mscale: float = 1.0) -> float:
@@ -204,9 +214,11 @@ def _longrope(dim: int, base: float, s: RopeScaling, seq_len: _SeqLen) -> tuple[
     long = jnp.asarray(default / np.asarray(s.long_factor, np.float64), jnp.float32)
     if seq_len is None:
         return short, float(attention_factor)
-    if not isinstance(seq_len, jax.Array):
+    if _is_host_int(seq_len):
         return (long if seq_len > length else short), float(attention_factor)
-    return jnp.where(jnp.asarray(seq_len) > length, long, short), float(attention_factor)
+    longer = jnp.asarray(seq_len)[..., None] > length  # [1] or [B, 1]
+    inv_freq = jnp.where(longer, long, short)  # [R/2] or [B, R/2]
+    return (inv_freq if jnp.ndim(seq_len) else inv_freq.reshape(-1)), float(attention_factor)
 
 
 ROPE_SCHEDULES: dict[str, Schedule] = {
@@ -266,7 +278,8 @@ def rope_frequencies(
     * ``"dynamic"``: dynamic NTK, base' = base * (factor * L' / L - (factor - 1))^(R/(R-2))
       with L' = max(seq_len, L), L = ``original_max_position_embeddings``;
       seq_len None gives L' = L (the default schedule). ``seq_len`` may be a
-      traced value, so one compiled program serves all lengths.
+      traced value, so one compiled program serves all lengths, and a ``[B]``
+      array (one length a row) gives ``[B, R/2]`` frequencies.
     * ``"yarn"``: NTK-by-parts ramp between theta_i (dims above beta_fast
       rotations over L) and theta_i / factor (dims below beta_slow rotations);
       attention factor ``attention_factor``, else
@@ -275,7 +288,8 @@ def rope_frequencies(
     * ``"llama3"``: wavelengths below L / high_freq_factor unchanged, above
       L / low_freq_factor divided by factor, smooth interpolation in between.
     * ``"longrope"``: theta_i / long_factor[i] when seq_len > L, else
-      theta_i / short_factor[i] (seq_len may be traced); attention factor
+      theta_i / short_factor[i] (seq_len may be traced, or ``[B]`` for one
+      table a row); attention factor
       ``attention_factor``, else sqrt(1 + ln(factor) / ln(L)) (1 if factor <= 1).
 
     The schedule of each type is the function ``ROPE_SCHEDULES[rope_type]``.
@@ -291,11 +305,13 @@ def rope_frequencies(
       rotary_fraction: fraction of H that rotates, in (0, 1] (``partial_rotary_factor``).
       scaling: None, a `RopeScaling`, or a Hugging Face ``rope_scaling`` dict.
       seq_len: current sequence length (max position + 1), for "dynamic" and
-        "longrope"; a Python int or a (possibly traced) integer scalar.
+        "longrope"; a Python int, a (possibly traced) integer scalar, or a
+        ``[B]`` integer array of one length a row. The other types ignore it.
 
     Returns:
-      ``(inv_freq, attention_factor)``: inv_freq ``[R/2]`` float32 and the factor
-      that multiplies cos and sin (a Python float).
+      ``(inv_freq, attention_factor)``: inv_freq ``[R/2]`` float32 (``[B, R/2]``
+      for a ``[B]`` seq_len with "dynamic" or "longrope") and the factor that
+      multiplies cos and sin (a Python float).
 
     Raises:
       ValueError: odd or zero rotary dim, head_dim < 2, rotary_fraction outside

@@ -87,7 +87,12 @@ class RopeSettings:
         return rotary_dim(self.head_dim, self.rotary_fraction)
 
     def frequencies(self, seq_len: int | jax.Array | None = None) -> tuple[jax.Array, float]:
-        """``(inv_freq [R/2] float32, attention_factor)`` at this sequence length."""
+        """``(inv_freq [R/2] float32, attention_factor)`` at this sequence length.
+
+        ``seq_len`` is what `rope_frequencies` accepts: None, an int, a traced
+        scalar, or a ``[B]`` array of one length a row (``[B, R/2]`` frequencies
+        for dynamic NTK and LongRoPE).
+        """
         return rope_frequencies(
             self.head_dim,
             base=self.base,

@@ -9,8 +9,8 @@ single-precision polynomials of `cos_sin_polynomial`; elsewhere it is
 ``jnp.cos``/``jnp.sin`` of the same angles (`cos_sin`), fused into the rotation.
 
 Shape legend: B batch, T query length, R rotary dim; positions are ``[T]`` or
-``[B, T]``, frequencies ``[R/2]``, tables ``[(B,) T, 1, R/2]`` (the 1 broadcasts
-over the heads N).
+``[B, T]``, frequencies ``[R/2]`` (or ``[B, R/2]``, one set a row: dynamic NTK and
+LongRoPE), tables ``[(B,) T, 1, R/2]`` (the 1 broadcasts over the heads N).
 
 Example:
     >>> import jax.numpy as jnp
@@ -109,11 +109,12 @@ def angles(positions: jax.Array, inv_freq: jax.Array | np.ndarray) -> jax.Array:
     Args:
       positions: positions m of any shape ``[...]`` (integer, or float).
       inv_freq: ``[R/2]`` frequencies theta; float32, or a float64 NumPy array,
-        which is then used without float32 rounding.
+        which is then used without float32 rounding. ``[B, R/2]`` (one set a row)
+        needs positions ``[T]`` or ``[B, T]``.
 
     Returns:
-      ``[..., R/2]`` float32 angles, equal to m * theta modulo 2 pi, within
-      [-1.5 pi, 1.5 pi].
+      ``[..., R/2]`` float32 angles (``[B, T, R/2]`` for ``[B, R/2]`` frequencies),
+      equal to m * theta modulo 2 pi, within [-1.5 pi, 1.5 pi].
 
     Example:
         >>> import jax.numpy as jnp
@@ -126,6 +127,10 @@ def angles(positions: jax.Array, inv_freq: jax.Array | np.ndarray) -> jax.Array:
         word, rem = _turns_fixed_point_np(inv_freq)
     else:
         word, rem = _turns_fixed_point(jnp.asarray(inv_freq))
+    theta = inv_freq
+    if np.ndim(inv_freq) == 2:  # [B, R/2]: one set a row, broadcast over the T axis
+        word, rem = word[:, None, :], rem[:, None, :]
+        theta = jnp.asarray(inv_freq, jnp.float32)[:, None, :]
     if jnp.issubdtype(positions.dtype, jnp.integer):
         whole = positions.astype(jnp.int32)
         part = None
@@ -142,7 +147,7 @@ def angles(positions: jax.Array, inv_freq: jax.Array | np.ndarray) -> jax.Array:
     turns = phase.astype(jnp.float32) + m.astype(jnp.float32) * rem  # in units of 2^-32 turn
     angle = turns * jnp.float32(2 * math.pi / _TWO_POW_32)
     if part is not None:
-        angle = angle + part[..., None] * jnp.asarray(inv_freq, jnp.float32)
+        angle = angle + part[..., None] * jnp.asarray(theta, jnp.float32)
     return angle
 
 
@@ -157,7 +162,7 @@ def cos_sin(
 
     Args:
       positions: ``[T]`` or ``[B, T]`` positions m (integer, or float).
-      inv_freq: ``[R/2]`` frequencies theta (see `angles`).
+      inv_freq: ``[R/2]`` or ``[B, R/2]`` frequencies theta (see `angles`).
       attention_factor: multiplies cos and sin (float or scalar array).
       polynomial: from `cos_sin_polynomial` instead of ``jnp.cos``/``jnp.sin``.
 
@@ -255,7 +260,7 @@ def cos_sin_table(
 
     Args:
       positions: ``[T]`` or ``[B, T]`` positions m (integer, or float).
-      inv_freq: ``[R/2]`` frequencies theta (see `angles`).
+      inv_freq: ``[R/2]`` or ``[B, R/2]`` frequencies theta (see `angles`).
       attention_factor: multiplies cos and sin (float or scalar array).
 
     Returns:

@@ -95,12 +95,12 @@ def _pad_last(v: jax.Array, before: int, after: int) -> jax.Array:
 
 
 def _check_rotary_dim(x: jax.Array, inv_freq: jax.Array | np.ndarray) -> None:
-    """x is ``[..., T, N, H]`` and inv_freq ``[R/2]`` with 2 <= R <= H."""
+    """x is ``[..., T, N, H]`` and inv_freq ``[R/2]`` (or ``[B, R/2]``) with 2 <= R <= H."""
     if x.ndim < 3:
         raise ValueError(f"rope: x must be [..., T, N, H]; got shape {x.shape}")
-    if inv_freq.ndim != 1:
-        raise ValueError(f"rope: inv_freq must be [R/2]; got shape {inv_freq.shape}")
-    half = inv_freq.shape[0]
+    if inv_freq.ndim not in (1, 2):
+        raise ValueError(f"rope: inv_freq must be [R/2] or [B, R/2]; got shape {inv_freq.shape}")
+    half = inv_freq.shape[-1]
     dim = 2 * half
     head_dim = x.shape[-1]
     if dim > head_dim or half == 0:
@@ -108,6 +108,13 @@ def _check_rotary_dim(x: jax.Array, inv_freq: jax.Array | np.ndarray) -> None:
             f"rope: inv_freq has {half} frequencies, so rotary dim {dim}, which needs "
             f"1 <= R/2 and R <= head dim {head_dim}"
         )
+    if inv_freq.ndim == 2:
+        batch = inv_freq.shape[0]
+        if x.ndim != 4 or batch not in (1, x.shape[0]):
+            raise ValueError(
+                f"rope: [B, R/2] frequencies (one set a row) need x of shape [B, T, N, H] with "
+                f"the same B; got inv_freq {inv_freq.shape}, x {x.shape}"
+            )
 
 
 def _check_positions(x: jax.Array, positions: jax.Array) -> None:
@@ -163,6 +170,8 @@ def apply_rope(
       positions: ``[T]`` or ``[B, T]`` positions (integer, or float).
       inv_freq: ``[R/2]`` float32 frequencies from `rope_frequencies`; a float64
         NumPy array is also accepted and then used without float32 rounding.
+        ``[B, R/2]`` gives each row its own frequencies (dynamic NTK and LongRoPE
+        at each row's own length); x is then ``[B, T, N, H]``.
       attention_factor: multiplies cos and sin (float or scalar array).
       layout: "half" or "interleaved".
 

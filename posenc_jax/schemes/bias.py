@@ -29,14 +29,26 @@ class AlibiScheme(Scheme):
     """Attention with linear biases: -m_h * distance added to the logits.
 
     Settings:
-      bidirectional: None (follow the model: causal -> False), True or False.
+      bidirectional: None (follow the model: causal -> False, encoder -> True),
+        False (causal: ``-m (q - k)``), True or "symmetric" (``-m |q - k|``), or
+        "ruoss" (``-m |q - k| + 0.5 m`` for keys before the query). A symmetric
+        bias cannot tell left from right: an encoder using it maps a reversed
+        input to the reversed output. "ruoss" is the tie-break of the reference
+        code of Ruoss et al. 2023 (see `posenc_jax.alibi.alibi_bias`), used by
+        configs/chomsky*.yaml, which reproduce that study.
 
-    References: Press, Smith, Lewis 2022, "Train Short, Test Long" (arXiv 2108.12409).
+    References: Press, Smith, Lewis 2022, "Train Short, Test Long" (arXiv 2108.12409);
+    Ruoss et al. 2023, "Randomized Positional Encodings Boost Length Generalization
+    of Transformers" (arXiv 2305.16843).
     """
 
     name: ClassVar[str] = "alibi"
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
-    bidirectional: bool | None = None
+    bidirectional: bool | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bidirectional is not None:
+            alibi.bidirectional_mode(self.bidirectional, "alibi")
 
     def configure(self, *, causal: bool) -> Scheme:
         if self.bidirectional is None:
@@ -45,9 +57,8 @@ class AlibiScheme(Scheme):
 
     def logit_bias(self, params, q, q_positions, k_positions):
         slopes = alibi.alibi_slopes(q.shape[-2])
-        return alibi.alibi_bias(
-            q_positions, k_positions, slopes, bidirectional=bool(self.bidirectional)
-        )
+        mode = False if self.bidirectional is None else self.bidirectional
+        return alibi.alibi_bias(q_positions, k_positions, slopes, bidirectional=mode)
 
 
 @register_scheme

@@ -32,8 +32,25 @@ class RopeScheme(Scheme):
       scaling: None or a dict in Hugging Face ``rope_scaling`` form
         (``{"rope_type": "yarn", "factor": 4.0, ...}``).
 
-    Dynamic methods (dynamic NTK, LongRoPE) read the current length as
-    ``max(k_positions) + 1``, a traced value, so one program serves all lengths.
+    Dynamic methods (dynamic NTK, LongRoPE) pick their frequencies from the
+    current length, ``seq_len = max position + 1`` as Hugging Face computes it, a
+    traced value, so one program serves all lengths. The length is each row's
+    own: ``max(k_positions[b]) + 1`` for ``[B, S]`` positions (a row's logits do
+    not depend on the rows batched beside it; Hugging Face takes the maximum over
+    the whole batch, so this equals Hugging Face run one sequence at a time).
+    Padding slots must not carry positions above their row's largest real
+    position: `posenc_jax.nn.positions_from_padding` (the models' default with a
+    padding mask) gives left padding position 0 and right padding the last real
+    position, so any padding works with it; explicit positions that count on
+    through the padding make the padding part of the row's length.
+
+    **Cached decoding** with these methods differs from a full forward pass over
+    the same tokens, as in Hugging Face (transformers issue #25104): each decoding
+    step rotates its new keys with the frequencies of the length so far, and the
+    cache keeps them, while a full forward rotates every key with the
+    frequencies of the final length. Once the length passes the original
+    context, keys from earlier steps therefore carry other frequencies than the
+    queries. The other scalings are static and decode exactly.
 
     Context extensions (`extend_context`): "linear" (position interpolation),
     "ntk", "dynamic" and "yarn", each with the training length as the original
@@ -94,7 +111,9 @@ class RopeScheme(Scheme):
         return dataclasses.replace(self, scaling=scaling)
 
     def rotate(self, params, q, k, q_positions, k_positions):
-        inv_freq, factor = self._frequencies(q.shape[-1], seq_len=jnp.max(k_positions) + 1)
+        # One length a row for [B, S] positions ([] for [S]); static scalings ignore it.
+        seq_len = jnp.max(jnp.asarray(k_positions), axis=-1) + 1  # [] or [B]
+        inv_freq, factor = self._frequencies(q.shape[-1], seq_len=seq_len)  # [(B,) R/2]
         rotate = dict(inv_freq=inv_freq, attention_factor=factor, layout=self.layout)
         return (
             rope.apply_rope(q, q_positions, **rotate),
@@ -112,13 +131,41 @@ class XposScheme(Scheme):
       scale_base: positions per decay unit (512).
       gamma: decay offset, zeta_i = (i / (H/2) + gamma) / (1 + gamma) (0.4).
       layout: "interleaved" (torchscale) or "half".
-      center: the position where query and key scales are 1; logits do not depend
-        on it, only the float32 range does (see `posenc_jax.xpos.apply_xpos`).
+      center: the position where query and key scales are 1 (0). Logits do not
+        depend on it, only the range where they are exact does:
+        ``|p - center| <= xpos_window(...)``, 27,194 positions for the defaults in
+        float32 and bfloat16 (3,398 in float16), see `posenc_jax.xpos.apply_xpos`.
+      out_of_range: "error" (default: a position outside that window raises, at
+        run time under jit, by a host callback) or "clip" (the log scale is
+        clipped: finite, but the fastest pairs stop decaying there).
+
+    **Why a fixed centre.** Queries are scaled by ``zeta^((n - c) / scale_base)``
+    and keys by ``zeta^(-(m - c) / scale_base)``; the product is exact for any c
+    shared by the two. With a KV cache, keys are scaled when they are computed
+    and kept (`posenc_jax.nn.MultiHeadAttention` caches them after this hook),
+    while later queries are scaled in later calls, so a centre chosen per call
+    (torchscale takes the middle of the current sequence, and re-applies xPos to
+    its whole unscaled key cache at every step) would leave cached keys with
+    another centre than the query: logits off by ``zeta^((c_key - c_query) /
+    scale_base)`` per pair. A centre that is a setting, shared by every call,
+    keeps full forward passes and cached decoding exact; positions outside its
+    window raise instead of losing their decay silently.
+
+    `assume_positions_below` (called once by the experiment plan for the longest
+    sequence) checks on the host that positions ``0 .. max_position - 1`` fit the
+    float32 window, moving ``center`` to the middle of that range when they do
+    not fit around the current one (e.g. ``center=16003`` for a 32,008-position
+    evaluation; logits do not change), and returns the scheme without the run-time
+    check. It assumes float32 or bfloat16 q and k (the harness's dtypes); in
+    float16 the window is 3,398 positions. `position_limit` is the longest such
+    range, ``2 * window + 1`` (54,389 positions for the defaults), or None with
+    ``out_of_range="clip"``.
 
     Causal models only: for keys after the query the factor grows with distance,
     so ``configure(causal=False)`` raises.
 
-    References: Sun et al. 2022, "A Length-Extrapolatable Transformer" (arXiv 2212.10554).
+    References: Sun et al. 2022, "A Length-Extrapolatable Transformer" (arXiv 2212.10554);
+    torchscale ``torchscale/component/xpos_relative_position.py`` (``XPOS``).
     """
 
     name: ClassVar[str] = "xpos"
@@ -128,12 +175,14 @@ class XposScheme(Scheme):
     gamma: float = 0.4
     layout: str = "interleaved"
     center: int = 0
+    out_of_range: str = "error"
 
     def __post_init__(self) -> None:
         check_choice(self.layout, "layout", rope.LAYOUTS, "xpos")
         for field in ("base", "scale_base", "gamma"):
             positive_float(getattr(self, field), field, "xpos")
         as_int(self.center, "center", "xpos")
+        check_choice(self.out_of_range, "out_of_range", xpos.XPOS_OUT_OF_RANGE_POLICIES, "xpos")
 
     def configure(self, *, causal: bool) -> Scheme:
         if not causal:
@@ -147,8 +196,43 @@ class XposScheme(Scheme):
     def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:
         xpos.xpos_zeta(head_dim, gamma=self.gamma)
 
+    def _window(self, dtype) -> int:
+        return xpos.xpos_window(gamma=self.gamma, scale_base=self.scale_base, dtype=dtype)
+
+    def position_limit(self) -> int | None:
+        # The longest run of positions 0 .. L-1 that fits one float32 window (with the
+        # centre in its middle, as assume_positions_below sets it).
+        return None if self.out_of_range == "clip" else 2 * self._window(jnp.float32) + 1
+
+    def assume_positions_below(self, max_position: int) -> Scheme:
+        window = self._window(jnp.float32)
+        last = int(max_position) - 1
+        center = int(self.center)
+        fits = center - window <= 0 and last <= center + window
+        if fits and self.out_of_range == "clip":
+            return self
+        if not fits:
+            if last > 2 * window:
+                raise ValueError(
+                    f"xpos: positions 0 .. {last} span more than the window where float32 "
+                    f"xPos scales are exact (2 * {window} + 1 positions for "
+                    f"scale_base={self.scale_base}, gamma={self.gamma}); raise scale_base or "
+                    "evaluate shorter sequences"
+                )
+            center = last // 2
+        return dataclasses.replace(self, center=center, out_of_range="clip")
+
     def rotate(self, params, q, k, q_positions, k_positions):
         head_dim = q.shape[-1]
+        if self.out_of_range == "error":
+            # One check for q and k; apply_xpos then skips its own.
+            xpos.check_xpos_window(
+                q_positions,
+                k_positions,
+                center=int(self.center),
+                window=self._window(q.dtype),
+                dtype=q.dtype,
+            )
         inv_freq, _ = rope.rope_frequencies(head_dim, base=self.base)
         common = dict(
             inv_freq=inv_freq,
@@ -156,6 +240,7 @@ class XposScheme(Scheme):
             scale_base=self.scale_base,
             center=int(self.center),
             layout=self.layout,
+            out_of_range="clip",
         )
         q = xpos.apply_xpos(q, q_positions, downscale=False, **common)
         k = xpos.apply_xpos(k, k_positions, downscale=True, **common)

@@ -22,6 +22,7 @@ SCHEME_CASES: dict[str, dict] = {
         "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
     },
     "alibi": {"name": "alibi"},
+    "alibi-ruoss": {"name": "alibi", "bidirectional": "ruoss"},
     "xpos": {"name": "xpos", "scale_base": 16.0, "center": 20},
     "kerple-log": {"name": "kerple", "kind": "log"},
     "kerple-power": {"name": "kerple", "kind": "power"},
