@@ -126,7 +126,7 @@ def alibi_bias(
     (``k_j < q_i``), which breaks the symmetry as the reference code of Ruoss et
     al. 2023 does: google-deepmind/randomized_positional_encodings,
     ``models/positional_encodings.py``, ``compute_alibi_encodings_biases``
-    (commit 57bc5d0, lines 561-586: ``alibi += 0.5 * np.tri(*alibi.shape, k=-1)``,
+    (commit 57bc5d0: ``alibi += 0.5 * np.tri(*alibi.shape, k=-1)``,
     the lower triangle, i.e. keys before the query, on top of ``-|i - j|``). There
     positions are 0 .. T-1 and 0 .. S-1; here any positions (randomized,
     offset) enter through ``q_i - k_j`` as in the rest of the library.

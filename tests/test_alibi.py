@@ -49,7 +49,7 @@ def _ruoss_compute_alibi_encodings_biases(attention_shape):
     """float64 transcription of ``compute_alibi_encodings_biases`` (Ruoss et al. 2023).
 
     google-deepmind/randomized_positional_encodings, models/positional_encodings.py
-    (commit 57bc5d0, lines 561-586), with numpy in place of jnp: ``-|i - j|`` built
+    (commit 57bc5d0, the function of that name), with numpy in place of jnp: ``-|i - j|`` built
     from shifted triangles, plus 0.5 on the lower triangle (keys before the query),
     times the fairseq slopes (the reference's ``_get_alibi_slopes`` is the same code).
     """

@@ -197,7 +197,7 @@ BAD_CONFIGS = [
         {"eval": {"rope_scalings": ["yarn"], "context_extensions": ["yarn"]}},
         "eval.rope_scalings is the former name of eval.context_extensions",
     ),
-    ({"schemes": [{"name": "learned", "max_length": 8}]}, "max_length 8 is shorter"),
+    ({"schemes": [{"name": "learned", "max_length": 8}]}, "encodes at most 8 positions"),
     ({"schemes": [{"name": "rope", "rotary_fraction": 0.375}]}, "rotary"),
     ({"schemes": [{"name": "alibi", "slope": 1}]}, "unknown setting 'slope'"),
     ({"model": {"norm": "batch"}}, "model.norm must be one of ['layernorm', 'rmsnorm']"),
@@ -211,7 +211,7 @@ BAD_CONFIGS = [
             "schemes": [{"name": "learned", "max_length": 20}],
             "train": {"finetune_steps": 2, "finetune_length": 30},
         },
-        "max_length 20 is shorter",
+        "encodes at most 20 positions",
     ),
 ]
 

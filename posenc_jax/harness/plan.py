@@ -200,9 +200,9 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
             limit = scheme.position_limit()
             if limit is not None and needed > limit:
                 raise ConfigError(
-                    f"schemes[{i}] ({s_label}): max_length {limit} is shorter than the longest "
-                    f"sequence ({needed} positions for task {t_label}); raise max_length or "
-                    "set out_of_range: clip"
+                    f"schemes[{i}] ({s_label}): the scheme encodes at most {limit} positions, "
+                    f"fewer than the longest sequence ({needed} positions for task {t_label}); "
+                    "raise its max_length if it has one, or set out_of_range: clip"
                 )
             _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
             # Positions are checked here, once; the compiled steps need no run-time check.
