@@ -15,10 +15,12 @@ from posenc_jax.alibi import alibi_bias, alibi_slopes
 from posenc_jax.attention import (
     MASK_VALUE,
     AttentionConfig,
+    ImplementationChoice,
     attend,
     attention_weights,
     blockwise_attention,
     dense_attention,
+    explain_implementation,
     select_implementation,
 )
 from posenc_jax.fire import fire_bias, fire_normalized_distance, init_fire_params
@@ -62,6 +64,7 @@ __all__ = [
     "ROPE_TYPES",
     "SCHEMES",
     "AttentionConfig",
+    "ImplementationChoice",
     "RopeScaling",
     "RopeSettings",
     "Scheme",
@@ -75,6 +78,7 @@ __all__ = [
     "context_extension_names",
     "convert_rope_layout",
     "dense_attention",
+    "explain_implementation",
     "fire_bias",
     "fire_normalized_distance",
     "init_fire_params",

@@ -4,12 +4,15 @@ Every path computes the same function::
 
     q, k = scheme.rotate(q, k)                         (done by the caller, before any cache)
     logits = (q * scale) . k + scheme.logit_bias(...) + bias
-    w = softmax(where(allowed, logits, MASK_VALUE))    allowed = causal & key_mask & mask
+    w = softmax(where(allowed, logits, MASK_VALUE))    allowed = causal & key_mask & segments & mask
     out = w . v + scheme.value_term(w)
 
 with ``causal`` meaning ``k_position <= q_position`` on the explicit positions, so
-KV-cache offsets, left padding and randomized positions need no special case.
-A row with no allowed key returns zeros (finite outputs and gradients).
+KV-cache offsets, left padding and randomized positions need no special case, and
+``segments`` meaning equal segment ids (``segment_ids [B, T]`` of the queries,
+``kv_segment_ids [B, S]`` of the keys), so packed documents whose positions
+restart at 0 never see each other. A row with no allowed key returns zeros
+(finite outputs and gradients).
 
 `attention_weights` is the one implementation of the first three lines (the
 [B, N, T, S] weights w); `dense_attention` multiplies them by v, the blockwise
@@ -42,10 +45,12 @@ __all__ = [
     "IMPLEMENTATIONS",
     "MASK_VALUE",
     "AttentionConfig",
+    "ImplementationChoice",
     "attend",
     "attention_weights",
     "blockwise_attention",
     "dense_attention",
+    "explain_implementation",
     "fused_attention",
     "select_implementation",
 ]
@@ -73,11 +78,17 @@ class AttentionConfig:
       blockwise_threshold: with "auto", lengths above it use the blockwise path
         (None: never).
       block_size: query and key tile size of the blockwise path.
+      low_precision_bias: with "auto", let the cuDNN path take a scheme's logit
+        bias (ALiBi, T5, KERPLE, FIRE) in the bfloat16/float16 activation dtype,
+        as `fused_attention` hands it to the kernel: faster, but the bias is
+        rounded (step 0.0625 at |bias| 8-16 in bfloat16). False (default): such
+        schemes take the dense or blockwise path, which keep the bias in float32.
     """
 
     implementation: str = "auto"
     blockwise_threshold: int | None = 4096
     block_size: int = 512
+    low_precision_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.implementation not in IMPLEMENTATIONS:
@@ -95,6 +106,11 @@ class AttentionConfig:
             raise ValueError(
                 f"AttentionConfig: block_size must be an int >= 1; got {self.block_size!r}"
             )
+        if not isinstance(self.low_precision_bias, bool):
+            raise ValueError(
+                "AttentionConfig: low_precision_bias must be True or False; got "
+                f"{self.low_precision_bias!r}"
+            )
 
 
 def _is_int(value: object) -> bool:
@@ -107,14 +123,60 @@ def _is_int(value: object) -> bool:
     return True
 
 
-def _as_batched_positions(positions: jax.Array, batch: int) -> jax.Array:
+def _as_batched_positions(positions: jax.Array, batch: int, name: str = "positions") -> jax.Array:
     """[L] or [B, L] -> [B, L] int32/float."""
     positions = jnp.asarray(positions)
     if positions.ndim == 1:
         positions = positions[None, :]
     if positions.ndim != 2:
-        raise ValueError(f"positions must be [L] or [B, L]; got shape {positions.shape}")
+        raise ValueError(f"{name} must be [L] or [B, L]; got shape {positions.shape}")
     return jnp.broadcast_to(positions, (batch, positions.shape[-1]))
+
+
+class _Segments(NamedTuple):
+    """Segment ids of the queries [B, T] and of the keys [B, S] (equal ids attend)."""
+
+    q: jax.Array
+    k: jax.Array
+
+
+def _segments(
+    segment_ids: jax.Array | None,
+    kv_segment_ids: jax.Array | None,
+    *,
+    batch: int,
+    q_len: int,
+    k_len: int,
+) -> _Segments | None:
+    """Checked, batched segment ids, or None when the call has none.
+
+    segment_ids: [T] or [B, T] int (queries); kv_segment_ids: [S] or [B, S] int
+    (keys), by default ``segment_ids`` (self-attention, T == S).
+    """
+    if segment_ids is None:
+        if kv_segment_ids is not None:
+            raise ValueError("kv_segment_ids needs segment_ids (the query segment ids [B, T]) too")
+        return None
+    if kv_segment_ids is None:
+        if q_len != k_len:
+            raise ValueError(
+                "segment_ids alone serve self-attention (T == S); got T="
+                f"{q_len}, S={k_len}: pass kv_segment_ids [B, S] for the keys"
+            )
+        kv_segment_ids = segment_ids
+    out = []
+    for name, ids, length in (
+        ("segment_ids", segment_ids, q_len),
+        ("kv_segment_ids", kv_segment_ids, k_len),
+    ):
+        ids = _as_batched_positions(ids, batch, name)
+        if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.shape[-1] != length:
+            raise ValueError(
+                f"{name} must be integer ids of shape [{length}] or [B, {length}]; got "
+                f"shape {ids.shape} and dtype {ids.dtype}"
+            )
+        out.append(ids)
+    return _Segments(*out)
 
 
 def _repeat_kv(x: jax.Array, num_heads: int) -> jax.Array:
@@ -129,13 +191,16 @@ def _allowed(
     *,
     causal: bool,
     key_mask: jax.Array | None,
+    segments: _Segments | None = None,
 ) -> jax.Array:
-    """Boolean [B, 1, T, S] from positions ([B, T], [B, S]) and key_mask [B, S]."""
+    """Boolean [B, 1, T, S] from positions ([B, T], [B, S]), key_mask [B, S] and segments."""
     allowed = jnp.ones((q_pos.shape[0], 1, q_pos.shape[1], k_pos.shape[1]), dtype=bool)
     if causal:
         allowed = allowed & (k_pos[:, None, None, :] <= q_pos[:, None, :, None])
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, None, :].astype(bool)
+    if segments is not None:
+        allowed = allowed & (segments.q[:, None, :, None] == segments.k[:, None, None, :])
     return allowed
 
 
@@ -149,20 +214,22 @@ def _masked_logits(
     params: Params,
     causal: bool,
     key_mask: jax.Array | None,
+    segments: _Segments | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits with every additive term, masked: [B, N, T, S] float32 and allowed [B, 1, T, S].
 
-    qs: [B, T, N, H] already scaled; k: [B, S, N, H]; q_pos [B, T], k_pos [B, S].
-    `attention_weights` calls it on all keys, `blockwise_attention` on one tile.
+    qs: [B, T, N, H] already scaled; k: [B, S, N, H]; q_pos [B, T], k_pos [B, S];
+    segments: ids [B, T] and [B, S] (or None). `attention_weights` calls it on all
+    keys, `blockwise_attention` on one tile.
     """
     logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
     if "logit_bias" in scheme.hooks:
         logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
-    allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask)
+    allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask, segments=segments)
     if mask is not None:
         allowed = allowed & mask.astype(bool)
     return jnp.where(allowed, logits, MASK_VALUE), allowed
@@ -178,6 +245,8 @@ def attention_weights(
     params: Params | None = None,
     causal: bool = False,
     key_mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     scale: float | None = None,
@@ -202,6 +271,10 @@ def attention_weights(
       scheme: fills the logit hook (None = NoPE). params: its attention params.
       causal: allow only keys with position <= the query position.
       key_mask: [B, S] bool, True = a real key (padding mask).
+      segment_ids: [T] or [B, T] int, the queries' segment (packed documents);
+        a query attends only to keys of its own segment. None: one segment.
+      kv_segment_ids: [S] or [B, S] int, the keys' segment; default
+        ``segment_ids`` (self-attention; needs T == S).
       mask: optional extra bool mask broadcastable to [B, N, T, S].
       bias: optional extra additive bias broadcastable to [B, N, T, S].
       scale: logit scale, default 1/sqrt(H).
@@ -217,6 +290,7 @@ def attention_weights(
     k = _repeat_kv(k, n)  # [B, S, N, H]
     q_pos = _as_batched_positions(q_positions, b)
     k_pos = _as_batched_positions(k_positions, b)
+    segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=q.shape[1], k_len=k.shape[1])
     scale = 1.0 / math.sqrt(h) if scale is None else scale
     qs = q * jnp.asarray(scale, q.dtype)
     logits, allowed = _masked_logits(
@@ -228,6 +302,7 @@ def attention_weights(
         params=params,
         causal=causal,
         key_mask=key_mask,
+        segments=segments,
         mask=mask,
         bias=bias,
     )  # [B, N, T, S], [B, 1, T, S]
@@ -246,6 +321,8 @@ def dense_attention(
     params: Params | None = None,
     causal: bool = False,
     key_mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     scale: float | None = None,
@@ -254,8 +331,9 @@ def dense_attention(
 
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated by the scheme's q/k hook).
-      q_positions, k_positions, scheme, params, causal, key_mask, mask, bias, scale:
-        as in `attention_weights`; the scheme also fills the value hook here.
+      q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
+        kv_segment_ids, mask, bias, scale: as in `attention_weights`; the scheme
+        also fills the value hook here.
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -271,6 +349,8 @@ def dense_attention(
         params=params,
         causal=causal,
         key_mask=key_mask,
+        segment_ids=segment_ids,
+        kv_segment_ids=kv_segment_ids,
         mask=mask,
         bias=bias,
         scale=scale,
@@ -295,6 +375,8 @@ def fused_attention(
     scheme: Scheme | str | None = None,
     params: Params | None = None,
     causal: bool = False,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
     scale: float | None = None,
     implementation: str | None = "cudnn",
 ) -> jax.Array:
@@ -303,7 +385,27 @@ def fused_attention(
     The causal mask is passed as ``is_causal`` (index based), so the caller must
     ensure queries and keys are the same positions (self-attention without cache);
     `select_implementation` checks that. Bias-only schemes (ALiBi, T5) pass their
-    bias materialised as [B, N, T, S].
+    bias materialised as [B, N, T, S]: in float32 for ``implementation="xla"``
+    (XLA adds it to float32 logits), in q's dtype for ``"cudnn"`` (jax's
+    documentation does not say that cuDNN takes a float32 bias with bfloat16
+    q/k/v; benchmarks/cudnn_bias_precision.py tries it on a GPU). bfloat16 rounds
+    |bias| in [8, 16) to steps of 0.0625, so `select_implementation` keeps such
+    schemes off cuDNN for bfloat16/float16 activations unless asked.
+
+    Segment ids become the boolean ``mask`` [B, 1, T, S] of equal ids (the jax
+    function has no segment-id argument; cuDNN folds that mask into its bias), so
+    `select_implementation` sends calls with segment ids elsewhere. With segment
+    ids, ``is_causal`` (by index) equals the position-based causal mask when
+    positions increase within each segment, as in packed documents.
+
+    Args:
+      q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated).
+      segment_ids, kv_segment_ids: as in `attention_weights`.
+      implementation: passed to `jax.nn.dot_product_attention` ("cudnn", "xla"
+        or None).
+
+    Returns:
+      [B, T, N, H].
     """
     scheme = make_scheme(scheme or "nope")
     if scheme.needs_q_for_bias or "value_term" in scheme.hooks:
@@ -316,11 +418,127 @@ def fused_attention(
     if "logit_bias" in scheme.hooks:
         q_pos = _as_batched_positions(q_positions, b)
         k_pos = _as_batched_positions(k_positions, b)
-        bias = scheme.logit_bias(params or {}, q, q_pos, k_pos)
-        bias = jnp.broadcast_to(bias, (b, q.shape[2], q.shape[1], k.shape[1])).astype(q.dtype)
+        bias = scheme.logit_bias(params or {}, q, q_pos, k_pos).astype(jnp.float32)
+        bias = jnp.broadcast_to(bias, (b, q.shape[2], q.shape[1], k.shape[1]))
+        if implementation == "cudnn":
+            bias = bias.astype(q.dtype)
+    segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=q.shape[1], k_len=k.shape[1])
+    mask = None
+    if segments is not None:
+        mask = segments.q[:, None, :, None] == segments.k[:, None, None, :]  # [B, 1, T, S]
     return jax.nn.dot_product_attention(
-        q, k, v, bias=bias, scale=scale, is_causal=causal, implementation=implementation
+        q, k, v, bias=bias, mask=mask, scale=scale, is_causal=causal, implementation=implementation
     )
+
+
+class ImplementationChoice(NamedTuple):
+    """The attention path `explain_implementation` chose, and why."""
+
+    implementation: str
+    reason: str
+
+
+_LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def _cudnn_refusal(
+    *,
+    scheme: Scheme,
+    platform: str,
+    dtype: jnp.dtype,
+    head_dim: int,
+    has_mask: bool,
+    has_segment_ids: bool,
+    aligned: bool,
+    low_precision_bias: bool,
+) -> str | None:
+    """Why the cuDNN path cannot (or should not) take this call; None when it can."""
+    dtype = jnp.dtype(dtype)
+    if platform != "gpu":
+        return f"cuDNN needs a GPU; platform is {platform!r}"
+    if dtype not in _LOW_PRECISION:
+        return f"cuDNN needs bfloat16 or float16 q/k/v; got {dtype}"
+    if head_dim % 8 or head_dim > 128:
+        return f"cuDNN needs head_dim a multiple of 8 and at most 128; got {head_dim}"
+    if scheme.needs_q_for_bias or "value_term" in scheme.hooks:
+        return f"scheme {scheme.name!r} reads q in its logit term or adds a value term"
+    if has_mask:
+        return "a padding or extra mask is present; the cuDNN path takes none"
+    if has_segment_ids:
+        return "segment ids are present; cuDNN would take them only as a dense [B, 1, T, S] mask"
+    if not aligned:
+        return "queries and keys do not share positions (KV cache): is_causal would be wrong"
+    if "logit_bias" in scheme.hooks and not low_precision_bias:
+        return (
+            f"scheme {scheme.name!r} adds a logit bias, which the cuDNN path takes in "
+            f"{dtype} (bfloat16 step 0.0625 at |bias| 8-16); the dense path keeps it in "
+            "float32 (AttentionConfig(low_precision_bias=True) allows cuDNN)"
+        )
+    return None
+
+
+def explain_implementation(
+    *,
+    scheme: Scheme,
+    platform: str,
+    dtype: jnp.dtype,
+    head_dim: int,
+    q_len: int,
+    k_len: int,
+    has_mask: bool,
+    aligned: bool,
+    has_segment_ids: bool = False,
+    blockwise_threshold: int | None = 4096,
+    low_precision_bias: bool = False,
+) -> ImplementationChoice:
+    """The path ``implementation="auto"`` takes for one attention call, and the reason.
+
+    Blockwise above the threshold; otherwise cuDNN when the fused kernel computes
+    the same function at full accuracy, else dense. Pure Python on static facts,
+    so every decision can be checked on any machine.
+
+    Example:
+        >>> explain_implementation(scheme=make_scheme("alibi"), platform="gpu",
+        ...     dtype=jnp.bfloat16, head_dim=64, q_len=512, k_len=512, has_mask=False,
+        ...     aligned=True).implementation
+        'dense'
+
+    Args:
+      scheme: the positional scheme (its hooks decide what a fused kernel can take).
+      platform: ``jax.devices()[0].platform`` ("cpu", "gpu", "tpu").
+      dtype: the dtype of q/k/v.
+      head_dim: H.
+      q_len, k_len: T and S.
+      has_mask: a padding mask or extra mask is present (cuDNN path takes none).
+      aligned: queries and keys share positions (self-attention, no KV cache), so
+        an index-based causal mask equals the position-based one.
+      has_segment_ids: the call has segment ids (packed documents).
+      blockwise_threshold: use blockwise when max(T, S) exceeds it (None: never).
+      low_precision_bias: let cuDNN take a scheme's logit bias in a bfloat16 or
+        float16 ``dtype`` (see `AttentionConfig`).
+
+    Returns:
+      ``ImplementationChoice(implementation, reason)``, implementation one of
+      "cudnn", "dense", "blockwise".
+    """
+    if blockwise_threshold is not None and max(q_len, k_len) > blockwise_threshold:
+        return ImplementationChoice(
+            "blockwise",
+            f"max(T, S) = {max(q_len, k_len)} > blockwise_threshold={blockwise_threshold}",
+        )
+    refusal = _cudnn_refusal(
+        scheme=scheme,
+        platform=platform,
+        dtype=dtype,
+        head_dim=head_dim,
+        has_mask=has_mask,
+        has_segment_ids=has_segment_ids,
+        aligned=aligned,
+        low_precision_bias=low_precision_bias,
+    )
+    if refusal is not None:
+        return ImplementationChoice("dense", refusal)
+    return ImplementationChoice("cudnn", "the fused cuDNN kernel takes every term of this call")
 
 
 def select_implementation(
@@ -333,37 +551,30 @@ def select_implementation(
     k_len: int,
     has_mask: bool,
     aligned: bool,
+    has_segment_ids: bool = False,
     blockwise_threshold: int | None = 4096,
+    low_precision_bias: bool = False,
 ) -> str:
     """Chooses "cudnn", "dense" or "blockwise" for one attention call (``implementation="auto"``).
 
-    Args:
-      scheme: the positional scheme (its hooks decide what a fused kernel can take).
-      platform: ``jax.devices()[0].platform`` ("cpu", "gpu", "tpu").
-      dtype: the dtype of q/k/v.
-      head_dim: H.
-      q_len, k_len: T and S.
-      has_mask: a padding mask or extra mask is present (cuDNN path takes none).
-      aligned: queries and keys share positions (self-attention, no KV cache), so
-        an index-based causal mask equals the position-based one.
-      blockwise_threshold: use blockwise when max(T, S) exceeds it (None: never).
+    Arguments as in `explain_implementation`, which also says why.
 
     Returns:
       One of "cudnn", "dense", "blockwise".
     """
-    if blockwise_threshold is not None and max(q_len, k_len) > blockwise_threshold:
-        return "blockwise"
-    cudnn_ok = (
-        platform == "gpu"
-        and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-        and head_dim % 8 == 0
-        and head_dim <= 128
-        and not scheme.needs_q_for_bias
-        and "value_term" not in scheme.hooks
-        and not has_mask
-        and aligned
-    )
-    return "cudnn" if cudnn_ok else "dense"
+    return explain_implementation(
+        scheme=scheme,
+        platform=platform,
+        dtype=dtype,
+        head_dim=head_dim,
+        q_len=q_len,
+        k_len=k_len,
+        has_mask=has_mask,
+        aligned=aligned,
+        has_segment_ids=has_segment_ids,
+        blockwise_threshold=blockwise_threshold,
+        low_precision_bias=low_precision_bias,
+    ).implementation
 
 
 def _pad_to(x: jax.Array, axis: int, multiple: int, value=0) -> jax.Array:
@@ -417,11 +628,24 @@ def _online_softmax_update(state, logits, ok, vb, qpos, kpos, *, scheme, params)
     return _OnlineSoftmax(acc, m_new, l, any_ok)
 
 
-def _key_block_step(state, key_block, *, qb, qpos, scheme, params, causal):
-    """Scan body over key blocks: key_block = (k [B, tk, N, H], v, positions, mask [B, tk])."""
-    kb, vb, kpos, kmask = key_block
+def _key_block_step(state, key_block, *, qb, qpos, qseg, scheme, params, causal):
+    """Scan body over key blocks.
+
+    key_block = (k [B, tk, N, H], v, positions [B, tk], mask [B, tk], segment ids
+    [B, tk] or None); qseg: the query block's segment ids [B, tq] or None.
+    """
+    kb, vb, kpos, kmask, kseg = key_block
+    segments = None if kseg is None else _Segments(qseg, kseg)
     logits, ok = _masked_logits(
-        qb, kb, qpos, kpos, scheme=scheme, params=params, causal=causal, key_mask=kmask
+        qb,
+        kb,
+        qpos,
+        kpos,
+        scheme=scheme,
+        params=params,
+        causal=causal,
+        key_mask=kmask,
+        segments=segments,
     )  # [B, N, tq, tk], [B, 1, tq, tk]
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
@@ -430,14 +654,21 @@ def _key_block_step(state, key_block, *, qb, qpos, scheme, params, causal):
 def _query_block_attention(query_block, key_blocks, *, scheme, params, causal):
     """[B, tq, N, H] float32 attention of one query block over every key block.
 
-    query_block: (q [B, tq, N, H] scaled, positions [B, tq]); key_blocks: block-major
-    (k, v [nk, B, tk, N, H], positions, mask [nk, B, tk]). Each key step is
-    rematerialised in the backward pass, so only the carry is stored per step.
+    query_block: (q [B, tq, N, H] scaled, positions [B, tq], segment ids [B, tq] or
+    None); key_blocks: block-major (k, v [nk, B, tk, N, H], positions, mask,
+    segment ids [nk, B, tk] or None). Each key step is rematerialised in the
+    backward pass, so only the carry is stored per step.
     """
-    qb, qpos = query_block
+    qb, qpos, qseg = query_block
     b, tq, n, h = qb.shape
     step = functools.partial(
-        _key_block_step, qb=qb, qpos=qpos, scheme=scheme, params=params, causal=causal
+        _key_block_step,
+        qb=qb,
+        qpos=qpos,
+        qseg=qseg,
+        scheme=scheme,
+        params=params,
+        causal=causal,
     )
     step = jax.checkpoint(step, prevent_cse=False)
     state, _ = jax.lax.scan(step, _OnlineSoftmax.empty(b, tq, n, h), key_blocks)
@@ -462,14 +693,17 @@ def blockwise_attention(
     params: Params | None = None,
     causal: bool = False,
     key_mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
     scale: float | None = None,
     q_block: int = 512,
     k_block: int = 512,
 ) -> jax.Array:
     """Memory-efficient attention: online softmax over key blocks, queries in blocks.
 
-    Every positional term (ALiBi/T5 bias, Shaw key and value terms, causal and
-    padding masks) is computed per [q_block, k_block] tile from positions, so no
+    Every positional term (ALiBi/T5 bias, Shaw key and value terms, causal,
+    padding and segment masks) is computed per [q_block, k_block] tile from
+    positions and segment ids, so no
     [N, T, S] array ever exists. Differentiable: each query block is rematerialised
     in the backward pass. Same arguments and result as `dense_attention` (without
     the dense ``mask``/``bias`` arrays, which would be O(T*S)).
@@ -477,6 +711,7 @@ def blockwise_attention(
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H]; positions [T]/[B, T] and [S]/[B, S].
       key_mask: [B, S] bool padding mask (True = real key).
+      segment_ids, kv_segment_ids: [B, T] and [B, S] int, as in `attention_weights`.
       q_block, k_block: tile sizes; T and S need not be multiples of them.
 
     Returns:
@@ -494,19 +729,22 @@ def blockwise_attention(
     scale = 1.0 / math.sqrt(h) if scale is None else scale
     q_pos = _as_batched_positions(q_positions, b)
     k_pos = _as_batched_positions(k_positions, b)
+    segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s)
     if key_mask is None:
         key_mask = jnp.ones((b, s), dtype=bool)
     q_block, k_block = min(q_block, t), min(k_block, s)
 
-    query_blocks = (  # [nq, B, tq, N, H], [nq, B, tq]
+    query_blocks = (  # [nq, B, tq, N, H], [nq, B, tq], [nq, B, tq] or None
         _blocks(q * jnp.asarray(scale, q.dtype), q_block),
         _blocks(q_pos, q_block),
+        None if segments is None else _blocks(segments.q, q_block),
     )
-    key_blocks = (  # [nk, B, tk, N, H] twice, [nk, B, tk] twice
+    key_blocks = (  # [nk, B, tk, N, H] twice, [nk, B, tk] twice, [nk, B, tk] or None
         _blocks(k, k_block),
         _blocks(v, k_block),
         _blocks(k_pos, k_block),
         _blocks(key_mask.astype(bool), k_block, pad_value=False),
+        None if segments is None else _blocks(segments.k, k_block),
     )
     one_query_block = functools.partial(
         _query_block_attention, key_blocks=key_blocks, scheme=scheme, params=params, causal=causal
@@ -527,14 +765,25 @@ def attend(
     params: Params | None = None,
     causal: bool = False,
     key_mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
     scale: float | None = None,
     attention: AttentionConfig | None = None,
     aligned: bool = False,
 ) -> jax.Array:
     """Dispatches to the fused, dense or blockwise path (all compute the same function).
 
+    Example:
+        >>> q = k = v = jnp.ones((1, 4, 2, 8))
+        >>> attend(q, k, v, q_positions=jnp.array([0, 1, 0, 1]),
+        ...        k_positions=jnp.array([0, 1, 0, 1]), causal=True,
+        ...        segment_ids=jnp.array([0, 0, 1, 1])).shape  # two packed documents
+        (1, 4, 2, 8)
+
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
+      q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
+        kv_segment_ids, scale: as in `attention_weights`.
       attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
@@ -554,7 +803,9 @@ def attend(
             k_len=k.shape[1],
             has_mask=key_mask is not None,
             aligned=aligned,
+            has_segment_ids=segment_ids is not None,
             blockwise_threshold=attention.blockwise_threshold,
+            low_precision_bias=attention.low_precision_bias,
         )
     common = dict(
         q_positions=q_positions,
@@ -562,6 +813,8 @@ def attend(
         scheme=scheme,
         params=params,
         causal=causal,
+        segment_ids=segment_ids,
+        kv_segment_ids=kv_segment_ids,
         scale=scale,
     )
     if implementation == "cudnn":

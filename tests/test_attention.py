@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from posenc_jax import attention as attention_module
 from posenc_jax.attention import (
     MASK_VALUE,
     AttentionConfig,
@@ -16,6 +17,7 @@ from posenc_jax.attention import (
     attention_weights,
     blockwise_attention,
     dense_attention,
+    explain_implementation,
     fused_attention,
     select_implementation,
 )
@@ -248,7 +250,6 @@ def test_select_implementation_decisions():
         blockwise_threshold=4096,
     )
     assert select_implementation(scheme=rope, **base) == "cudnn"
-    assert select_implementation(scheme=make_scheme("alibi"), **base) == "cudnn"
     assert select_implementation(scheme=make_scheme("shaw"), **base) == "dense"
     assert select_implementation(scheme=rope, **{**base, "platform": "cpu"}) == "dense"
     assert select_implementation(scheme=rope, **{**base, "platform": "tpu"}) == "dense"
@@ -262,6 +263,54 @@ def test_select_implementation_decisions():
         select_implementation(scheme=rope, **{**base, "q_len": 8192, "blockwise_threshold": None})
         == "cudnn"
     )
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_bias_schemes_in_low_precision_stay_off_cudnn_unless_allowed(dtype):
+    """The cuDNN path takes the bias in the activation dtype; the dense and blockwise paths keep
+    it in float32, so "auto" sends ALiBi/T5/KERPLE/FIRE there, with the reason."""
+    base = dict(platform="gpu", dtype=dtype, head_dim=64, q_len=1024, k_len=1024,
+                has_mask=False, aligned=True)  # fmt: skip
+    for spec in ("alibi", "t5", "kerple", "fire"):
+        choice = explain_implementation(scheme=make_scheme(spec), **base)
+        assert choice.implementation == "dense", spec
+        assert "logit bias" in choice.reason and "float32" in choice.reason
+        allowed = explain_implementation(scheme=make_scheme(spec), low_precision_bias=True, **base)
+        assert allowed.implementation == "cudnn"
+    long = explain_implementation(scheme=make_scheme("alibi"), **{**base, "q_len": 8192})
+    assert long.implementation == "blockwise"
+    assert explain_implementation(scheme=make_scheme("rope"), **base).implementation == "cudnn"
+    cpu = explain_implementation(scheme=make_scheme("alibi"), **{**base, "platform": "cpu"})
+    assert cpu == ("dense", "cuDNN needs a GPU; platform is 'cpu'")
+
+
+def test_attend_passes_the_low_precision_opt_in_to_the_choice(monkeypatch):
+    seen = {}
+
+    def spy(**facts):
+        seen.update(facts)
+        return "dense"
+
+    monkeypatch.setattr(attention_module, "select_implementation", spy)
+    q = jnp.ones((1, 4, 2, 8), jnp.bfloat16)
+    pos = jnp.arange(4)
+    for opt_in in (False, True):
+        attend(q, q, q, q_positions=pos, k_positions=pos, scheme="alibi",
+               attention=AttentionConfig(low_precision_bias=opt_in))  # fmt: skip
+        assert seen["low_precision_bias"] is opt_in and seen["dtype"] == jnp.bfloat16
+
+
+def test_fused_xla_path_keeps_the_bias_in_float32_for_bfloat16_inputs():
+    """Two keys 2048 and 2056 positions back; the slope 2^-8 head sees biases -8 and -8.03125,
+    which bfloat16 rounds to -8 (step 0.0625): the output sigmoid(1/32) would become 0.5."""
+    scheme = make_scheme("alibi").configure(causal=True)
+    q = jnp.zeros((1, 1, 4, 8), jnp.bfloat16)  # zero logits: the weights are softmax(bias)
+    v = jnp.zeros((1, 2, 4, 8), jnp.bfloat16).at[:, 0].set(1.0)
+    out = fused_attention(q, jnp.zeros_like(v), v, q_positions=jnp.array([10_000]),
+                          k_positions=jnp.array([10_000 - 2048, 10_000 - 2056]), scheme=scheme,
+                          causal=False, implementation="xla")  # fmt: skip
+    expected = 1.0 / (1.0 + np.exp(-8.0 / 256))  # weight of the nearer key = 0.50781
+    np.testing.assert_allclose(float(out[0, 0, 3, 0]), expected, atol=1e-3)
 
 
 def test_attend_auto_uses_blockwise_above_threshold():
@@ -295,6 +344,7 @@ def test_attend_auto_uses_blockwise_above_threshold():
         (dict(blockwise_threshold=2.5), "blockwise_threshold"),
         (dict(block_size=0), "block_size must be an int >= 1"),
         (dict(block_size=True), "block_size"),
+        (dict(low_precision_bias="yes"), "low_precision_bias must be True or False"),
     ],
 )
 def test_attention_config_names_the_bad_field(settings, match):

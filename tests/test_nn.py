@@ -98,6 +98,38 @@ def test_generate_greedy_matches_argmax_of_full_forward():
     np.testing.assert_array_equal(out[:, 4:], jnp.argmax(full[:, 3:-1], -1))
 
 
+def test_kv_cache_overflow_is_an_error_eagerly_and_under_jit():
+    """3 tokens, then 2 more, into a cache of 4 slots: an error naming max_length, eagerly
+    (before any write) and under nnx.jit (when the step runs), never a clamped overwrite."""
+    model = _lm("rope", num_layers=1)
+    tokens = jnp.array([[1, 2, 3, 4, 5]])
+    model.init_cache(1, 4)
+    model(tokens[:, :3], positions=jnp.arange(3), decode=True)
+    with pytest.raises(ValueError, match=r"cache index 3 reaches index 5 > max_length=4"):
+        model(tokens[:, 3:], positions=jnp.arange(3, 5), decode=True)
+    cache = model.blocks[0].attn.cache
+    assert int(cache["index"][...]) == 3
+    np.testing.assert_array_equal(cache["positions"][...], [[0, 1, 2, 0]])  # nothing overwritten
+    step = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))
+    model.init_cache(1, 4)
+    step(model, tokens[:, :3], jnp.arange(3))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"index 5 > max_length=4"):
+        step(model, tokens[:, 3:], jnp.arange(3, 5)).block_until_ready()
+    model.init_cache(1, 5)  # exactly enough slots: no error, and the full forward's logits
+    outs = [step(model, tokens[:, :3], jnp.arange(3)), step(model, tokens[:, 3:], jnp.arange(3, 5))]
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), model(tokens), atol=2e-5)
+
+
+def test_generate_checks_max_length_before_decoding_and_accepts_a_fixed_one():
+    model = _lm("alibi", num_layers=1)
+    prompt = jnp.array([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"max_length=4 .* max_length >= 5"):
+        generate(model, prompt, max_new_tokens=2, max_length=4)
+    assert model.blocks[0].attn.cache is None  # refused before any cache or decoding
+    out = generate(model, prompt, max_new_tokens=2)
+    np.testing.assert_array_equal(generate(model, prompt, max_new_tokens=2, max_length=8), out)
+
+
 def test_positions_from_padding():
     mask = jnp.array([[False, False, True, True, True], [True, True, True, True, True]])
     np.testing.assert_array_equal(positions_from_padding(mask), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])

@@ -7,6 +7,7 @@ from posenc_jax.nn.models import (
     TransformerLM,
     generate,
     positions_from_padding,
+    positions_from_segments,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "TransformerLM",
     "generate",
     "positions_from_padding",
+    "positions_from_segments",
 ]

@@ -6,6 +6,7 @@ heads, H head dim, D model dim.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -19,6 +20,36 @@ from posenc_jax.schemes import Scheme, make_scheme
 __all__ = ["MultiHeadAttention"]
 
 
+def _raise_if_overflow(index: Any, *, new: int, max_length: int) -> None:
+    end = int(index) + new
+    if end > max_length:
+        raise ValueError(
+            f"KV cache overflow: writing {new} token(s) at cache index {int(index)} reaches "
+            f"index {end} > max_length={max_length}; call init_cache(batch_size, max_length) "
+            f"with max_length >= {end}"
+        )
+
+
+def _check_cache_room(index: jax.Array, new: int, max_length: int) -> None:
+    """Raises ValueError when ``new`` tokens written at ``index`` pass ``max_length`` slots.
+
+    A concrete index (eager call) is checked now. A traced one (under jit) is
+    checked when the program runs, by a host callback taken only on overflow;
+    the callback checks again, so it stays right where ``cond`` runs both
+    branches (vmap). jax then raises a ``JaxRuntimeError`` with the message.
+    """
+    check = functools.partial(_raise_if_overflow, new=new, max_length=max_length)
+    if not isinstance(index, jax.core.Tracer):
+        check(index)
+        return
+    jax.lax.cond(
+        index + new > max_length,
+        lambda i: jax.debug.callback(check, i),
+        lambda i: None,
+        index,
+    )
+
+
 class MultiHeadAttention(nnx.Module):
     """Multi-head (optionally grouped-query) self-attention with position hooks.
 
@@ -27,6 +58,11 @@ class MultiHeadAttention(nnx.Module):
     blockwise, as ``attention`` says; by default chosen per call by
     `posenc_jax.attention.select_implementation`). The module holds the scheme's
     attention parameters (T5 table, Shaw tables) as one ``nnx.Param`` pytree.
+
+    Packed sequences pass ``segment_ids`` [B, T] (a token attends only to tokens
+    with its id) and positions that restart in each document. The KV cache keeps
+    each key's position and segment id next to it, so decoding continues a packed
+    prompt; decoding past the ``max_length`` slots of `init_cache` is an error.
 
     With ``sow_weights=True`` (a constructor keyword, an attribute, or
     ``nnx.view(model, sow_weights=True)``) each call also sows its softmax weights
@@ -104,7 +140,12 @@ class MultiHeadAttention(nnx.Module):
 
     # -- KV cache ------------------------------------------------------------
     def init_cache(self, batch_size: int, max_length: int, *, dtype=jnp.float32) -> None:
-        """Allocates a KV cache of ``max_length`` slots for incremental decoding."""
+        """Allocates a KV cache of ``max_length`` slots for incremental decoding.
+
+        The cache keeps, per slot, the rotated key, the value, the key's position,
+        whether it is a real token and its segment id. Writing past ``max_length``
+        is an error (see `__call__`), never a silent overwrite.
+        """
         shape = (batch_size, max_length, self.num_kv_heads, self.head_dim)
         self.cache = nnx.data(
             {
@@ -112,23 +153,40 @@ class MultiHeadAttention(nnx.Module):
                 "v": nnx.Cache(jnp.zeros(shape, dtype)),
                 "positions": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
                 "valid": nnx.Cache(jnp.zeros((batch_size, max_length), bool)),
+                "segment_ids": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
                 "index": nnx.Cache(jnp.zeros((), jnp.int32)),
             }
         )
 
-    def _update_cache(self, k, v, positions, key_mask):
-        """Writes the new keys at the cache index; returns the whole cache."""
+    def _last_segment(self, b: int, t: int) -> jax.Array:
+        """[B, T]: the segment id of each row's last cached key (0 for an empty cache)."""
+        c = self.cache
+        last = jnp.maximum(c["index"][...] - 1, 0)
+        ids = jax.lax.dynamic_slice_in_dim(c["segment_ids"][...], last, 1, axis=1)  # [B, 1]
+        return jnp.broadcast_to(ids, (b, t))
+
+    def _update_cache(self, k, v, positions, key_mask, segment_ids):
+        """Writes the new keys at the cache index; returns the whole cache.
+
+        k, v: [B, T, K, H]; positions, key_mask, segment_ids: [B, T]. Returns
+        k, v [B, S, K, H] and positions, valid, segment ids [B, S] (S = max_length).
+        """
         c = self.cache
         idx = c["index"][...]
+        _check_cache_room(idx, k.shape[1], c["k"].shape[1])
         start = (0, idx, 0, 0)
         c["k"][...] = jax.lax.dynamic_update_slice(c["k"][...], k.astype(c["k"].dtype), start)
         c["v"][...] = jax.lax.dynamic_update_slice(c["v"][...], v.astype(c["v"].dtype), start)
-        c["positions"][...] = jax.lax.dynamic_update_slice(
-            c["positions"][...], positions.astype(jnp.int32), (0, idx)
-        )
-        c["valid"][...] = jax.lax.dynamic_update_slice(c["valid"][...], key_mask, (0, idx))
+        for name, new in (
+            ("positions", positions),
+            ("valid", key_mask),
+            ("segment_ids", segment_ids),
+        ):
+            old = c[name][...]
+            c[name][...] = jax.lax.dynamic_update_slice(old, new.astype(old.dtype), (0, idx))
         c["index"][...] = idx + k.shape[1]
-        return c["k"][...], c["v"][...], c["positions"][...], c["valid"][...]
+        names = ("k", "v", "positions", "valid", "segment_ids")
+        return tuple(c[name][...] for name in names)
 
     # -- forward ---------------------------------------------------------------
     def __call__(
@@ -136,6 +194,7 @@ class MultiHeadAttention(nnx.Module):
         x: jax.Array,
         *,
         positions: jax.Array,
+        segment_ids: jax.Array | None = None,
         padding_mask: jax.Array | None = None,
         decode: bool = False,
         deterministic: bool = True,
@@ -143,44 +202,72 @@ class MultiHeadAttention(nnx.Module):
         """Self-attention of x: [B, T, D] at positions [T] or [B, T].
 
         Args:
+          segment_ids: [T] or [B, T] int; tokens attend only to tokens of the same
+            segment (packed documents; give positions that restart per document).
+            None: one segment. With ``decode``, the ids of the new tokens, stored
+            in the cache with their keys; None continues each row's last cached
+            segment (segment 0 in an empty cache).
           padding_mask: [B, T] bool, True = real token (used as key mask).
           decode: use and extend the KV cache (call `init_cache` first).
           deterministic: disable dropout.
 
         Returns:
           [B, T, D].
+
+        Raises:
+          ValueError: with ``decode``, when the new tokens do not fit in the
+            cache's ``max_length`` slots. Eagerly it is raised before any write;
+            under ``jax.jit``/``nnx.jit`` a host callback raises it when the step
+            runs, surfacing as a ``jax.errors.JaxRuntimeError`` carrying the same
+            message.
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)  # [B, T, N, H]
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)  # [B, T, K, H]
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)  # [B, T, K, H]
         positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
+        if segment_ids is not None:
+            segment_ids = jnp.broadcast_to(jnp.asarray(segment_ids), (b, t))
         params = self.pos_params.get_value()
-        key_mask = padding_mask
-        aligned = True
+        inputs = dict(q_positions=positions, segment_ids=segment_ids, key_mask=padding_mask)
         if decode:
-            if self.cache is None:
-                raise ValueError("decode=True needs a KV cache: call init_cache(batch, max_length)")
-            # Rotate the new keys with their own positions before caching, then
-            # attend over every cached key (dynamic methods see the cache's max position).
-            q, k = self.scheme.rotate(params, q, k, positions, positions)
-            new_mask = jnp.ones((b, t), bool) if padding_mask is None else padding_mask
-            k, v, k_positions, key_mask = self._update_cache(k, v, positions, new_mask)
-            aligned = False
+            q, k, v, inputs = self._decode_inputs(q, k, v, inputs, params)
         else:
-            k_positions = positions
-            q, k = self.scheme.rotate(params, q, k, positions, k_positions)
-        inputs = dict(
-            q_positions=positions,
-            k_positions=k_positions,
-            scheme=self.scheme,
-            params=params,
-            causal=self.causal,
-            key_mask=key_mask,
-        )
-        out = attend(q, k, v, attention=self.attention, aligned=aligned, **inputs)  # [B, T, N, H]
+            q, k = self.scheme.rotate(params, q, k, positions, positions)
+            inputs.update(k_positions=positions)
+        inputs.update(scheme=self.scheme, params=params, causal=self.causal)
+        out = attend(q, k, v, attention=self.attention, aligned=not decode, **inputs)
         if self.sow_weights:
             weights = attention_weights(q, k, **inputs)  # [B, N, T, S]
             self.sow(nnx.Intermediate, "attention_weights", weights)
-        out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+        out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))  # [B, T, D]
         return self.dropout(out, deterministic=deterministic)
+
+    def _decode_inputs(self, q, k, v, inputs, params):
+        """Rotates the new q/k, writes k/v to the cache; attention inputs over the whole cache.
+
+        q: [B, T, N, H]; k, v: [B, T, K, H] -> q, cached k, v [B, S, K, H] and the
+        attention keyword arguments (positions, key mask and segment ids of the cache).
+        """
+        if self.cache is None:
+            raise ValueError("decode=True needs a KV cache: call init_cache(batch, max_length)")
+        b, t = q.shape[:2]
+        positions = inputs["q_positions"]
+        # Rotate the new keys with their own positions before caching, then attend
+        # over every cached key (dynamic methods see the cache's max position).
+        q, k = self.scheme.rotate(params, q, k, positions, positions)
+        new_mask = inputs["key_mask"]
+        new_mask = jnp.ones((b, t), bool) if new_mask is None else new_mask
+        segment_ids = inputs["segment_ids"]
+        segment_ids = self._last_segment(b, t) if segment_ids is None else segment_ids
+        k, v, k_positions, key_mask, kv_segment_ids = self._update_cache(
+            k, v, positions, new_mask, segment_ids
+        )
+        inputs = dict(
+            q_positions=positions,
+            k_positions=k_positions,
+            key_mask=key_mask,
+            segment_ids=segment_ids,
+            kv_segment_ids=kv_segment_ids,
+        )
+        return q, k, v, inputs

@@ -21,6 +21,7 @@ __all__ = [
     "TransformerLM",
     "generate",
     "positions_from_padding",
+    "positions_from_segments",
 ]
 
 NORMS = ("layernorm", "rmsnorm")
@@ -33,6 +34,39 @@ def positions_from_padding(padding_mask: jax.Array) -> jax.Array:
     row then gets positions 0, 1, ... on its real tokens, exactly as unpadded.
     """
     return jnp.maximum(jnp.cumsum(padding_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def positions_from_segments(
+    segment_ids: jax.Array, padding_mask: jax.Array | None = None
+) -> jax.Array:
+    """Positions that restart at 0 where the segment id changes (packed documents).
+
+    Each run of equal consecutive ids is one document; padding tokens (False in
+    ``padding_mask``) are not counted, as in `positions_from_padding`.
+
+    Example:
+        >>> positions_from_segments(jnp.array([[0, 0, 0, 0, 1, 1, 1]])).tolist()
+        [[0, 1, 2, 3, 0, 1, 2]]
+
+    Args:
+      segment_ids: [B, T] int.
+      padding_mask: [B, T] bool, True = real token; None: all real.
+
+    Returns:
+      [B, T] int32.
+    """
+    segment_ids = jnp.asarray(segment_ids)
+    real = jnp.ones(segment_ids.shape, jnp.int32)
+    if padding_mask is not None:
+        real = jnp.asarray(padding_mask).astype(jnp.int32)
+    count = jnp.cumsum(real, axis=-1)  # real tokens up to and including t
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[..., :1], bool), segment_ids[..., 1:] != segment_ids[..., :-1]],
+        axis=-1,
+    )  # [B, T]: a new document starts at t
+    # Real tokens before the start of t's document (count - real is nondecreasing).
+    before = jax.lax.cummax(jnp.where(starts, count - real, 0), axis=segment_ids.ndim - 1)
+    return jnp.maximum(count - before - 1, 0)
 
 
 def _norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
@@ -83,11 +117,21 @@ class TransformerBlock(nnx.Module):
         self.mlp_out = nnx.Linear(mlp_ratio * d_model, d_model, **kw)
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
-    def __call__(self, x, *, positions, padding_mask=None, decode=False, deterministic=True):
-        """x: [B, T, D] -> [B, T, D]."""
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        positions: jax.Array,
+        segment_ids: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
+        decode: bool = False,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """x: [B, T, D] -> [B, T, D]; keywords as in `MultiHeadAttention.__call__`."""
         x = x + self.attn(
             self.norm1(x),
             positions=positions,
+            segment_ids=segment_ids,
             padding_mask=padding_mask,
             decode=decode,
             deterministic=deterministic,
@@ -172,6 +216,7 @@ class _Transformer(nnx.Module):
         tokens: jax.Array,
         *,
         positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
         padding_mask: jax.Array | None = None,
         decode: bool = False,
         deterministic: bool = True,
@@ -180,9 +225,13 @@ class _Transformer(nnx.Module):
 
         Args:
           tokens: [B, T] int.
-          positions: [T] or [B, T]; default: from padding_mask (cumsum - 1) when
-            given, else 0..T-1. Pass them explicitly for KV-cache offsets or
-            randomized positions.
+          positions: [T] or [B, T]; default: restarting at each new segment id
+            (`positions_from_segments`) when ``segment_ids`` are given, else from
+            padding_mask (cumsum - 1) when given, else 0..T-1. Pass them explicitly
+            for KV-cache offsets or randomized positions.
+          segment_ids: [T] or [B, T] int, for packed sequences: a token attends only
+            to tokens with the same id (see `MultiHeadAttention.__call__`, also
+            for decoding).
           padding_mask: [B, T] bool, True = real token.
           decode: incremental decoding with the KV cache (see `init_cache`).
           deterministic: disable dropout.
@@ -191,14 +240,10 @@ class _Transformer(nnx.Module):
           [B, T, C] float32 logits (C = V for `TransformerLM`).
         """
         b, t = tokens.shape
+        if segment_ids is not None:
+            segment_ids = jnp.broadcast_to(jnp.asarray(segment_ids), (b, t))
         if positions is None:
-            if decode:
-                raise ValueError("decode=True needs explicit positions (the cache offset)")
-            positions = (
-                positions_from_padding(padding_mask)
-                if padding_mask is not None
-                else jnp.arange(t, dtype=jnp.int32)
-            )
+            positions = self._default_positions(t, segment_ids, padding_mask, decode=decode)
         positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
         x = self.embed(tokens)  # [B, T, D]
         x = self.scheme.embed(self.pos_params.get_value(), x, positions)
@@ -207,14 +252,30 @@ class _Transformer(nnx.Module):
             x = block(
                 x,
                 positions=positions,
+                segment_ids=segment_ids,
                 padding_mask=padding_mask,
                 decode=decode,
                 deterministic=deterministic,
             )
         return self.head(self.final_norm(x)).astype(jnp.float32)
 
+    @staticmethod
+    def _default_positions(t, segment_ids, padding_mask, *, decode: bool) -> jax.Array:
+        """[T] or [B, T] positions when the caller gives none (see `__call__`)."""
+        if decode:
+            raise ValueError("decode=True needs explicit positions (the cache offset)")
+        if segment_ids is not None:
+            return positions_from_segments(segment_ids, padding_mask)
+        if padding_mask is not None:
+            return positions_from_padding(padding_mask)
+        return jnp.arange(t, dtype=jnp.int32)
+
     def init_cache(self, batch_size: int, max_length: int, *, dtype=jnp.float32) -> None:
-        """Allocates KV caches of ``max_length`` slots in every layer."""
+        """Allocates KV caches of ``max_length`` slots in every layer.
+
+        Decoding more than ``max_length`` tokens in all is an error naming
+        ``max_length`` (see `MultiHeadAttention.__call__`).
+        """
         for block in self.blocks:
             block.attn.init_cache(batch_size, max_length, dtype=dtype)
 
@@ -278,25 +339,45 @@ def generate(
     *,
     max_new_tokens: int,
     prompt_mask: jax.Array | None = None,
+    max_length: int | None = None,
 ) -> jax.Array:
     """Greedy decoding with the KV cache.
+
+    Example:
+        >>> model = TransformerLM(16, num_layers=1, d_model=16, num_heads=2, rngs=nnx.Rngs(0))
+        >>> generate(model, jnp.array([[1, 2, 3]]), max_new_tokens=2).shape
+        (1, 5)
 
     Args:
       model: a TransformerLM.
       prompt: [B, T0] int tokens; left-pad rows of different lengths and pass
         ``prompt_mask`` ([B, T0] bool, True = real token).
       max_new_tokens: number of tokens to append.
+      max_length: KV-cache slots, at least T0 + max_new_tokens (the default). A
+        fixed value lets one compiled decoding step serve every prompt length.
 
     Returns:
       [B, T0 + max_new_tokens] tokens.
+
+    Raises:
+      ValueError: ``max_length`` is below T0 + max_new_tokens (checked before
+        any decoding), or ``max_new_tokens`` is negative.
     """
     if not model.causal:
         raise ValueError("generate needs a causal model (TransformerLM)")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
     b, t0 = prompt.shape
+    if max_length is None:
+        max_length = t0 + max_new_tokens
+    if max_length < t0 + max_new_tokens:
+        raise ValueError(
+            f"generate: max_length={max_length} KV-cache slots cannot hold the prompt "
+            f"({t0} tokens) and max_new_tokens={max_new_tokens}; pass max_length >= "
+            f"{t0 + max_new_tokens} or fewer max_new_tokens"
+        )
     mask = jnp.ones((b, t0), bool) if prompt_mask is None else prompt_mask.astype(bool)
-    model.init_cache(b, t0 + max_new_tokens)
+    model.init_cache(b, max_length)
     positions = positions_from_padding(mask)
     logits = _decode_step(model, prompt, positions, mask)
     next_pos = positions[:, -1:] + 1
