@@ -131,6 +131,45 @@ def test_language_model_records_perplexity_and_overrides(tmp_path):
     assert len({round(v, 6) for v in others}) == 4
 
 
+def test_packed_language_model_training_keeps_documents_apart(tmp_path):
+    """`packed: true`: the harness feeds segment ids, so each document's logits equal the
+    document run alone; the option trains end to end and refuses randomized positions."""
+    from flax import nnx
+
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import forward, pad_batch
+    from posenc_jax.nn import TransformerLM
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    for k in range(16):
+        (corpus / f"d{k:02d}.py").write_text(f"def f{k}(x):\n    return x * {k}\n" * (k % 3 + 2))
+    task = get_task("lm", corpus=corpus, valid_fraction=0.3, packed=True)
+    batch = task.sample_batch(np.random.default_rng(0), 4, 40)
+    model = TransformerLM(256, scheme="rope", num_layers=1, d_model=16, num_heads=2,
+                          rngs=nnx.Rngs(0))  # fmt: skip
+    logits = np.asarray(forward(model, pad_batch(batch, 48)))
+    b = int(np.argmax(batch.segment_ids.max(axis=1)))  # the row with the most documents
+    row, ids = batch.tokens[b], batch.segment_ids[b]
+    assert ids.max() >= 1
+    for doc in np.unique(ids):
+        alone = np.asarray(model(row[None, ids == doc]))[0]
+        np.testing.assert_allclose(logits[b, :40][ids == doc], alone, atol=2e-5)
+
+    cfg = dict(TINY, schemes=["alibi"], seeds=[0])
+    cfg["tasks"] = [{"name": "lm", "corpus": str(corpus), "valid_fraction": 0.3,
+                     "packed": True, "eval_lengths": [8, 16]}]  # fmt: skip
+    records = run(
+        _write(tmp_path, cfg), out_dir=tmp_path / "out", progress=False, verbose=False,
+        overrides=("train.length=8",),
+    )  # fmt: skip
+    assert {r["eval_length"] for r in records} == {8, 16}
+    assert all(np.isfinite(r["loss"]) for r in records)
+    with pytest.raises(ConfigError, match="packed.*train.randomized_positions"):
+        run(_write(tmp_path, cfg, "rand.yaml"), out_dir=tmp_path / "o2", progress=False,
+            overrides=("train.length=8", "train.randomized_positions=64"))  # fmt: skip
+
+
 def test_former_key_rope_scalings_is_read_with_a_notice(capsys):
     cfg = config_from_dict({"eval": {"rope_scalings": ["linear", "yarn"]}})
     assert cfg.eval.context_extensions == ("linear", "yarn")

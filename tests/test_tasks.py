@@ -844,6 +844,46 @@ def test_lm_eval_batches_are_consecutive(tmp_path):
     assert len(list(task.eval_batches(length, batch_size, num_batches=1))) == 1
 
 
+def _letter_corpus(folder, count=20):
+    """Files of one distinct letter each, so a document boundary is a change of letter."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = np.random.default_rng(5).integers(3, 40, size=count)
+    for k, n in enumerate(lengths):
+        (folder / f"f{k:02d}.txt").write_text(chr(ord("a") + k) * int(n))
+    return folder
+
+
+def _expected_packing(tokens, targets):
+    """Positions, segment ids and scored targets read off the letters (independent of lm.py)."""
+    pos, seg, scored = np.zeros_like(tokens), np.zeros_like(tokens), np.ones(tokens.shape, bool)
+    for b in range(tokens.shape[0]):
+        for i in range(tokens.shape[1]):
+            new = i > 0 and tokens[b, i] != tokens[b, i - 1]
+            pos[b, i] = 0 if i == 0 or new else pos[b, i - 1] + 1
+            seg[b, i] = 0 if i == 0 else seg[b, i - 1] + new
+            scored[b, i] = targets[b, i] == tokens[b, i]
+    return pos, seg, scored
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_lm_packed_rows_restart_positions_at_each_document(tmp_path, split):
+    task = get_task("lm", corpus=_letter_corpus(tmp_path), valid_fraction=0.3, packed=True)
+    assert task.split_by == "file" and task.valid_files
+    plain = get_task("lm", corpus=tmp_path, valid_fraction=0.3)
+    batches = [task.sample_batch(rng(3), 16, 24, split=split)]
+    batches += list(task.eval_batches(8, 2)) if split == "valid" else []
+    for batch in batches:
+        pos, seg, scored = _expected_packing(batch.tokens, batch.targets)
+        assert np.array_equal(batch.positions, pos)
+        assert np.array_equal(batch.segment_ids, seg)
+        assert np.array_equal(batch.loss_mask, scored)
+        assert seg.max() > 0  # the rows do cross documents
+    same = plain.sample_batch(rng(3), 16, 24, split=split)  # the same windows, unpacked
+    assert np.array_equal(same.tokens, batches[0].tokens) and same.segment_ids is None
+    with pytest.raises(ValueError, match="packed must be true or false"):
+        get_task("lm", corpus=tmp_path, packed="yes")
+
+
 def test_lm_single_file_splits_by_bytes_and_caps(tmp_path):
     path = tmp_path / "one.txt"
     text = ("lorem ipsum dolor sit amet " * 200).encode()

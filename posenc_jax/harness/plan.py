@@ -151,6 +151,11 @@ def _needed_positions(run: Run, cfg: ExperimentConfig) -> int:
     needed = max(task.sequence_length(n) for n in stage_lengths)
     if not tcfg.randomized_positions:
         return needed
+    if getattr(task, "packed", False):
+        raise ConfigError(
+            f"task {run.task_label} is packed (positions restart per document), so "
+            "train.randomized_positions cannot replace its positions; use one or the other"
+        )
     train_len = task.sequence_length(tcfg.length)
     if tcfg.randomized_positions < train_len:
         raise ConfigError(

@@ -104,9 +104,12 @@ def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[st
 
     Padding columns get position 0, so they never exceed a learned table or raise
     the current length seen by dynamic RoPE scaling; they are masked as keys and
-    unscored as queries, so they change no result.
+    unscored as queries, so they change no result. ``positions`` (randomized ones)
+    replace the batch's own; a packed batch keeps its per-document positions and adds
+    ``segment_ids`` (-1 on padding columns).
 
-    Returns a dict of numpy arrays: tokens, targets, loss_mask, padding_mask, positions.
+    Returns a dict of numpy arrays: tokens, targets, loss_mask, padding_mask, positions
+    (and segment_ids for a packed batch).
     """
     b, length = batch.tokens.shape
     if length > width:
@@ -120,10 +123,15 @@ def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[st
     out["padding_mask"] = np.zeros((b, width), bool)
     out["padding_mask"][:, :length] = True
     if positions is None:
+        positions = batch.positions
+    if positions is None:
         positions = np.broadcast_to(np.arange(length, dtype=np.int32), (b, length))
     pos = np.zeros((b, width), np.int32)
     pos[:, :length] = positions
     out["positions"] = pos
+    if batch.segment_ids is not None:
+        out["segment_ids"] = np.full((b, width), -1, np.int32)
+        out["segment_ids"][:, :length] = batch.segment_ids
     return out
 
 
@@ -163,6 +171,7 @@ def forward(model, batch, deterministic=True):
         batch["tokens"],
         positions=batch["positions"],
         padding_mask=batch["padding_mask"],
+        segment_ids=batch.get("segment_ids"),  # packed rows only
         deterministic=deterministic,
     )
 

@@ -254,7 +254,8 @@ class MultiHeadAttention(nnx.Module):
         b, t = q.shape[:2]
         positions = inputs["q_positions"]
         # Rotate the new keys with their own positions before caching, then attend
-        # over every cached key (dynamic methods see the cache's max position).
+        # over every cached key. Dynamic NTK / LongRoPE see only the new tokens' positions
+        # (length = latest position + 1), as in Hugging Face; cached keys keep theirs.
         q, k = self.scheme.rotate(params, q, k, positions, positions)
         new_mask = inputs["key_mask"]
         new_mask = jnp.ones((b, t), bool) if new_mask is None else new_mask

@@ -43,11 +43,17 @@ class Batch:
       tokens: ``[B, L]`` int32 model input ids.
       targets: ``[B, L]`` int32 target id at each position (0 where unscored).
       loss_mask: ``[B, L]`` bool, True where the position is scored (loss and accuracy).
+      positions: ``[B, L]`` int32 positions, or None for ``0 .. L-1`` (packed rows restart
+        them at each document).
+      segment_ids: ``[B, L]`` int32 document ids of a packed row (equal ids attend to each
+        other), or None when a row is one sequence.
     """
 
     tokens: np.ndarray
     targets: np.ndarray
     loss_mask: np.ndarray
+    positions: np.ndarray | None = None
+    segment_ids: np.ndarray | None = None
 
 
 def check_int(name: str, value: object, *, minimum: int) -> int:

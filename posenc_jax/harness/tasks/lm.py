@@ -14,6 +14,7 @@ of a model trained at one length and evaluated, non-overlapping, at longer ones.
 """
 
 import codecs
+import dataclasses
 import hashlib
 import os
 import sysconfig
@@ -85,6 +86,11 @@ class LanguageModelling(Task):
       max_bytes: cap on the bytes read (default 4 MB; the standard library loads in well under a
         second).
       valid_fraction: expected fraction of the corpus held out for validation.
+      packed: False: a window is one sequence (positions ``0 .. L-1``, attention across the
+        files it spans). True: rows are packed, as language models are trained: each file
+        of the corpus is a document, positions restart at each document inside a row,
+        ``segment_ids`` keep attention within a document, and the byte that starts the
+        next document is not a target. Evaluation windows are packed the same way.
 
     Raises:
       ValueError: naming ``corpus`` and the path when it does not exist or holds no UTF-8 text.
@@ -104,7 +110,11 @@ class LanguageModelling(Task):
         corpus: str | os.PathLike[str] | None = None,
         max_bytes: int = 4_000_000,
         valid_fraction: float = 0.05,
+        packed: bool = False,
     ) -> None:
+        if not isinstance(packed, bool):
+            raise ValueError(f"packed must be true or false; got packed={packed!r}")
+        self.packed = packed
         self.max_bytes = check_int("max_bytes", max_bytes, minimum=2)
         if not isinstance(valid_fraction, int | float) or not 0.0 < valid_fraction < 1.0:
             raise ValueError(
@@ -143,18 +153,25 @@ class LanguageModelling(Task):
             self.split_by = "file"
             train = b"".join(train_parts)
             valid = b"".join(valid_parts)
+            train_starts, valid_starts = _starts(train_parts), _starts(valid_parts)
         else:
             self.split_by = "bytes"
-            everything = b"".join(train_parts + valid_parts)
+            parts = train_parts + valid_parts
+            everything = b"".join(parts)
             cut = len(everything) - max(1, round(len(everything) * self.valid_fraction))
             train, valid = everything[:cut], everything[cut:]
             train_files = valid_files = sorted(train_files + valid_files)
+            starts = _starts(parts)
+            train_starts = starts[starts < cut]
+            valid_starts = np.concatenate([[0], starts[starts > cut] - cut])
         self.train_files = tuple(train_files)
         self.valid_files = tuple(valid_files)
         self._data = {
             "train": np.frombuffer(train, dtype=np.uint8),
             "valid": np.frombuffer(valid, dtype=np.uint8),
         }
+        # Where each document (file) begins in a split's bytes; packed rows restart there.
+        self._doc_starts = {"train": train_starts, "valid": valid_starts}
 
     @property
     def vocab_size(self) -> int:
@@ -192,7 +209,13 @@ class LanguageModelling(Task):
         length = self.check_length(length)
         data = self._check_window(split, length)
         starts = rng.integers(0, len(data) - length, size=batch_size)  # s + length < len(data)
-        return _windows(data, starts, length)
+        return self._batch(split, starts, length)
+
+    def _batch(self, split: str, starts: np.ndarray, length: int) -> Batch:
+        batch = _windows(self.data(split), starts, length)
+        if not self.packed:
+            return batch
+        return _packed(batch, self._doc_starts[split], starts)
 
     def num_eval_windows(self, length: int) -> int:
         """Number of non-overlapping validation windows of ``length`` bytes."""
@@ -222,7 +245,7 @@ class LanguageModelling(Task):
         count = available if num_batches is None else min(num_batches, available)
         for i in range(count):
             starts = (i * batch_size + np.arange(batch_size)) * length
-            yield _windows(data, starts, length)
+            yield self._batch("valid", starts, length)
 
 
 def _windows(data: np.ndarray, starts: np.ndarray, length: int) -> Batch:
@@ -233,4 +256,32 @@ def _windows(data: np.ndarray, starts: np.ndarray, length: int) -> Batch:
         tokens=np.ascontiguousarray(chunk[:, :-1]),
         targets=np.ascontiguousarray(chunk[:, 1:]),
         loss_mask=np.ones((len(starts), length), dtype=bool),
+    )
+
+
+def _starts(parts: list[bytes]) -> np.ndarray:
+    """Offsets where each part begins in their concatenation: ``[len(parts)]`` int64."""
+    return np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
+
+
+def _packed(batch: Batch, doc_starts: np.ndarray, starts: np.ndarray) -> Batch:
+    """Marks the documents inside each window of a packed batch.
+
+    Token ``i`` of the window starting at ``s`` is byte ``g = s + i``; its document is
+    the last one starting at or before ``g``. Positions count from the later of the
+    document's start and the window's start (a document cut by the window edge restarts
+    at 0, as a row of a packed corpus does), segment ids number the documents of the
+    row from 0, and a token whose target is the first byte of the next document is not
+    scored (nothing in its own document predicts it).
+    """
+    length = batch.tokens.shape[1]
+    g = starts[:, None] + np.arange(length)  # [B, L] byte index of each token
+    doc = np.searchsorted(doc_starts, g, side="right") - 1  # [B, L]
+    begin = np.maximum(doc_starts[doc], starts[:, None])
+    next_is_new = np.isin(g + 1, doc_starts)
+    return dataclasses.replace(
+        batch,
+        positions=(g - begin).astype(np.int32),
+        segment_ids=(doc - doc[:, :1]).astype(np.int32),
+        loss_mask=batch.loss_mask & ~next_is_new,
     )
