@@ -165,7 +165,7 @@ def test_packed_language_model_training_keeps_documents_apart(tmp_path):
     )  # fmt: skip
     assert {r["eval_length"] for r in records} == {8, 16}
     assert all(np.isfinite(r["loss"]) for r in records)
-    with pytest.raises(ConfigError, match="packed.*train.randomized_positions"):
+    with pytest.raises(ConfigError, match=r"packed.*train\.randomized_positions"):
         run(_write(tmp_path, cfg, "rand.yaml"), out_dir=tmp_path / "o2", progress=False,
             overrides=("train.length=8", "train.randomized_positions=64"))  # fmt: skip
 
