@@ -170,6 +170,57 @@ def test_packed_language_model_training_keeps_documents_apart(tmp_path):
             overrides=("train.length=8", "train.randomized_positions=64"))  # fmt: skip
 
 
+def test_exact_match_is_the_exact_match_of_greedy_generation():
+    """A decoder task's headline: teacher-forced argmax right on every answer slot is exactly
+    greedy decoding reproducing the answer. The answers here are the model's own greedy
+    continuations (a plain loop of full forwards), half of them with one token changed."""
+    import dataclasses
+
+    from flax import nnx
+
+    from posenc_jax.harness.tasks import BOS, get_task
+    from posenc_jax.harness.tasks.base import decoder_batch
+    from posenc_jax.harness.train import forward, masked_metrics, pad_batch
+    from posenc_jax.nn import TransformerLM
+
+    task = get_task("copy", num_symbols=5)
+    model = TransformerLM(task.vocab_size, scheme="rope", num_layers=1, d_model=16,
+                          num_heads=2, rngs=nnx.Rngs(3))  # fmt: skip
+    rng = np.random.default_rng(0)
+    prompts = task.sample_prompts(rng, 8, 4)
+    seq = np.concatenate([np.full((8, 1), BOS), prompts], axis=1)
+    for _ in range(task.output_length(4) + 1):  # the answer and the end slot
+        nxt = np.asarray(model(seq)).argmax(-1)[:, -1:]
+        seq = np.concatenate([seq, nxt], axis=1)
+    greedy = seq[:, prompts.shape[1] + 1 :]  # [B, A + 1]
+    wrong = np.arange(8) % 2 == 1
+    answers = greedy.copy()
+    slot = rng.integers(0, answers.shape[1], size=8)
+    answers[wrong, slot[wrong]] = (answers[wrong, slot[wrong]] + 1) % task.vocab_size
+    batch = decoder_batch(prompts, answers[:, :-1])
+    targets = batch.targets.copy()
+    targets[:, -1] = answers[:, -1]  # the end slot holds the model's own last greedy token
+    batch = dataclasses.replace(batch, targets=targets)
+    padded = pad_batch(batch, batch.tokens.shape[1] + 3)
+    logits = forward(model, padded)
+    per_row = [
+        float(masked_metrics(logits[i : i + 1], padded["targets"][i : i + 1],
+                             padded["loss_mask"][i : i + 1])["seq_correct"])
+        for i in range(8)
+    ]  # fmt: skip
+    assert per_row == [0.0 if w else 1.0 for w in wrong]
+
+
+def test_decoder_tables_show_exact_match_and_chance(tiny_run):
+    _, out, printed = tiny_run
+    assert "### copy — exact match % of the whole answer (= greedy generation)" in printed
+    assert "| *chance* |" in printed
+    records = read_records(out / "results.jsonl")
+    assert all(r["metric"] == "exact_match" for r in records)
+    assert all(r["exact_match"] == r["sequence_accuracy"] for r in records)
+    assert all(0.0 < r["chance_accuracy"] < 1.0 for r in records)
+
+
 def test_former_key_rope_scalings_is_read_with_a_notice(capsys):
     cfg = config_from_dict({"eval": {"rope_scalings": ["linear", "yarn"]}})
     assert cfg.eval.context_extensions == ("linear", "yarn")

@@ -79,8 +79,22 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
+UNITS = {
+    "perplexity": "perplexity (lower is better)",
+    "exact_match": "exact match % of the whole answer (= greedy generation)",
+    "accuracy": "accuracy %",
+}
+
+
 def metric_of(task_records: Iterable[dict[str, Any]]) -> str:
-    """The headline metric of a task: perplexity when recorded, else accuracy."""
+    """The headline metric of a task: the one its records name (the task's ``headline``).
+
+    Records written before tasks named it: perplexity when recorded, else accuracy.
+    """
+    task_records = list(task_records)
+    named = {r["metric"] for r in task_records if "metric" in r}
+    if named:
+        return named.pop() if len(named) == 1 else "accuracy"
     return "perplexity" if any("perplexity" in r for r in task_records) else "accuracy"
 
 
@@ -100,7 +114,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "eval_length": length,
             "seeds": len(rs),
         }
-        for metric in ("accuracy", "sequence_accuracy", "loss", "perplexity"):
+        for metric in ("accuracy", "sequence_accuracy", "exact_match", "loss", "perplexity"):
             if metric in rs[0]:
                 row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r[metric] for r in rs])
         rows.append(row)
@@ -132,8 +146,11 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
     """One table per task: schemes x eval lengths, mean ± std over seeds.
 
     Two more columns average the lengths within the training length ("in-dist.")
-    and beyond it ("beyond"). Accuracy is in percent; language modelling shows
-    perplexity. Diverged runs are listed under the tables.
+    and beyond it ("beyond"). Each task shows its headline metric (`metric_of`):
+    token accuracy in percent (encoder tasks), exact match of the whole answer in
+    percent (decoder tasks), perplexity (language modelling); a last row gives the
+    chance level, the input-blind best guess on the same evaluation data. Diverged
+    runs are listed under the tables.
     """
     out = []
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -147,8 +164,7 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
         lengths = sorted({r["eval_length"] for r in ok})
         train_length = ok[0]["train_length"]
         schemes = list(dict.fromkeys(r["scheme"] for r in ok))
-        unit = "perplexity (lower is better)" if metric == "perplexity" else "accuracy %"
-        out.append(f"### {task} — {unit}, trained at length {train_length}\n")
+        out.append(f"### {task} — {UNITS[metric]}, trained at length {train_length}\n")
         header = ["scheme", *[str(n) for n in lengths], "in-dist.", "beyond"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
@@ -167,6 +183,7 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
                 means = [sum(v) / len(v) for v in per_seed.values()]
                 cells.append(_fmt(*_mean_std(means), metric))
             out.append("| " + " | ".join(cells) + " |")
+        out.append(_chance_row(ok, metric, lengths, len(header)))
         out.append("")
     diverged = [r for r in records if r.get("status") == "diverged"]
     if diverged:
@@ -182,6 +199,19 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
                 )
         out.append("")
     return "\n".join(out)
+
+
+def _chance_row(records: list[dict[str, Any]], metric: str, lengths: list[int], width: int) -> str:
+    """The input-blind best guess at each length (the same data for every scheme), or ""."""
+    key = f"chance_{metric}"
+    if not any(key in r for r in records):
+        return ""
+    cells = ["*chance*"]
+    for n in lengths:
+        vals = [r[key] for r in records if r["eval_length"] == n and key in r]
+        cells.append(f"*{100 * vals[0]:.1f}*" if vals else "—")
+    cells += [""] * (width - len(cells))
+    return "| " + " | ".join(cells) + " |"
 
 
 def _git_commit() -> str | None:

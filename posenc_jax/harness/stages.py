@@ -222,7 +222,7 @@ def records_for(
 ) -> list[dict]:
     """One record per (seed, eval length); diverged seeds get one 'diverged' record."""
     out = []
-    is_lm = getattr(run.task, "name", "") == "lm"
+    headline = run.task.headline
     base = {"scheme": scheme_label, "task": run.task_label, "train_length": run.train.length}
     for i, seed in enumerate(seeds):
         if int(seed) in diverged:
@@ -245,8 +245,16 @@ def records_for(
                 "sequence_accuracy": float(m["sequence_accuracy"][i]),
                 "loss": float(m["loss"][i]),
                 "status": "ok",
+                "metric": headline,
             }
-            if is_lm:
+            if headline == "perplexity":
                 r["perplexity"] = float(m["perplexity"][i])
+            else:
+                # Every answer token (and a decoder's end token) right under argmax; for a
+                # decoder this is greedy generation's exact match (each step sees the right
+                # prefix, teacher-forced or generated alike).
+                r["exact_match"] = r["sequence_accuracy"]
+                r["chance_accuracy"] = float(m["chance_accuracy"])
+                r["chance_exact_match"] = float(m["chance_exact_match"])
             out.append(r)
     return out

@@ -19,9 +19,10 @@ __all__ = ["figure_length_plot", "plot_results"]
 def figure_length_plot(records: Sequence[dict[str, Any]], *, title: str = "") -> Figure:
     """One task's records: the metric against evaluation length, one line per scheme.
 
-    x: evaluation length (log scale), y: accuracy or perplexity (log scale), the
-    training length marked by a dashed line; each scheme a line at the seed mean
-    with a band from the seed minimum to maximum.
+    x: evaluation length (log scale), y: the task's headline metric (accuracy, exact
+    match, or perplexity on a log scale), the training length marked by a dashed line
+    and the chance level (input-blind best guess) by a dotted one; each scheme a line
+    at the seed mean with a band from the seed minimum to maximum.
     """
     metric = metric_of(records)
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -44,6 +45,10 @@ def figure_length_plot(records: Sequence[dict[str, Any]], *, title: str = "") ->
     ax.axvline(
         records[0]["train_length"], color="gray", linestyle="--", linewidth=1, label="train length"
     )
+    chance = {r["eval_length"]: r[f"chance_{metric}"] for r in records if f"chance_{metric}" in r}
+    if chance:
+        xs = sorted(chance)
+        ax.plot(xs, [chance[n] for n in xs], color="black", linestyle=":", label="chance")
     ax.set_xscale("log")
     if metric == "perplexity":
         ax.set_yscale("log")

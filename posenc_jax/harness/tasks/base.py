@@ -90,10 +90,16 @@ class Task:
         tasks (bidirectional attention, answers read at placeholder positions).
       train_lengths: ``(min, max)`` inclusive range of task lengths used for training.
       eval_lengths: task lengths used for length-generalisation evaluation.
+      headline: the metric that results.md and the plots show: ``"accuracy"`` (token
+        accuracy of the answer, encoder tasks), ``"exact_match"`` (decoder tasks: the whole
+        answer and its end token right; with argmax decoding this is exactly the greedy
+        generation's exact match, since each step then sees the right prefix) or
+        ``"perplexity"`` (language modelling).
     """
 
     name: str = ""
     causal: bool = False
+    headline: str = "accuracy"
     train_lengths: tuple[int, int] = (1, 40)
     eval_lengths: tuple[int, ...] = tuple(range(41, 501))
 
@@ -219,6 +225,7 @@ class DecoderTask(AlgorithmicTask):
     """
 
     causal = True
+    headline = "exact_match"
     train_lengths = (1, 20)
     eval_lengths = tuple(range(21, 41))
 

@@ -100,6 +100,7 @@ class LanguageModelling(Task):
 
     name = "lm"
     causal = True
+    headline = "perplexity"
     train_lengths = (256, 256)
     eval_lengths = (256, 512, 1024, 2048)
     SPLITS = ("train", "valid")
