@@ -221,6 +221,53 @@ def test_decoder_tables_show_exact_match_and_chance(tiny_run):
     assert all(0.0 < r["chance_accuracy"] < 1.0 for r in records)
 
 
+def test_evaluation_lengths_take_inclusive_ranges():
+    from posenc_jax.harness.config import expand_lengths
+    from posenc_jax.harness.plan import plan
+
+    got = expand_lengths([12, {"from": 41, "to": 44}, {"from": 50, "to": 60, "step": 5}, 12], "k")
+    assert got == (12, 41, 42, 43, 44, 50, 55, 60)
+    assert expand_lengths({"from": 41, "to": 500}, "k") == tuple(range(41, 501))
+    for bad, message in [
+        ([0], r"k\[0\] must be an integer >= 1"),
+        ([{"from": 5, "to": 3}], r"k\[0\]: a range needs 1 <= from <= to"),
+        ([{"from": 1, "upto": 3}], r"k\[0\] must be a length or a range \{from: A"),
+        ([], "k must list at least one length"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            expand_lengths(bad, "k")
+    cfg = config_from_dict(
+        {**TINY, "eval": {"lengths": [4, {"from": 6, "to": 8}]},
+         "tasks": [{"name": "copy", "num_symbols": 5},
+                   {"name": "copy", "label": "wide",
+                    "eval_lengths": {"from": 9, "to": 20, "step": 4}}]}
+    )  # fmt: skip
+    assert cfg.eval.lengths == (4, 6, 7, 8)
+    runs = plan(cfg)
+    assert {r.task_label: r.eval_lengths for r in runs} == {
+        "copy": (4, 6, 7, 8),
+        "wide": (9, 13, 17),
+    }
+    with pytest.raises(ConfigError, match=r"eval.lengths\[1\]"):
+        config_from_dict({"eval": {"lengths": [4, "x"]}})
+
+
+def test_tables_with_many_lengths_show_a_few_columns_and_average_all():
+    from posenc_jax.harness.results import markdown_table
+
+    records = [
+        {"scheme": "s", "task": "t", "train_length": 40, "seed": 0, "eval_length": n,
+         "accuracy": 1.0 if n <= 40 else 0.5, "metric": "accuracy", "status": "ok"}
+        for n in range(1, 101)
+    ]  # fmt: skip
+    table = markdown_table(records)
+    assert "100 evaluation lengths (1..100); 8 shown" in table
+    header = next(line for line in table.splitlines() if line.startswith("| scheme"))
+    assert header == "| scheme | 1 | 15 | 29 | 43 | 58 | 72 | 86 | 100 | in-dist. | beyond |"
+    row = next(line for line in table.splitlines() if line.startswith("| s |"))
+    assert row.endswith("| 100.0 ± 0.0 | 50.0 ± 0.0 |")
+
+
 def test_former_key_rope_scalings_is_read_with_a_notice(capsys):
     cfg = config_from_dict({"eval": {"rope_scalings": ["linear", "yarn"]}})
     assert cfg.eval.context_extensions == ("linear", "yarn")
@@ -281,7 +328,7 @@ BAD_CONFIGS = [
     ({"train": {"steps": 0}}, "train.steps must be > 0"),
     ({"train": {"length": -3}}, "train.length must be > 0"),
     ({"train": {"steps": "many"}}, "train.steps must be int"),
-    ({"eval": {"lengths": [4, 0]}}, "eval.lengths[1] must be > 0"),
+    ({"eval": {"lengths": [4, 0]}}, "eval.lengths[1] must be an integer >= 1 or a range; got 0"),
     ({"eval": {"context_extensions": ["magic"]}}, "eval.context_extensions[0] must be one of"),
     (
         {"eval": {"rope_scalings": ["yarn"], "context_extensions": ["yarn"]}},

@@ -28,6 +28,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "expand_lengths",
     "load_config",
 ]
 
@@ -72,7 +73,8 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation at each length of ``lengths`` (task lengths, as in the papers)."""
+    """Evaluation at each length of ``lengths`` (task lengths, as in the papers; items may
+    be ranges ``{from: 41, to: 500, step: 1}``, see `expand_lengths`)."""
 
     lengths: tuple[int, ...] = (40, 80, 160, 320)
     batch_size: int = 64
@@ -265,11 +267,52 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Expe
     """
     try:
         data = _renamed_keys(data)
+        body = data.get("eval")
+        if isinstance(body, Mapping) and "lengths" in body:
+            data = {
+                **data,
+                "eval": {**body, "lengths": expand_lengths(body["lengths"], "eval.lengths")},
+            }
         cfg = build_section(ExperimentConfig, data, "")
         validate(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+def expand_lengths(value: Any, key: str) -> tuple[int, ...]:
+    """Evaluation lengths from a list whose items are lengths or inclusive ranges.
+
+    ``[12, 24, {from: 41, to: 500}]`` or ``{from: 41, to: 500, step: 1}``: a range holds
+    every ``step``-th length from ``from`` to ``to`` inclusive (Deletang et al. evaluate
+    every length 41..500). Order is kept; repeats are dropped.
+
+    Raises:
+      ConfigError: naming ``key`` for anything but positive integers and such ranges.
+    """
+    items = [value] if isinstance(value, Mapping) or not isinstance(value, list | tuple) else value
+    out: list[int] = []
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]" if items is value else key
+        if isinstance(item, Mapping):
+            unknown = set(item) - {"from", "to", "step"}
+            bounds = [item.get(k) for k in ("from", "to")] + [item.get("step", 1)]
+            if unknown or any(isinstance(b, bool) or not isinstance(b, int) for b in bounds):
+                raise ConfigError(
+                    f"{where} must be a length or a range {{from: A, to: B, step: S}} of "
+                    f"integers (step optional); got {dict(item)!r}"
+                )
+            start, stop, step = bounds
+            if start < 1 or stop < start or step < 1:
+                raise ConfigError(f"{where}: a range needs 1 <= from <= to and step >= 1")
+            out += range(start, stop + 1, step)
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+            out.append(item)
+        else:
+            raise ConfigError(f"{where} must be an integer >= 1 or a range; got {item!r}")
+    if not out:
+        raise ConfigError(f"{key} must list at least one length")
+    return tuple(dict.fromkeys(out))
 
 
 RENAMED_KEYS: dict[tuple[str, str], str] = {("eval", "rope_scalings"): "context_extensions"}

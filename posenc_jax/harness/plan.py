@@ -19,6 +19,7 @@ from posenc_jax.harness.config import (
     ExperimentConfig,
     TrainConfig,
     build_section,
+    expand_lengths,
     validate,
 )
 from posenc_jax.harness.sharding import choose_mesh_shape
@@ -104,15 +105,9 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
         except (ValueError, TypeError) as e:
             raise ConfigError(f"tasks[{i}]: {e}") from None
         tcfg = _task_train_config(cfg, spec, i)
-        lengths = spec.get("eval_lengths", list(cfg.eval.lengths))
-        if (
-            not isinstance(lengths, list | tuple)
-            or not lengths
-            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths)
-        ):
-            raise ConfigError(
-                f"tasks[{i}].eval_lengths must be a list of integers >= 1; got {lengths!r}"
-            )
+        lengths = expand_lengths(
+            spec.get("eval_lengths", cfg.eval.lengths), f"tasks[{i}].eval_lengths"
+        )
         label = str(spec.get("label", spec["name"]))
         try:
             for n in (tcfg.min_length, tcfg.length, *lengths):

@@ -161,10 +161,16 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
         if not ok:
             continue
         metric = metric_of(ok)
-        lengths = sorted({r["eval_length"] for r in ok})
+        every = sorted({r["eval_length"] for r in ok})
+        lengths = shown_lengths(every)
         train_length = ok[0]["train_length"]
         schemes = list(dict.fromkeys(r["scheme"] for r in ok))
         out.append(f"### {task} — {UNITS[metric]}, trained at length {train_length}\n")
+        if len(lengths) < len(every):
+            out.append(
+                f"{len(every)} evaluation lengths ({every[0]}..{every[-1]}); {len(lengths)} "
+                "shown, the last two columns average all of them.\n"
+            )
         header = ["scheme", *[str(n) for n in lengths], "in-dist.", "beyond"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
@@ -199,6 +205,16 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
                 )
         out.append("")
     return "\n".join(out)
+
+
+def shown_lengths(lengths: Sequence[int], limit: int = 8) -> list[int]:
+    """At most ``limit`` of ``lengths`` (sorted) for a table's columns: all of them when few,
+    else evenly spaced ones with the first and the last."""
+    lengths = sorted(lengths)
+    if len(lengths) <= limit:
+        return lengths
+    picks = {round(i * (len(lengths) - 1) / (limit - 1)) for i in range(limit)}
+    return [lengths[i] for i in sorted(picks)]
 
 
 def _chance_row(records: list[dict[str, Any]], metric: str, lengths: list[int], width: int) -> str:
