@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import yaml
@@ -266,6 +267,43 @@ def test_tables_with_many_lengths_show_a_few_columns_and_average_all():
     assert header == "| scheme | 1 | 15 | 29 | 43 | 58 | 72 | 86 | 100 | in-dist. | beyond |"
     row = next(line for line in table.splitlines() if line.startswith("| s |"))
     assert row.endswith("| 100.0 ± 0.0 | 50.0 ± 0.0 |")
+
+
+def test_the_training_loss_covers_every_slot_when_the_task_says_so():
+    """stack_manipulation with loss=all_slots: the train step's loss is the mean cross-entropy
+    over every output slot (the reference's), not over the answer only."""
+    import optax
+    from flax import nnx
+
+    from posenc_jax.harness.config import EvalConfig, ModelConfig
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import (
+        build_model_fn,
+        forward,
+        init_state,
+        make_train_step,
+        pad_batch,
+    )  # fmt: skip
+    from posenc_jax.schemes import make_scheme
+
+    task = get_task("stack_manipulation", loss="all_slots")
+    make = build_model_fn(task, make_scheme("alibi"), ModelConfig(1, 16, 2), EvalConfig())
+    tx = optax.sgd(0.0)
+    graphdef, state = init_state(make, [0], tx)
+    batch = pad_batch(task.sample_batch(np.random.default_rng(1), 8, 6), 16)
+    params = jax.tree.map(lambda x: x[0], state.params)
+    rest = jax.tree.map(lambda x: x[0], state.rest)
+    logits = np.asarray(forward(nnx.merge(graphdef, params, rest), batch), np.float64)
+    stacked = {k: v[None] for k, v in batch.items()}  # the step donates the state's buffers
+    *_, metrics = make_train_step(graphdef, tx)(state.params, state.rest, state.opt_state, stacked)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -np.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
+    for mask, name in [(batch["train_mask"], "all slots"), (batch["loss_mask"], "answer")]:
+        expected = ce[mask].mean()
+        if name == "all slots":
+            assert float(metrics["loss"][0]) == pytest.approx(expected, rel=1e-4)
+        else:
+            assert float(metrics["loss"][0]) != pytest.approx(expected, rel=1e-3)
 
 
 def test_former_key_rope_scalings_is_read_with_a_notice(capsys):

@@ -844,6 +844,30 @@ def test_lm_eval_batches_are_consecutive(tmp_path):
     assert len(list(task.eval_batches(length, batch_size, num_batches=1))) == 1
 
 
+@pytest.mark.parametrize("name", ["stack_manipulation", "binary_addition", "binary_multiplication"])
+def test_variable_length_outputs_can_train_on_every_slot_as_the_reference(name):
+    """loss="all_slots": the reference's targets (answer, terminator, then class 0, i.e. the
+    symbol "0") on every output slot for the loss; accuracy still stops at <eos>."""
+    plain = get_task(name)
+    task = get_task(name, loss="all_slots")
+    a, b = plain.sample_batch(rng(4), 32, 9), task.sample_batch(rng(4), 32, 9)
+    assert a.train_mask is None and np.array_equal(a.tokens, b.tokens)
+    assert np.array_equal(a.loss_mask, b.loss_mask)
+    num_out = task.output_length(9)
+    width = b.tokens.shape[1]
+    outputs = np.broadcast_to(np.arange(width) >= width - num_out, b.tokens.shape)
+    assert np.array_equal(b.train_mask, outputs)
+    zero = task.token_id("0")
+    for row in range(32):
+        out = b.targets[row, -num_out:]
+        end = int(np.flatnonzero(out == EOS)[0])
+        assert np.array_equal(out[:end], a.targets[row, -num_out:][:end])  # the answer
+        assert np.all(out[end + 1 :] == zero)  # padding slots: class 0 of the reference
+    assert (b.targets != a.targets).any()  # some rows are shorter than the output
+    with pytest.raises(ValueError, match=r"loss='mean'.*\['answer', 'all_slots'\]"):
+        get_task(name, loss="mean")
+
+
 def _letter_corpus(folder, count=20):
     """Files of one distinct letter each, so a document boundary is a change of letter."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -129,6 +129,9 @@ def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[st
     pos = np.zeros((b, width), np.int32)
     pos[:, :length] = positions
     out["positions"] = pos
+    if batch.train_mask is not None:
+        out["train_mask"] = np.zeros((b, width), bool)
+        out["train_mask"][:, :length] = batch.train_mask
     if batch.segment_ids is not None:
         out["segment_ids"] = np.full((b, width), -1, np.int32)
         out["segment_ids"][:, :length] = batch.segment_ids
@@ -197,7 +200,10 @@ def make_train_step(graphdef, tx):
         def loss_fn(p):
             model = nnx.merge(graphdef, p, rest)
             logits = forward(model, batch, deterministic=False)
-            m = masked_metrics(logits, batch["targets"], batch["loss_mask"])
+            # The training loss covers train_mask where a task sets one (padding slots too).
+            m = masked_metrics(
+                logits, batch["targets"], batch.get("train_mask", batch["loss_mask"])
+            )
             new_rest = nnx.state(model, nnx.Not(nnx.Param))
             return m["loss_sum"] / jnp.maximum(m["tokens"], 1.0), (m, new_rest)
 

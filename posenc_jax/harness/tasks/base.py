@@ -47,6 +47,8 @@ class Batch:
         them at each document).
       segment_ids: ``[B, L]`` int32 document ids of a packed row (equal ids attend to each
         other), or None when a row is one sequence.
+      train_mask: ``[B, L]`` bool, the positions of the training loss when they differ from
+        ``loss_mask`` (a reference that trains on padding slots too), else None.
     """
 
     tokens: np.ndarray
@@ -54,6 +56,7 @@ class Batch:
     loss_mask: np.ndarray
     positions: np.ndarray | None = None
     segment_ids: np.ndarray | None = None
+    train_mask: np.ndarray | None = None
 
 
 def check_int(name: str, value: object, *, minimum: int) -> int:

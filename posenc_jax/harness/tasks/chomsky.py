@@ -18,12 +18,13 @@ arXiv 2207.02098); Ruoss et al. 2023, "Randomized Positional Encodings Boost Len
 Generalization of Transformers" (ACL, arXiv 2305.16843).
 """
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from posenc_jax.harness.tasks.base import EOS, NUM_SPECIAL, EncoderTask, check_int
+from posenc_jax.harness.tasks.base import EOS, NUM_SPECIAL, Batch, EncoderTask, check_int
 
 _BITS = ("0", "1")
 
@@ -249,7 +250,39 @@ class ModularArithmetic(EncoderTask):
 # Deterministic context-free tasks.
 
 
-class StackManipulation(EncoderTask):
+class _VariableLengthOutput(EncoderTask):
+    """An answer of varying length: the answer, ``<eos>``, then padding slots.
+
+    ``loss="answer"`` trains on the answer and its ``<eos>`` (the slots that accuracy
+    scores). ``loss="all_slots"`` trains, as the reference code does, on every output slot:
+    the padding slots target the symbol ``"0"`` (the reference pads targets with class 0,
+    which is also its bit 0) and the loss averages over all of them; accuracy still stops
+    at ``<eos>``. Reference: google-deepmind/neural_networks_chomsky_hierarchy,
+    tasks/dcf/stack_manipulation.py (``result += [0] * (length + 1 - len(result))``),
+    tasks/cs/binary_addition.py and binary_multiplication.py (``res + [2] + [0] * ...``),
+    and the loss ``jnp.mean(jnp.sum(task.pointwise_loss_fn(output, target), axis=-1))`` of
+    experiments/example.py: a mean over batch x every output slot.
+    """
+
+    LOSSES = ("answer", "all_slots")
+
+    def __init__(self, *, loss: str = "answer") -> None:
+        if loss not in self.LOSSES:
+            raise ValueError(f"unknown loss={loss!r}; valid choices: {list(self.LOSSES)}")
+        self.loss = loss
+
+    def sample_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        batch = super().sample_batch(rng, batch_size, length)
+        if self.loss == "answer":
+            return batch
+        outputs = np.zeros(batch.tokens.shape, dtype=bool)
+        outputs[:, -self.output_length(self.check_length(length)) :] = True
+        padding = outputs & ~batch.loss_mask
+        targets = np.where(padding, self.token_id("0"), batch.targets).astype(np.int32)
+        return dataclasses.replace(batch, targets=targets, train_mask=outputs)
+
+
+class StackManipulation(_VariableLengthOutput):
     """Run stack actions on an initial stack and output the final stack, top first.
 
     Symbols: ``"0"``, ``"1"``, ``"POP"``, ``"PUSH0"``, ``"PUSH1"``. Input: the initial stack
@@ -267,7 +300,8 @@ class StackManipulation(EncoderTask):
 
     name = "stack_manipulation"
 
-    def __init__(self) -> None:
+    def __init__(self, *, loss: str = "answer") -> None:
+        super().__init__(loss=loss)
         self.symbols = ("0", "1", "POP", "PUSH0", "PUSH1")
 
     def output_length(self, length: int) -> int:
@@ -686,12 +720,13 @@ class OddsFirst(EncoderTask):
         return outputs, np.ones(outputs.shape, dtype=bool)
 
 
-class _BinaryOperation(EncoderTask):
+class _BinaryOperation(_VariableLengthOutput):
     """Shared sampling and decoding of ``n op m`` with little-endian binary operands."""
 
     _operator = "+"
 
-    def __init__(self) -> None:
+    def __init__(self, *, loss: str = "answer") -> None:
+        super().__init__(loss=loss)
         self.symbols = ("0", "1", self._operator)
 
     def sample_inputs(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
