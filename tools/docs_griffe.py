@@ -8,6 +8,9 @@ otherwise (named in ``mkdocs.yml`` under the mkdocstrings ``extensions`` option)
 * Parameters that share a description are listed together, ``q_len, k_len: T and S.``,
   and such a list may wrap onto the next line; the wrapped list is joined into one
   line here, so that griffe reads one item.
+* Attributes set in ``__init__`` without a docstring (an NNX module's sublayers,
+  ``self.q_proj = nnx.Linear(...)``) are internals, and are left out of the pages.
+  Dataclass fields and module constants stay, documented or not.
 
 Griffe's warnings about such a grouped item (its name, with commas, is not in the
 signature and has no annotation) are dropped by a log filter in `tools/docs_hooks.py`;
@@ -41,3 +44,17 @@ class DocstringConventions(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None:
             obj.docstring.value = normalize(obj.docstring.value)
+
+    def on_class_members(self, *, cls: griffe.Class, **kwargs) -> None:
+        init = cls.members.get("__init__")
+        if init is None or init.is_alias or init.lineno is None:
+            return
+        for name, member in list(cls.members.items()):
+            if (
+                not member.is_alias
+                and member.is_attribute
+                and member.docstring is None
+                and member.lineno is not None
+                and init.lineno <= member.lineno <= (init.endlineno or init.lineno)
+            ):
+                del cls.members[name]
