@@ -1,7 +1,7 @@
 """Press et al. 2022 (ALiBi), in miniature: byte-level language-model perplexity
 at up to 16x the training length, for sinusoidal, RoPE, T5, ALiBi and NoPE.
 
-In the README: "ALiBi paper: perplexity beyond the training length".
+In the docs: docs/reproductions/alibi_lm.md.
 From the repository root:
 
     python experiments/alibi_lm.py    # configs/alibi_lm.yaml as published

@@ -2,7 +2,7 @@
 the algorithmic suite, with and without randomized positions
 (configs/chomsky_full.yaml is the full protocol).
 
-In the README: "Ruoss et al. / Deletang et al.: the algorithmic suite".
+In the docs: docs/reproductions/chomsky.md.
 From the repository root:
 
     python experiments/chomsky.py    # configs/chomsky.yaml as published

@@ -1,7 +1,7 @@
 """Kazemnejad et al. 2023, in miniature: decoder-only models trained on lengths up
 to 20 and tested up to 40 on copy, reverse, summation and parity.
 
-In the README: "Kazemnejad et al.: decoder-only length generalization".
+In the docs: docs/reproductions/kazemnejad.md.
 From the repository root:
 
     python experiments/kazemnejad.py    # configs/kazemnejad.yaml as published

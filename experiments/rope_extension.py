@@ -1,7 +1,7 @@
 """RoPE context extension, in miniature: PI, NTK-aware, dynamic NTK and YaRN at zero
 shot, then after a short fine-tune at 4x the training length.
 
-In the README: "RoPE context extension: zero shot and after a short fine-tune".
+In the docs: docs/reproductions/rope_extension.md.
 From the repository root:
 
     python experiments/rope_extension.py    # configs/rope_extension.yaml as published

@@ -1,4 +1,4 @@
-"""What `pip install posenc-jax` adds, and the experiment scripts of the README.
+"""What `pip install posenc-jax` adds, and the experiment scripts of the reproductions.
 
 The wheel must add one importable name, `posenc_jax`: research repositories often have
 an `experiments/` package of their own, and the `posenc` command must work beside it.
@@ -129,18 +129,26 @@ def test_installed_wheel_runs_beside_a_folder_with_its_own_experiments_package(w
     assert (project / "runs" / "quick" / "results.jsonl").is_file()
 
 
-def _reproduction_configs() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Reproductions in miniature", 1)[1].split("\n## ", 1)[0]
-    return sorted(set(re.findall(r"python experiments/(\w+)\.py", section)))
+REPRODUCTIONS = ROOT / "docs" / "reproductions"
 
 
-def test_every_reproduction_in_the_readme_has_its_script_and_config():
-    names = _reproduction_configs()
+def _reproduction_pages() -> list[Path]:
+    return sorted(p for p in REPRODUCTIONS.glob("*.md") if p.name != "index.md")
+
+
+def test_every_reproduction_page_has_its_script_and_config():
+    names = [p.stem for p in _reproduction_pages()]
     assert {"alibi_lm", "kazemnejad", "chomsky", "rope_extension"} <= set(names), names
-    for name in names:
+    index = (REPRODUCTIONS / "index.md").read_text()
+    for page in _reproduction_pages():
+        name, text = page.stem, page.read_text()
+        assert f"python experiments/{name}.py" in text, page
+        assert f"configs/{name}.yaml" in text, page
+        assert sorted(set(re.findall(r"python experiments/(\w+)\.py", text))) == [name], page
+        assert f"({name}.md)" in index, f"{page.name} is not listed in reproductions/index.md"
         script = (ROOT / "experiments" / f"{name}.py").read_text()
         assert f'"configs" / "{name}.yaml"' in script
+        assert f"docs/reproductions/{name}.md" in script
         assert (ROOT / "configs" / f"{name}.yaml").is_file()
     assert not (ROOT / "experiments" / "__init__.py").exists(), "experiments/ holds scripts"
 

@@ -1,9 +1,12 @@
-"""The ``posenc`` command: run configs, list what exists, plot results.
+"""The ``posenc`` command: run configs, list what exists, plot results, draw encodings.
 
-posenc run CONFIG [--set KEY=VALUE ...] [--out DIR] [--overwrite] [--no-progress]
+```
+posenc run CONFIG [--set KEY=VALUE ...] [--out DIR] [--overwrite] [--no-progress] [--debug]
            [--compile-cache DIR] [--system-malloc]
 posenc list [schemes|tasks|presets]
 posenc plot RESULTS_DIR
+posenc viz [OUT_DIR]
+```
 """
 
 from __future__ import annotations
