@@ -117,7 +117,7 @@ def test_unknown_option_lists_valid_options():
         get_task("modular_arithmetic", modulo=5)
     with pytest.raises(ValueError, match=r"unknown option 'modulus'.*valid options: \[\]"):
         get_task("parity_check", modulus=3)
-    assert task_options("lm") == ("corpus", "max_bytes", "valid_fraction")
+    assert task_options("lm") == ("corpus", "max_bytes", "valid_fraction", "packed")
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,8 @@ def test_bad_batch_size_rng_and_too_many_pairs():
 
 @pytest.mark.parametrize("name", ALGORITHMIC)
 def test_batch_structure(name):
-    task = get_task(name)
+    # Fixed layouts; default addition right-pads rows of varying widths (tested on its own).
+    task = get_task(name, **({"widths": "equal"} if name == "addition" else {}))
     for length in (1, 2, 3, 4, 5, 8, 13, 41):
         batch = task.sample_batch(rng(length), 6, length)
         seq = task.sequence_length(length)
@@ -677,9 +678,11 @@ def test_decoder_hand_cases():
     assert answer("summation", ["3", "8", "6", "<sep>"]) == "7"
     assert answer("summation", ["3", "8", "6", "<sep>"], modulus=5) == "2"
     assert answer("parity", ["1", "0", "1", "1", "<sep>"]) == "1"
-    assert answer("addition", ["4", "7", "+", "8", "5", "<sep>"]) == "1 3 2"
-    assert answer("addition", ["3", "+", "4", "<sep>"]) == "0 7"
-    assert answer("addition", ["4", "7", "+", "8", "5", "<sep>"], reverse_answer=True) == "2 3 1"
+    equal = {"widths": "equal"}
+    assert answer("addition", ["4", "7", "+", "8", "5", "<sep>"], **equal) == "1 3 2"
+    assert answer("addition", ["3", "+", "4", "<sep>"], **equal) == "0 7"
+    prompt = ["4", "7", "+", "8", "5", "<sep>"]
+    assert answer("addition", prompt, **equal, reverse_answer=True) == "2 3 1"
     assert answer("associative_recall", ["k4", "v1", "k2", "v7", "<sep>", "k2"]) == "v7"
     prompt = ["f0", "f1", "KEY", "4", "0", "7", "f2", "<sep>"]
     assert answer("passkey", prompt, digits=3) == "4 0 7"
@@ -717,7 +720,7 @@ def test_decoder_sequence_tasks_properties(seed, length):
 @given(seed=st.integers(0, 2**32 - 1), length=st.integers(1, 16))
 def test_addition_matches_python_integers(seed, length):
     for reverse_answer in (False, True):
-        task = get_task("addition", reverse_answer=reverse_answer)
+        task = get_task("addition", widths="equal", reverse_answer=reverse_answer)
         prompts, answers = decoder_parts(task, task.sample_batch(rng(seed), 8, length), length)
         for prompt, ans in zip(prompts, answers, strict=True):
             text = "".join(task.decode(prompt[:-1]))
@@ -727,6 +730,45 @@ def test_addition_matches_python_integers(seed, length):
             total = str(int(left) + int(right)).zfill(length + 1)
             got = "".join(task.decode(ans))
             assert got == (total[::-1] if reverse_answer else total)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), length=st.integers(1, 16))
+def test_addition_follows_the_reference_widths_and_answers(seed, length):
+    """Kazemnejad et al.'s data: the larger width is the length, the other one any of 1..n,
+    operands of exactly their width (0..9 at width 1), the plain sum, right padding."""
+    task = get_task("addition")
+    batch = task.sample_batch(rng(seed), 16, length)
+    assert batch.tokens.shape == (16, task.sequence_length(length))
+    for tokens, targets, mask in zip(batch.tokens, batch.targets, batch.loss_mask, strict=True):
+        words = task.decode(tokens)
+        sep = words.index("<sep>")
+        left, right = "".join(words[1:sep]).split("+")
+        assert max(len(left), len(right)) == length and min(len(left), len(right)) >= 1
+        assert all(len(x) == 1 or x[0] != "0" for x in (left, right))
+        answer = task.decode(targets[mask])
+        assert answer == [*str(int(left) + int(right)), "<eos>"]
+        end = sep + len(answer)  # the last token fed to the model is the answer's last digit
+        assert np.all(tokens[end:] == PAD) and not mask[end:].any()
+
+
+def test_addition_trains_every_pair_of_widths_alike():
+    task = get_task("addition")
+    weights = task.length_weights(np.arange(1, 9))
+    # Pairs (a, b) in [1, 8]^2 with max(a, b) = n: 2n - 1 of the 64.
+    assert np.allclose(weights, [(2 * n - 1) / 64 for n in range(1, 9)])
+    seen = Counter()
+    for seed in range(40):
+        batch = task.sample_batch(rng(seed), 64, 3)
+        for tokens in batch.tokens:
+            words = task.decode(tokens)
+            left, right = "".join(words[1 : words.index("<sep>")]).split("+")
+            seen[(len(left), len(right))] += 1
+    assert set(seen) == {(3, 1), (3, 2), (3, 3), (1, 3), (2, 3)}
+    assert max(seen.values()) < 1.3 * min(seen.values())  # 2560 rows, 5 equally likely pairs
+    assert get_task("addition", widths="equal").length_weights(np.arange(1, 9)) is None
+    with pytest.raises(ValueError, match='reverse_answer needs widths="equal"'):
+        get_task("addition", reverse_answer=True)
 
 
 @PROPERTY

@@ -221,13 +221,21 @@ def training_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Deterministic stream of stacked batches [S, B, L_max], resumable at any step.
 
+    A step's task length is uniform in ``[min_length, length]``, or drawn with the task's
+    ``length_weights(lengths)`` where it has them (addition: every pair of widths alike).
+
     Each step's data depend only on (seed, step), so a resumed run sees exactly
     the batches an uninterrupted run would.
     """
     width = task.sequence_length(tcfg.length)
+    lengths = np.arange(tcfg.min_length, tcfg.length + 1)
+    weights = getattr(task, "length_weights", lambda _: None)(lengths)  # None: uniform
     for step in range(start_step, tcfg.steps):
         length_rng = np.random.default_rng([step, 7919])
-        length = int(length_rng.integers(tcfg.min_length, tcfg.length + 1))
+        if weights is None:
+            length = int(length_rng.integers(tcfg.min_length, tcfg.length + 1))
+        else:
+            length = int(length_rng.choice(lengths, p=weights))
         per_seed = []
         for seed in seeds:
             rng = np.random.default_rng([int(seed), step])

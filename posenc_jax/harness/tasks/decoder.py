@@ -13,7 +13,18 @@ arXiv 2312.04927) for associative recall.
 
 import numpy as np
 
-from posenc_jax.harness.tasks.base import NUM_SPECIAL, SEP, DecoderTask, check_choice, check_int
+from posenc_jax.harness.tasks.base import (
+    BOS,
+    EOS,
+    NUM_SPECIAL,
+    PAD,
+    SEP,
+    Batch,
+    DecoderTask,
+    check_choice,
+    check_int,
+    check_rng,
+)
 
 _DIGITS = tuple(str(i) for i in range(10))
 
@@ -189,30 +200,50 @@ class Parity(DecoderTask):
 
 
 class Addition(DecoderTask):
-    """Decimal addition of two ``length``-digit numbers.
+    """Decimal addition, as Kazemnejad et al.'s data: operands of independent widths.
 
-    Symbols: digits ``"0"`` .. ``"9"`` then ``"+"``. Prompt ``a + b <sep>`` with both operands of
-    exactly ``length`` digits, most significant first, uniform with a non-zero leading digit (any
-    digit at length 1), as the reference's data. Answer: the sum written with exactly
-    ``length + 1`` digits (a leading ``0`` when there is no final carry) so that every batch has a
-    fixed shape; most significant first, or least significant first when ``reverse_answer``.
-    Training lengths 1..8, evaluation 9..16.
+    Symbols: digits ``"0"`` .. ``"9"`` then ``"+"``. At task length ``n`` the pair of operand
+    widths is uniform over the ``2n - 1`` pairs whose larger width is ``n``, as the
+    reference's equal-count bins
+    ``a-by-b`` grouped by ``max(a, b)``. Each operand is uniform over the numbers of exactly
+    its width (any digit at width 1, a non-zero leading digit beyond). Prompt ``a + b <sep>``,
+    answer the plain sum, most significant digit first, no padding; rows are right-padded
+    after ``<eos>`` (unscored). Training draws the lengths ``1..8`` with weights ``2n - 1``
+    (`length_weights`), which makes every pair of widths in ``[1, 8]^2`` equally likely, as
+    the reference's training bins; evaluation 9..16 holds every pair with at least one
+    operand beyond 8.
+
+    ``widths="equal"``: the former variant, both operands of exactly ``n`` digits and the sum
+    zero-padded to ``n + 1`` digits (``reverse_answer`` writes it least significant first).
 
     Example:
-      ``<bos> 4 7 + 8 5 <sep> 1 3 2 <eos>``; length 1: ``<bos> 3 + 4 <sep> 0 7 <eos>``.
+      ``<bos> 4 7 + 8 <sep> 5 5 <eos>``; length 1: ``<bos> 3 + 4 <sep> 7 <eos> <pad>``.
 
-    References: Kazemnejad et al. 2023 (arXiv 2305.19466), task "addition".
+    References: Kazemnejad et al. 2023 (arXiv 2305.19466), task "addition";
+    McGill-NLP/length-generalization, scripts make_addition_dataset.py (bins
+    ``itertools.product(range(min_length, max_length + 1), ...)``, ``low = 10 **
+    (a_num_digits - 1)``, ``if low == 1: low = 0``) and the addition instance processor
+    (``" ".join(str(number))``: no padding, not reversed).
     """
 
     name = "addition"
     train_lengths = (1, 8)
     eval_lengths = tuple(range(9, 17))
+    WIDTHS = ("independent", "equal")
 
-    def __init__(self, *, reverse_answer: bool = False) -> None:
+    def __init__(self, *, widths: str = "independent", reverse_answer: bool = False) -> None:
+        check_choice("widths", widths, self.WIDTHS)
         if not isinstance(reverse_answer, bool):
             raise ValueError(f"reverse_answer must be True or False; got {reverse_answer!r}")
+        if reverse_answer and widths == "independent":
+            raise ValueError('reverse_answer needs widths="equal" (the reference never reverses)')
+        self.widths = widths
         self.reverse_answer = reverse_answer
         self.symbols = (*_DIGITS, "+")
+
+    def length_weights(self, lengths: np.ndarray) -> np.ndarray | None:
+        """Training weight of each length: ``2n - 1`` pairs of widths have the larger ``n``."""
+        return (2 * lengths - 1) / np.sum(2 * lengths - 1) if self.widths == "independent" else None
 
     def prompt_length(self, length: int) -> int:
         return 2 * length + 2
@@ -220,7 +251,32 @@ class Addition(DecoderTask):
     def output_length(self, length: int) -> int:
         return length + 1
 
+    def sample_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        if self.widths == "equal":
+            return super().sample_batch(rng, batch_size, length)
+        check_rng(rng)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        length = self.check_length(length)
+        # One of the 2n - 1 pairs with larger width n, uniformly: k < n is (n, k + 1), the
+        # others (k - n + 1, n); (n, n) is drawn once, not once per side.
+        k = rng.integers(0, 2 * length - 1, size=batch_size)
+        first_is_long = k < length
+        other = np.where(first_is_long, k + 1, k - length + 1)
+        widths = np.stack([np.where(first_is_long, length, other),
+                           np.where(first_is_long, other, length)], axis=1)  # fmt: skip
+        low = np.where(widths == 1, 0, 10 ** (widths - 1))
+        numbers = rng.integers(low, 10**widths)  # [B, 2], exact up to 18 digits
+        rows = [self._row(int(a), int(b)) for a, b in numbers]
+        return _right_padded_decoder_batch(rows, self.sequence_length(length))
+
+    def _row(self, a: int, b: int) -> tuple[list[int], list[int]]:
+        digits = [self.token_id(d) for d in str(a)] + [self.token_id("+")]
+        digits += [self.token_id(d) for d in str(b)] + [SEP]
+        return digits, [self.token_id(d) for d in str(a + b)]
+
     def sample_prompts(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
+        if self.widths != "equal":
+            raise ValueError('sample_prompts gives fixed-width prompts: it needs widths="equal"')
         digits = rng.integers(0, 10, size=(batch_size, 2, length))
         if length > 1:
             digits[:, :, 0] = rng.integers(1, 10, size=(batch_size, 2))
@@ -250,6 +306,26 @@ class Addition(DecoderTask):
         if self.reverse_answer:
             answer = answer[:, ::-1]
         return (NUM_SPECIAL + answer).astype(np.int32)
+
+
+def _right_padded_decoder_batch(rows: list[tuple[list[int], list[int]]], width: int) -> Batch:
+    """``<bos> prompt answer <eos>`` rows of varying length, right-padded to ``width`` tokens.
+
+    Padding follows ``<eos>``, so a causal model's scored positions never see it; it is not
+    scored. Targets and mask as `decoder_batch`.
+    """
+    tokens = np.full((len(rows), width), PAD, dtype=np.int32)
+    targets = np.full((len(rows), width), PAD, dtype=np.int32)
+    loss_mask = np.zeros((len(rows), width), dtype=bool)
+    for i, (prompt, answer) in enumerate(rows):
+        full = [BOS, *prompt, *answer, EOS]
+        if len(full) - 1 > width:
+            raise ValueError(f"row {i} needs {len(full) - 1} positions, more than width={width}")
+        tokens[i, : len(full) - 1] = full[:-1]
+        scored = slice(len(prompt), len(full) - 1)
+        targets[i, scored] = full[len(prompt) + 1 :]
+        loss_mask[i, scored] = True
+    return Batch(tokens=tokens, targets=targets, loss_mask=loss_mask)
 
 
 class AssociativeRecall(DecoderTask):
