@@ -189,10 +189,13 @@ def test_exact_match_is_the_exact_match_of_greedy_generation():
                           num_heads=2, rngs=nnx.Rngs(3))  # fmt: skip
     rng = np.random.default_rng(0)
     prompts = task.sample_prompts(rng, 8, 4)
-    seq = np.concatenate([np.full((8, 1), BOS), prompts], axis=1)
-    for _ in range(task.output_length(4) + 1):  # the answer and the end slot
-        nxt = np.asarray(model(seq)).argmax(-1)[:, -1:]
-        seq = np.concatenate([seq, nxt], axis=1)
+    steps = task.output_length(4) + 1  # the answer and the end slot
+    width = prompts.shape[1] + 1 + steps
+    seq = np.zeros((8, width), np.int32)  # causal: the zeros ahead never reach a position
+    seq[:, 0], seq[:, 1 : prompts.shape[1] + 1] = BOS, prompts
+    logits_of = nnx.jit(lambda m, x: m(x))  # one shape, one compile
+    for t in range(prompts.shape[1], prompts.shape[1] + steps):
+        seq[:, t + 1] = np.asarray(logits_of(model, seq))[:, t].argmax(-1)
     greedy = seq[:, prompts.shape[1] + 1 :]  # [B, A + 1]
     wrong = np.arange(8) % 2 == 1
     answers = greedy.copy()
@@ -204,12 +207,9 @@ def test_exact_match_is_the_exact_match_of_greedy_generation():
     batch = dataclasses.replace(batch, targets=targets)
     padded = pad_batch(batch, batch.tokens.shape[1] + 3)
     logits = forward(model, padded)
-    per_row = [
-        float(masked_metrics(logits[i : i + 1], padded["targets"][i : i + 1],
-                             padded["loss_mask"][i : i + 1])["seq_correct"])
-        for i in range(8)
-    ]  # fmt: skip
-    assert per_row == [0.0 if w else 1.0 for w in wrong]
+    one = {k: v[:, None] for k, v in padded.items()}  # each row a batch of its own
+    per_row = jax.vmap(masked_metrics)(logits[:, None], one["targets"], one["loss_mask"])
+    assert np.asarray(per_row["seq_correct"]).tolist() == [0.0 if w else 1.0 for w in wrong]
 
 
 def test_decoder_tables_show_exact_match_and_chance(tiny_run):
