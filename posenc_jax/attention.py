@@ -159,7 +159,8 @@ def _masked_logits(
     """
     logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
     if "logit_bias" in scheme.hooks:
-        logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos)
+        keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
+        logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos, **keys)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask)
@@ -306,9 +307,9 @@ def fused_attention(
     bias materialised as [B, N, T, S].
     """
     scheme = make_scheme(scheme or "nope")
-    if scheme.needs_q_for_bias or "value_term" in scheme.hooks:
+    if scheme.needs_q_for_bias or scheme.needs_k_for_bias or "value_term" in scheme.hooks:
         raise ValueError(
-            f"scheme {scheme.name!r} reads q in its logit term or adds a value term; "
+            f"scheme {scheme.name!r} reads q or k in its logit term or adds a value term; "
             "use AttentionConfig(implementation='dense') or 'blockwise'"
         )
     b = q.shape[0]
@@ -359,6 +360,7 @@ def select_implementation(
         and head_dim % 8 == 0
         and head_dim <= 128
         and not scheme.needs_q_for_bias
+        and not scheme.needs_k_for_bias
         and "value_term" not in scheme.hooks
         and not has_mask
         and aligned
