@@ -78,7 +78,7 @@ class ShawScheme(Scheme):
 @register_scheme
 @dataclasses.dataclass(frozen=True)
 class TransformerXLScheme(Scheme):
-    """Transformer-XL / XLNet relative attention: ``A^rel = q.k + (q + v).W_R R_{i-j} + u.k``.
+    """Transformer-XL / XLNet relative attention: q.k + (q + v).W_R R_{i-j} + u.k in the logits.
 
     The logit hook adds terms (b), (c), (d) of the paper to the content term (a):
     ``(q_i + v) . W_R R_{i-j}`` by `posenc_jax.transformer_xl.xl_relative_logits`
