@@ -23,6 +23,13 @@ from posenc_jax.attention import (
     explain_implementation,
     select_implementation,
 )
+from posenc_jax.deberta import (
+    deberta_c2p,
+    deberta_log_bucket,
+    deberta_p2c,
+    deberta_relative_index,
+    deberta_span,
+)
 from posenc_jax.fire import fire_bias, fire_normalized_distance, init_fire_params
 from posenc_jax.kerple import KERPLE_KINDS, init_kerple_params, kerple_bias
 from posenc_jax.relative import (
@@ -52,6 +59,8 @@ from posenc_jax.schemes import (
     make_scheme,
     register_scheme,
 )
+from posenc_jax.transformer_xl import xl_relative_logits
+from posenc_jax.tupe import tupe_bias, tupe_positional_logits
 from posenc_jax.xpos import apply_xpos, xpos_zeta
 
 __version__ = "0.1.0"
@@ -77,6 +86,11 @@ __all__ = [
     "blockwise_attention",
     "context_extension_names",
     "convert_rope_layout",
+    "deberta_c2p",
+    "deberta_log_bucket",
+    "deberta_p2c",
+    "deberta_relative_index",
+    "deberta_span",
     "dense_attention",
     "explain_implementation",
     "fire_bias",
@@ -100,5 +114,8 @@ __all__ = [
     "sinusoidal",
     "t5_bias",
     "t5_relative_bucket",
+    "tupe_bias",
+    "tupe_positional_logits",
+    "xl_relative_logits",
     "xpos_zeta",
 ]

@@ -226,7 +226,8 @@ def _masked_logits(
     """
     logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
     if "logit_bias" in scheme.hooks:
-        logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos)
+        keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
+        logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos, **keys)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask, segments=segments)
@@ -408,9 +409,9 @@ def fused_attention(
       [B, T, N, H].
     """
     scheme = make_scheme(scheme or "nope")
-    if scheme.needs_q_for_bias or "value_term" in scheme.hooks:
+    if scheme.needs_q_for_bias or scheme.needs_k_for_bias or "value_term" in scheme.hooks:
         raise ValueError(
-            f"scheme {scheme.name!r} reads q in its logit term or adds a value term; "
+            f"scheme {scheme.name!r} reads q or k in its logit term or adds a value term; "
             "use AttentionConfig(implementation='dense') or 'blockwise'"
         )
     b = q.shape[0]
@@ -460,8 +461,8 @@ def _cudnn_refusal(
         return f"cuDNN needs bfloat16 or float16 q/k/v; got {dtype}"
     if head_dim % 8 or head_dim > 128:
         return f"cuDNN needs head_dim a multiple of 8 and at most 128; got {head_dim}"
-    if scheme.needs_q_for_bias or "value_term" in scheme.hooks:
-        return f"scheme {scheme.name!r} reads q in its logit term or adds a value term"
+    if scheme.needs_q_for_bias or scheme.needs_k_for_bias or "value_term" in scheme.hooks:
+        return f"scheme {scheme.name!r} reads q or k in its logit term or adds a value term"
     if has_mask:
         return "a padding or extra mask is present; the cuDNN path takes none"
     if has_segment_ids:

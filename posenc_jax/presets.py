@@ -178,13 +178,91 @@ _PRESET_LIST = (
     Preset(
         name="transformer-xl",
         description=(
-            "Transformer-XL style relative attention, approximated: Transformer-XL uses "
-            "sinusoidal R_{i-j} with learned global u, v biases; the registry's nearest "
-            "scheme is Shaw's learned relative key term, clipped at 16."
+            "Transformer-XL (WikiText-103 model): A^rel = q.k + q.W_R R_{i-j} + u.k + "
+            "v.W_R R_{i-j}, sinusoidal R of size d_model = N * H, distances clamped at 1000; "
+            "causal (the segment memory is not modelled)."
         ),
-        scheme={"name": "shaw", "max_distance": 16},
+        scheme={"name": "xl", "clamp_len": 1000},
         max_position_embeddings=None,
-        source="Dai et al. 2019 (arXiv 1901.02860); Shaw et al. 2018 (arXiv 1803.02155)",
+        source=(
+            "Dai et al. 2019 (arXiv 1901.02860), section 3.3; transfo-xl-wt103 config.json "
+            "(clamp_len 1000, d_model 1024, n_head 16, d_head 64)"
+        ),
+    ),
+    Preset(
+        name="xlnet",
+        description=(
+            "XLNet (base/large): Transformer-XL's relative attention, bidirectional "
+            "(attn_type 'bi'), no clamp; the scheme follows the model's direction."
+        ),
+        scheme={"name": "xl"},
+        max_position_embeddings=None,
+        source=(
+            "Yang et al. 2019 (arXiv 1906.08237); xlnet-base-cased config.json "
+            "(attn_type bi, clamp_len -1, d_model 768, n_head 12, d_head 64)"
+        ),
+    ),
+    Preset(
+        name="deberta",
+        description=(
+            "DeBERTa (v1 base/large): disentangled attention (c2p and p2c), relative "
+            "distances clipped to [-512, 512), logits over sqrt(3 d); no absolute "
+            "position on the input (position_biased_input false)."
+        ),
+        scheme={"name": "deberta", "position_buckets": None, "max_relative_positions": 512},
+        max_position_embeddings=512,
+        source=(
+            "He et al. 2021 (arXiv 2006.03654); microsoft/deberta-base config.json "
+            "(max_relative_positions -1 -> max_position_embeddings 512, pos_att_type c2p|p2c)"
+        ),
+    ),
+    Preset(
+        name="deberta-v2",
+        description=(
+            "DeBERTa-v2 (xlarge/xxlarge): disentangled attention with log-bucketed relative "
+            "positions (256 buckets each way, exact up to 128, bucket 255 at 511)."
+        ),
+        scheme={"name": "deberta", "position_buckets": 256, "max_relative_positions": 512},
+        max_position_embeddings=512,
+        source=(
+            "He et al. 2021 (arXiv 2006.03654); microsoft/deberta-v2-xlarge config.json "
+            "(position_buckets 256, max_relative_positions -1 -> 512, pos_att_type p2c|c2p)"
+        ),
+    ),
+    Preset(
+        name="deberta-v3",
+        description=(
+            "DeBERTa-v3 (xsmall to large): the v2 attention with log-bucketed relative "
+            "positions; the relative table is projected by each layer's own q/k "
+            "(share_att_key), here learned per layer."
+        ),
+        scheme={"name": "deberta", "position_buckets": 256, "max_relative_positions": 512},
+        max_position_embeddings=512,
+        source=(
+            "He et al. 2023, DeBERTaV3 (arXiv 2111.09543); microsoft/deberta-v3-base "
+            "config.json (position_buckets 256, max_relative_positions -1 -> 512, "
+            "share_att_key true)"
+        ),
+    ),
+    Preset(
+        name="tupe",
+        description=(
+            "TUPE-R (BERT-base sized): untied positional correlation of a learned 512-row "
+            "table over sqrt(2d), [CLS] untied in the encoder, plus T5 buckets."
+        ),
+        scheme={
+            "name": "tupe",
+            "max_length": 512,
+            "relative": True,
+            "num_buckets": 32,
+            "max_distance": 128,
+        },
+        max_position_embeddings=512,
+        source=(
+            "Ke et al. 2021 (arXiv 2006.15595), sections 3.2-3.3; github.com/guolinke/TUPE "
+            "README (MAX_POSITIONS 512, --rel-pos) and transformer_sentence_encoder.py "
+            "(rel_pos_bins 32, max_rel_pos 128)"
+        ),
     ),
     Preset(
         name="gpt-j",

@@ -3,11 +3,25 @@
 import inspect
 
 import posenc_jax
-from posenc_jax import absolute, alibi, attention, fire, kerple, relative, rope, schemes, xpos
+from posenc_jax import (
+    absolute,
+    alibi,
+    attention,
+    deberta,
+    fire,
+    kerple,
+    relative,
+    rope,
+    schemes,
+    transformer_xl,
+    tupe,
+    xpos,
+)
 
 
 def test_every_public_name_resolves_to_its_module_object():
-    modules = [absolute, alibi, attention, fire, kerple, relative, rope, schemes, xpos]
+    modules = [absolute, alibi, attention, deberta, fire, kerple, relative, rope, schemes]
+    modules += [transformer_xl, tupe, xpos]
     for name in posenc_jax.__all__:
         obj = getattr(posenc_jax, name)
         homes = [m for m in modules if name in getattr(m, "__all__", ())]
@@ -37,4 +51,7 @@ def test_importing_the_package_registers_every_scheme():
         "xpos",
         "kerple",
         "fire",
+        "xl",
+        "deberta",
+        "tupe",
     }

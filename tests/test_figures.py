@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from posenc_jax import absolute, alibi, relative, rope
+from posenc_jax import absolute, alibi, deberta, relative, rope
 from posenc_jax.harness.figures import attention_maps, encodings, panel_axes
 from posenc_jax.harness.figures.results import figure_length_plot, plot_results
 from posenc_jax.nn import TransformerEncoder, TransformerLM
@@ -134,6 +134,53 @@ def test_shaw_figure_plots_the_clipped_index():
     np.testing.assert_array_equal(data, np.clip(j - i, -3, 3) + 3)  # Shaw et al. section 3.2
 
 
+def test_transformer_xl_figure_plots_the_global_position_term():
+    fig = encodings.figure_transformer_xl(
+        dim=8, num_heads=2, head_dim=4, length=6, span=10, clamp_len=4
+    )
+    ax_map, ax_line = panel_axes(fig)
+    assert len([ln for ln in ax_line.lines if ln.get_label().startswith("head")]) == 2
+    grid = np.asarray(ax_map.images[0].get_array())  # head 0, [T, S]
+    head0 = _line(ax_line, "head 0")
+    np.testing.assert_array_equal(head0.get_xdata(), np.arange(-10, 11))
+    y = head0.get_ydata()
+    # The heatmap is the curve read at i - j: a function of the distance only.
+    i, j = np.meshgrid(np.arange(6), np.arange(6), indexing="ij")
+    np.testing.assert_allclose(grid, y[i - j + 10], atol=1e-4)
+    y1 = _line(ax_line, "head 1").get_ydata()
+    np.testing.assert_allclose(y1[:7], y1[6], atol=1e-6)  # i - j <= -4 reads R_-4
+    np.testing.assert_allclose(y1[14:], y1[14], atol=1e-6)  # i - j >= 4 reads R_4
+
+
+def test_deberta_figure_plots_buckets_and_rows():
+    fig = encodings.figure_deberta(span=700, length=10, small_buckets=4, small_max=8)
+    ax_line, ax_map = panel_axes(fig)
+    line = _line(ax_line, "bucket")
+    rel = np.arange(-700, 701)
+    np.testing.assert_array_equal(line.get_xdata(), rel)
+    np.testing.assert_array_equal(line.get_ydata(), deberta.deberta_log_bucket(jnp.asarray(rel)))
+    assert line.get_ydata()[700 + 511] == 255 and line.get_ydata()[700 + 128] == 128
+    pos = jnp.arange(10)
+    np.testing.assert_array_equal(
+        ax_map.images[0].get_array(),
+        deberta.deberta_relative_index(pos, pos, position_buckets=4, max_relative_positions=8),
+    )
+
+
+def test_tupe_figure_plots_the_untied_term_and_cls_thetas():
+    fig = encodings.figure_tupe(length=8, dim=8, num_buckets=8, max_distance=16)
+    ax_untied, ax_rel = panel_axes(fig)
+    untied, rel = ax_untied.images[0].get_array(), ax_rel.images[0].get_array()
+    np.testing.assert_allclose(untied[0], -1.0)  # [CLS] to the others: theta_1
+    np.testing.assert_allclose(untied[1:, 0], 1.0)  # the others to [CLS]: theta_2
+    pe = np.asarray(absolute.sinusoidal(jnp.arange(8), 8), np.float64)
+    np.testing.assert_allclose(untied[1:, 1:], (pe @ pe.T)[1:, 1:] / 4.0, atol=1e-5)
+    buckets = relative.t5_relative_bucket(
+        jnp.arange(8)[None, :] - jnp.arange(8)[:, None], num_buckets=8, max_distance=16
+    )
+    np.testing.assert_array_equal(rel[1:, 1:], np.asarray(buckets)[1:, 1:])
+
+
 def test_research_figure_plots_xpos_kerple_and_fire():
     kerple = (("log", 1.0, 0.5), ("power", 0.5, 1.5), ("log", 2.0, 0.1))
     fig = encodings.figure_research_schemes(
@@ -257,6 +304,9 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
         "t5_buckets.png": dict(span=8),
         "shaw.png": dict(length=4, max_distance=1),
         "xpos_kerple_fire.png": dict(head_dim=8, max_distance=8, fire_queries=(4,)),
+        "transformer_xl.png": dict(dim=8, num_heads=2, head_dim=2, length=4, span=4),
+        "deberta.png": dict(span=8, length=4, small_buckets=2, small_max=4),
+        "tupe.png": dict(length=4, dim=4, num_buckets=4, max_distance=8),
     }
     assert set(small) == set(encodings.STATIC_FIGURES)
     writers = {

@@ -27,9 +27,9 @@ GOLDEN = {
     )["cases"]
 }
 REQUIRED = [
-    "bert", "gpt2", "t5", "transformer-xl", "gpt-j", "gpt-neox", "llama-2", "llama-3.1",
-    "mistral", "qwen2", "falcon", "phi-3", "deepseek-v2", "deepseek-v3", "bloom", "mpt",
-    "baichuan2-13b",
+    "bert", "gpt2", "t5", "transformer-xl", "xlnet", "deberta", "deberta-v2", "deberta-v3",
+    "tupe", "gpt-j", "gpt-neox", "llama-2", "llama-3.1", "mistral", "qwen2", "falcon", "phi-3",
+    "deepseek-v2", "deepseek-v3", "bloom", "mpt", "baichuan2-13b",
 ]  # fmt: skip
 ROPE = [name for name, p in PRESETS.items() if p.encoding == "rope"]
 
@@ -97,6 +97,28 @@ def test_published_settings():
         assert s.frequencies()[1] == 1.0  # mscale == mscale_all_dim
     for name in ("bloom", "mpt", "baichuan2-13b"):
         assert get_preset(name).scheme_config() == {"name": "alibi"}
+
+
+def test_classic_relative_presets_use_their_own_schemes():
+    """Transformer-XL and XLNet: the XL scheme; DeBERTa: v1 clipped, v2/v3 log buckets; TUPE-R."""
+    assert get_preset("transformer-xl").scheme_config() == {"name": "xl", "clamp_len": 1000}
+    assert get_preset("xlnet").scheme_config() == {"name": "xl"}
+    assert get_preset("deberta").scheme_config() == {
+        "name": "deberta",
+        "position_buckets": None,
+        "max_relative_positions": 512,
+    }
+    for name in ("deberta-v2", "deberta-v3"):
+        preset = get_preset(name)
+        assert preset.scheme_config() == {
+            "name": "deberta",
+            "position_buckets": 256,
+            "max_relative_positions": 512,
+        }
+        assert preset.max_position_embeddings == 512
+    tupe = get_preset("tupe").scheme_config()
+    assert (tupe["name"], tupe["max_length"], tupe["relative"]) == ("tupe", 512, True)
+    assert (tupe["num_buckets"], tupe["max_distance"]) == (32, 128)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -4,10 +4,12 @@ One module per family; importing this package registers them all:
 
 * `posenc_jax.schemes.base`: the `Scheme` base class (hooks, parameters, variants);
 * `posenc_jax.schemes.registry`: `register_scheme`, `make_scheme`, `list_schemes`;
-* `posenc_jax.schemes.absolute`: NoPE, learned, sinusoidal (input hook);
+* `posenc_jax.schemes.absolute`: NoPE, learned, sinusoidal (input hook), TUPE (q/k and
+  logit hooks: absolute positions untied from the content);
 * `posenc_jax.schemes.rotary`: RoPE and its context extensions, xPos (q/k hook);
 * `posenc_jax.schemes.bias`: ALiBi, T5, KERPLE, FIRE (logit hook);
-* `posenc_jax.schemes.relative`: Shaw (logit and value hooks).
+* `posenc_jax.schemes.relative`: Shaw (logit and value hooks), Transformer-XL and DeBERTa
+  (logit hook reading q and k).
 
 This layer imports the pure-function modules and no Flax; attention, the NNX
 modules and the experiment harness ask a scheme for its hooks and variants and
@@ -19,7 +21,7 @@ Example:
     ['logit_bias']
 """
 
-from posenc_jax.schemes.absolute import LearnedScheme, NoPEScheme, SinusoidalScheme
+from posenc_jax.schemes.absolute import LearnedScheme, NoPEScheme, SinusoidalScheme, TupeScheme
 from posenc_jax.schemes.base import FrozenDict, Params, Scheme
 from posenc_jax.schemes.bias import AlibiScheme, FireScheme, KerpleScheme, T5Scheme
 from posenc_jax.schemes.registry import (
@@ -29,12 +31,13 @@ from posenc_jax.schemes.registry import (
     make_scheme,
     register_scheme,
 )
-from posenc_jax.schemes.relative import ShawScheme
+from posenc_jax.schemes.relative import DebertaScheme, ShawScheme, TransformerXLScheme
 from posenc_jax.schemes.rotary import RopeScheme, XposScheme
 
 __all__ = [
     "SCHEMES",
     "AlibiScheme",
+    "DebertaScheme",
     "FireScheme",
     "FrozenDict",
     "KerpleScheme",
@@ -46,6 +49,8 @@ __all__ = [
     "ShawScheme",
     "SinusoidalScheme",
     "T5Scheme",
+    "TransformerXLScheme",
+    "TupeScheme",
     "XposScheme",
     "context_extension_names",
     "list_schemes",

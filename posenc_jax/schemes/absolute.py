@@ -1,23 +1,26 @@
-"""Schemes that act on the input (hook 1), and NoPE, which acts nowhere.
+"""Absolute positions: schemes that act on the input (hook 1), TUPE, which unties them
+from the content in the logits (hooks 2 and 3), and NoPE, which acts nowhere.
 
 References: Kazemnejad et al. 2023 (NoPE, arXiv 2305.19466); Devlin et al. 2019
 (BERT) and Radford et al. 2019 (GPT-2) for learned tables; Vaswani et al. 2017
-(arXiv 1706.03762) for sinusoids.
+(arXiv 1706.03762) for sinusoids; Ke et al. 2021 (TUPE, arXiv 2006.15595).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 
-from posenc_jax import absolute
+from posenc_jax import absolute, tupe
 from posenc_jax._checks import as_int, check_choice
 from posenc_jax.schemes.base import Params, Scheme
 from posenc_jax.schemes.registry import register_scheme
 
-__all__ = ["LearnedScheme", "NoPEScheme", "SinusoidalScheme"]
+__all__ = ["LearnedScheme", "NoPEScheme", "SinusoidalScheme", "TupeScheme"]
 
 
 @register_scheme
@@ -100,3 +103,113 @@ class SinusoidalScheme(Scheme):
     def embed(self, params: Params, x: jax.Array, positions: jax.Array) -> jax.Array:
         pe = absolute.sinusoidal(positions, x.shape[-1], base=self.base)
         return x + pe.astype(x.dtype)
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class TupeScheme(Scheme):
+    """TUPE: absolute positions untied from the content, as a separate logits term.
+
+    No position embedding on the input; the logit hook adds
+    ``(p_i U^Q) . (p_j U^K) / sqrt(2H)`` (`posenc_jax.tupe.tupe_bias`) and the q/k
+    hook scales q by ``1/sqrt(2)``, so the content term is ``q.k / sqrt(2H)`` as in
+    the paper. The bias reads neither q nor k, so a fused kernel can take it.
+
+    Settings:
+      max_length: rows of the position table; positions must be < max_length.
+      dim: D_p, size of the position embeddings (None: N * H).
+      untie_cls: give the [CLS] token (position 0) learned scalars instead of its
+        positional row and column (None: follow the model: encoders True, decoders
+        False, which have no [CLS]).
+      relative: TUPE-R, add T5's bucketed relative bias.
+      num_buckets, max_distance: its buckets (32 and 128 in the paper).
+      bidirectional: of the buckets (None: follow the model).
+      out_of_range: "error" (default) or "clip", as for the learned scheme.
+
+    Parameters per layer: table [max_length, D_p], u_q, u_k [D_p, N, H]; cls_theta
+    [2, N] with untie_cls; relative_table [num_buckets, N] with relative. The paper
+    computes the positional term once and shares it across layers; each layer has its
+    own here.
+
+    References: Ke, He, Liu 2021, "Rethinking Positional Encoding in Language
+    Pre-training" (ICLR 2021, arXiv 2006.15595).
+    """
+
+    name: ClassVar[str] = "tupe"
+    hooks: ClassVar[frozenset[str]] = frozenset({"rotate", "logit_bias"})
+    max_length: int = 512
+    dim: int | None = None
+    untie_cls: bool | None = None
+    relative: bool = False
+    num_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool | None = None
+    out_of_range: str = "error"
+
+    def __post_init__(self) -> None:
+        if as_int(self.max_length, "max_length", "tupe") < 1:
+            raise ValueError(f"tupe: max_length must be >= 1; got {self.max_length}")
+        if self.dim is not None and as_int(self.dim, "dim", "tupe") < 1:
+            raise ValueError(f"tupe: dim must be >= 1 (or None: N * H); got {self.dim}")
+        for name in ("untie_cls", "bidirectional"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"tupe: {name} must be True, False or None; got {value!r}")
+        if not isinstance(self.relative, bool):
+            raise ValueError(f"tupe: relative must be True or False; got {self.relative!r}")
+        check_choice(self.out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, "tupe")
+        if as_int(self.num_buckets, "num_buckets", "tupe") < 2:
+            raise ValueError(f"tupe: num_buckets must be >= 2; got {self.num_buckets}")
+        if as_int(self.max_distance, "max_distance", "tupe") < 1:
+            raise ValueError(f"tupe: max_distance must be >= 1; got {self.max_distance}")
+
+    def configure(self, *, causal: bool) -> Scheme:
+        changes = {}
+        if self.untie_cls is None:
+            changes["untie_cls"] = not causal
+        if self.bidirectional is None:
+            changes["bidirectional"] = not causal
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def position_limit(self) -> int | None:
+        return None if self.out_of_range == "clip" else int(self.max_length)
+
+    def assume_positions_below(self, max_position: int) -> Scheme:
+        super().assume_positions_below(max_position)
+        return dataclasses.replace(self, out_of_range="clip")
+
+    def init_attention_params(self, key, *, num_heads, head_dim):
+        kt, kq, kk, kc, kr = jax.random.split(key, 5)
+        dim = num_heads * head_dim if self.dim is None else int(self.dim)
+        table = absolute.init_learned_table(kt, int(self.max_length), dim)
+        shape = (dim, num_heads, head_dim)
+        params = {
+            "table": table,
+            "u_q": jax.random.normal(kq, shape) / math.sqrt(dim),
+            "u_k": jax.random.normal(kk, shape) / math.sqrt(dim),
+        }
+        if self.untie_cls:
+            params["cls_theta"] = 0.02 * jax.random.normal(kc, (2, num_heads))
+        if self.relative:
+            params["relative_table"] = 0.02 * jax.random.normal(
+                kr, (int(self.num_buckets), num_heads)
+            )
+        return params
+
+    def rotate(self, params, q, k, q_positions, k_positions):
+        return q * jnp.asarray(1.0 / math.sqrt(2.0), q.dtype), k
+
+    def logit_bias(self, params, q, q_positions, k_positions):
+        return tupe.tupe_bias(
+            q_positions,
+            k_positions,
+            params["table"],
+            params["u_q"],
+            params["u_k"],
+            cls_theta=params.get("cls_theta") if self.untie_cls else None,
+            relative_table=params.get("relative_table") if self.relative else None,
+            bidirectional=self.bidirectional is not False,
+            num_buckets=int(self.num_buckets),
+            max_distance=int(self.max_distance),
+            out_of_range=self.out_of_range,
+        )

@@ -5,7 +5,8 @@ transformer (see the design notes):
 
 1. ``embed``      input: ``x + PE(positions)`` (learned, sinusoidal);
 2. ``rotate``     q/k transform (RoPE and its scalings, xPos);
-3. ``logit_bias`` additive logits term, possibly depending on q (ALiBi, T5, Shaw key term);
+3. ``logit_bias`` additive logits term, possibly depending on q and k (ALiBi, T5, Shaw key
+   term, Transformer-XL, DeBERTa);
 4. ``value_term`` additive output term from the attention weights (Shaw value term).
 
 Attention code calls the hooks a scheme declares in ``hooks`` and never branches
@@ -42,14 +43,17 @@ class Scheme:
     """Base class: a scheme that fills no hook (this is NoPE).
 
     Subclasses override the hooks they fill and list them in ``hooks``.
-    ``needs_q_for_bias`` tells attention that ``logit_bias`` reads q (Shaw), so
-    the bias cannot be handed to a fused kernel as a plain additive array.
+    ``needs_q_for_bias`` tells attention that ``logit_bias`` reads q (Shaw), and
+    ``needs_k_for_bias`` that it reads the keys (Transformer-XL's ``u . k_j``,
+    DeBERTa's position-to-content term), so attention passes them as ``k=``; either
+    way the bias cannot be handed to a fused kernel as a plain additive array.
     ``context_extensions`` names the methods `extend_context` accepts.
     """
 
     name: ClassVar[str] = "base"
     hooks: ClassVar[frozenset[str]] = frozenset()
     needs_q_for_bias: ClassVar[bool] = False
+    needs_k_for_bias: ClassVar[bool] = False
     context_extensions: ClassVar[tuple[str, ...]] = ()
 
     # -- settings ---------------------------------------------------------
@@ -150,7 +154,10 @@ class Scheme:
 
         q: [B, T, N, H] already multiplied by the logit scale (only read when
         ``needs_q_for_bias``); q_positions: [T] or [B, T]; k_positions: [S] or
-        [B, S]. Returns an array broadcastable to [B, N, T, S], float32.
+        [B, S]. A scheme with ``needs_k_for_bias`` also receives the keys as the
+        keyword ``k``: [B, S, N, H], rotated, key heads repeated to the N query heads,
+        not scaled (on a blockwise tile, the tile's keys); the others are called
+        without it. Returns an array broadcastable to [B, N, T, S], float32.
         """
         raise NotImplementedError
 

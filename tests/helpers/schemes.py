@@ -27,6 +27,16 @@ SCHEME_CASES: dict[str, dict] = {
     "kerple-log": {"name": "kerple", "kind": "log"},
     "kerple-power": {"name": "kerple", "kind": "power"},
     "fire": {"name": "fire", "hidden": 16, "init_threshold": 8.0},
+    "xl": {"name": "xl", "dim": 16},
+    "deberta": {"name": "deberta", "position_buckets": 8, "max_relative_positions": 16},
+    "tupe-r": {
+        "name": "tupe",
+        "max_length": 160,
+        "dim": 16,
+        "relative": True,
+        "num_buckets": 8,
+        "max_distance": 16,
+    },
 }
 
 CASE_IDS = list(SCHEME_CASES)

@@ -6,7 +6,9 @@ them all (the ``posenc viz OUT_DIR`` command). The numbers plotted are the outpu
 of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `rope.rope_decay_bound`, `alibi.alibi_bias`, `relative.t5_relative_bucket`,
 `relative.shaw_relative_index`, `xpos.apply_xpos`, `kerple.kerple_bias`,
-`fire.fire_normalized_distance`), so the figures show what the code computes.
+`fire.fire_normalized_distance`, `transformer_xl.xl_relative_logits`,
+`deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`), so the
+figures show what the code computes.
 
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
 """
@@ -25,7 +27,18 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from posenc_jax import absolute, alibi, fire, kerple, relative, rope, xpos
+from posenc_jax import (
+    absolute,
+    alibi,
+    deberta,
+    fire,
+    kerple,
+    relative,
+    rope,
+    transformer_xl,
+    tupe,
+    xpos,
+)
 from posenc_jax.harness.figures import int_ticks, save_figure
 
 __all__ = [
@@ -33,19 +46,25 @@ __all__ = [
     "STATIC_FIGURES",
     "draw_all",
     "fig_alibi",
+    "fig_deberta",
     "fig_research_schemes",
     "fig_rope_decay",
     "fig_rope_frequencies",
     "fig_shaw",
     "fig_sinusoidal",
     "fig_t5_buckets",
+    "fig_transformer_xl",
+    "fig_tupe",
     "figure_alibi",
+    "figure_deberta",
     "figure_research_schemes",
     "figure_rope_decay",
     "figure_rope_frequencies",
     "figure_shaw",
     "figure_sinusoidal",
     "figure_t5_buckets",
+    "figure_transformer_xl",
+    "figure_tupe",
     "rope_scaling_methods",
 ]
 
@@ -400,6 +419,171 @@ def fig_research_schemes(out_path: str | Path, **options: Any) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# Transformer-XL, DeBERTa, TUPE
+# --------------------------------------------------------------------------------------------
+
+
+def figure_transformer_xl(
+    *,
+    dim: int = 64,
+    num_heads: int = 4,
+    head_dim: int = 16,
+    length: int = 32,
+    span: int = 64,
+    clamp_len: int | None = None,
+    seed: int = 0,
+) -> Figure:
+    """Transformer-XL's global position term ``v . W_R R_{i-j}`` (term (d)) per head.
+
+    W_R and v are drawn at random (``seed``; the scheme's initial scale for W_R, unit
+    v): the shape of the term, not trained values. Left: a ``[T, S]`` heatmap for head
+    0, constant along every diagonal (a function of i - j only). Right: each head
+    against ``i - j`` in ``[-span, span]``; with ``clamp_len`` the curves are flat
+    beyond it. Values are `posenc_jax.transformer_xl.xl_relative_logits` of v.
+    """
+    kw, kv = jax.random.split(jax.random.PRNGKey(seed))
+    w_r = jax.random.normal(kw, (dim, num_heads, head_dim)) / math.sqrt(dim)
+    v = jax.random.normal(kv, (1, 1, num_heads, head_dim))
+    pos = jnp.arange(length)
+    grid = transformer_xl.xl_relative_logits(
+        jnp.broadcast_to(v, (1, length, num_heads, head_dim)), w_r, pos, pos, clamp_len=clamp_len
+    )  # [1, N, T, T]
+    keys = jnp.arange(-span, span + 1)
+    curve = transformer_xl.xl_relative_logits(
+        v, w_r, jnp.zeros(1, jnp.int32), -keys, clamp_len=clamp_len
+    )  # [1, N, 1, 2 span + 1]: distance i - j = keys
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_map, ax_line = fig.subplots(1, 2)
+    im = ax_map.imshow(np.asarray(grid[0, 0]), cmap="coolwarm", origin="upper")
+    fig.colorbar(im, ax=ax_map, shrink=0.85)
+    ax_map.set_title("head 0: v·W_R R_(i-j)")
+    ax_map.set_xlabel("key j")
+    ax_map.set_ylabel("query i")
+    int_ticks(ax_map)
+    for n in range(num_heads):
+        ax_line.plot(np.asarray(keys), np.asarray(curve[0, n, 0]), label=f"head {n}", linewidth=1)
+    if clamp_len is not None:
+        for x in (-clamp_len, clamp_len):
+            ax_line.axvline(x, color="gray", linestyle=":", linewidth=1, label="_clamp_len")
+    ax_line.set_title(f"term (d) vs distance (D_r={dim}, random W_R, v)")
+    ax_line.set_xlabel("distance i - j")
+    ax_line.set_ylabel("v·W_R R_(i-j)")
+    ax_line.grid(True, alpha=0.3)
+    ax_line.legend(fontsize=8)
+    return fig
+
+
+def fig_transformer_xl(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_transformer_xl` as a PNG; returns the path."""
+    return save_figure(figure_transformer_xl(**options), out_path)
+
+
+def figure_deberta(
+    *,
+    position_buckets: int = 256,
+    max_relative_positions: int = 512,
+    span: int = 1200,
+    length: int = 24,
+    small_buckets: int = 8,
+    small_max: int = 16,
+) -> Figure:
+    """DeBERTa's relative positions: the log buckets, and the table row of each pair.
+
+    Left: `posenc_jax.deberta.deberta_log_bucket` against ``i - j`` (DeBERTa-v2/v3
+    settings by default): exact up to ``+-position_buckets // 2`` (dotted), then
+    logarithmic, reaching ``+-(position_buckets - 1)`` at ``+-(max_relative_positions -
+    1)`` (dashed). Right: the row ``delta(i, j)`` of the tables ``K^r``, ``Q^r`` read by
+    each pair (`posenc_jax.deberta.deberta_relative_index`) for small settings.
+    """
+    rel = np.arange(-span, span + 1)
+    buckets = deberta.deberta_log_bucket(
+        jnp.asarray(rel),
+        position_buckets=position_buckets,
+        max_relative_positions=max_relative_positions,
+    )
+    pos = jnp.arange(length)
+    index = deberta.deberta_relative_index(
+        pos, pos, position_buckets=small_buckets, max_relative_positions=small_max
+    )
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    ax_line, ax_map = fig.subplots(1, 2)
+    ax_line.plot(rel, np.asarray(buckets), drawstyle="steps-mid", label="bucket")
+    mid, edge = position_buckets // 2, max_relative_positions - 1
+    for x in (-mid, mid):
+        ax_line.axvline(x, color="gray", linestyle=":", linewidth=1, label="_exact")
+    for x in (-edge, edge):
+        ax_line.axvline(x, color="gray", linestyle="--", linewidth=1, label="_max")
+    ax_line.set_title(
+        f"DeBERTa log buckets ({position_buckets} buckets, max {max_relative_positions})"
+    )
+    ax_line.set_xlabel("relative position i - j")
+    ax_line.set_ylabel("bucket")
+    ax_line.grid(True, alpha=0.3)
+    im = ax_map.imshow(np.asarray(index), cmap="coolwarm", origin="upper")
+    fig.colorbar(im, ax=ax_map, shrink=0.85, label="table row")
+    ax_map.set_title(f"row δ(i, j) ({small_buckets} buckets, max {small_max})")
+    ax_map.set_xlabel("key j")
+    ax_map.set_ylabel("query i")
+    int_ticks(ax_map)
+    return fig
+
+
+def fig_deberta(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_deberta` as a PNG; returns the path."""
+    return save_figure(figure_deberta(**options), out_path)
+
+
+def figure_tupe(
+    *, length: int = 24, dim: int = 32, num_buckets: int = 16, max_distance: int = 32
+) -> Figure:
+    """TUPE's positional logits as [T, S] heatmaps, [CLS] (position 0) untied.
+
+    Left: the untied term ``(p_i U^Q).(p_j U^K) / sqrt(2d)`` with a sinusoidal table p
+    and identity projections (an illustration: TUPE learns both), and
+    ``theta = (-1, 1)`` for the [CLS] row and column. Right: TUPE-R's relative part
+    alone, a T5 table holding its bucket ids (bidirectional), with the same thetas.
+    Values are `posenc_jax.tupe.tupe_bias`.
+    """
+    pos = jnp.arange(length)
+    table = absolute.sinusoidal(pos, dim)  # [L, D_p]
+    eye = jnp.eye(dim)[:, None, :]  # [D_p, N=1, H=D_p]
+    theta = jnp.array([[-1.0], [1.0]])
+    untied = tupe.tupe_bias(pos, pos, table, eye, eye, cls_theta=theta)  # [1, T, T]
+    zeros = jnp.zeros((dim, 1, 1))
+    rel_table = jnp.arange(num_buckets, dtype=jnp.float32)[:, None]
+    rel = tupe.tupe_bias(
+        pos,
+        pos,
+        jnp.zeros((length, dim)),
+        zeros,
+        zeros,
+        cls_theta=theta,
+        relative_table=rel_table,
+        num_buckets=num_buckets,
+        max_distance=max_distance,
+    )
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    titles = (
+        f"untied term, sinusoidal p (d={dim}), [CLS] θ = (-1, 1)",
+        f"TUPE-R buckets ({num_buckets}, max {max_distance}), [CLS] θ = (-1, 1)",
+    )
+    for ax, data, title in zip(axes, (untied, rel), titles, strict=True):
+        im = ax.imshow(np.asarray(data[0]), cmap="viridis", origin="upper")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("key j")
+        ax.set_ylabel("query i")
+        int_ticks(ax)
+    return fig
+
+
+def fig_tupe(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_tupe` as a PNG; returns the path."""
+    return save_figure(figure_tupe(**options), out_path)
+
+
+# --------------------------------------------------------------------------------------------
 # All
 # --------------------------------------------------------------------------------------------
 
@@ -411,6 +595,9 @@ STATIC_FIGURES = {
     "t5_buckets.png": fig_t5_buckets,
     "shaw.png": fig_shaw,
     "xpos_kerple_fire.png": fig_research_schemes,
+    "transformer_xl.png": fig_transformer_xl,
+    "deberta.png": fig_deberta,
+    "tupe.png": fig_tupe,
 }
 """File name -> figure writer of the pictures that need no trained model."""
 
