@@ -110,3 +110,10 @@ def test_api_reference_has_a_page_for_every_module_with_public_names():
             home = getattr(getattr(mod, name), "__module__", None)
             if home is not None and home.startswith("posenc_jax"):
                 assert home in modules, f"{package}.{name} is defined in {home}, which has no page"
+
+
+def test_the_presets_table_of_the_docs_is_the_librarys():
+    from posenc_jax.presets import presets_table_markdown
+
+    page = (ROOT / "docs" / "guides" / "pretrained.md").read_text()
+    assert presets_table_markdown().strip() in page
