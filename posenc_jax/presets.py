@@ -253,6 +253,7 @@ _PRESET_LIST = (
         scheme={
             "name": "tupe",
             "max_length": 512,
+            "untie_cls": True,
             "relative": True,
             "num_buckets": 32,
             "max_distance": 128,

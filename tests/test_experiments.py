@@ -212,6 +212,19 @@ def test_exact_match_is_the_exact_match_of_greedy_generation():
     assert np.asarray(per_row["seq_correct"]).tolist() == [0.0 if w else 1.0 for w in wrong]
 
 
+def test_chance_levels_are_the_best_input_blind_guesses():
+    from posenc_jax.harness.evaluation import ChanceLevel
+
+    chance = ChanceLevel()
+    targets = np.array([[0, 5, 6, 4], [0, 5, 7, 4], [0, 8, 6, 4], [0, 5, 6, 4], [0, 9, 9, 9]])
+    mask = np.array([[0, 1, 1, 1]] * 4 + [[0, 0, 0, 0]], bool)  # the last row: nothing scored
+    chance.add(targets[:2], mask[:2])  # two batches count as one set
+    chance.add(targets[2:], mask[2:])
+    # Columns: 5 three times of 4, 6 three of 4, 4 four of 4; answers: (5, 6, 4) twice of 4.
+    assert chance.levels() == {"chance_accuracy": 10 / 12, "chance_exact_match": 2 / 4}
+    assert ChanceLevel().levels() == {}
+
+
 def test_decoder_tables_show_exact_match_and_chance(tiny_run):
     _, out, printed = tiny_run
     assert "### copy — exact match % of the whole answer (= greedy generation)" in printed

@@ -256,7 +256,10 @@ def test_sequence_lengths():
         "passkey": 53,
     }
     for name, seq in expected.items():
-        assert get_task(name).sequence_length(40) == seq, name
+        options = {"widths": "equal"} if name == "addition" else {}
+        assert get_task(name, **options).sequence_length(40) == seq, name
+    with pytest.raises(ValueError, match="addition: length must be <= 18 digits"):
+        get_task("addition").sequence_length(19)
     assert get_task("modular_arithmetic").sequence_length(41) == 42
     assert get_task("compute_sqrt").sequence_length(7) == 11
 

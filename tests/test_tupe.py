@@ -87,12 +87,13 @@ def _random(seed, *shapes):
     ids=["encoder", "encoder-tupe-r", "decoder", "decoder-tupe-r"],
 )
 def test_scheme_attention_is_the_softmax_of_the_papers_logits(causal, relative):
-    """Encoders untie [CLS] (position 0), decoders do not; TUPE-R adds T5 buckets."""
+    """An encoder with [CLS] untied (position 0), a decoder without; TUPE-R adds T5 buckets."""
     t, n, h, length, dim = 10, 2, 4, 24, 6
     spec = {"name": "tupe", "max_length": length, "dim": dim, "relative": relative}
-    spec |= {"num_buckets": 8, "max_distance": 16}
+    spec |= {"num_buckets": 8, "max_distance": 16, "untie_cls": not causal}
     scheme = make_scheme(spec).configure(causal=causal)
     assert scheme.untie_cls is (not causal) and scheme.bidirectional is (not causal)
+    assert make_scheme({"name": "tupe"}).configure(causal=False).untie_cls is False
     q, k, table, u_q, u_k, theta, rel = _random(
         0, (1, t, n, h), (1, t, n, h), (length, dim), (dim, n, h), (dim, n, h), (2, n), (8, n)
     )

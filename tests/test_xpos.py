@@ -298,6 +298,8 @@ def test_xpos_assume_positions_below_keeps_a_fitting_centre_and_refuses_too_long
         scheme.assume_positions_below(1700)
     clip = dataclasses.replace(scheme, out_of_range="clip")
     assert clip.position_limit() is None and clip.assume_positions_below(800) is clip
+    # "clip" accepts a span past the window (the far pairs stop decaying): centred, no error.
+    assert clip.assume_positions_below(1700).center == 849
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])

@@ -146,7 +146,7 @@ def _needed_positions(run: Run, cfg: ExperimentConfig) -> int:
     needed = max(task.sequence_length(n) for n in stage_lengths)
     if not tcfg.randomized_positions:
         return needed
-    if getattr(task, "packed", False):
+    if task.packed:
         raise ConfigError(
             f"task {run.task_label} is packed (positions restart per document), so "
             "train.randomized_positions cannot replace its positions; use one or the other"

@@ -93,8 +93,10 @@ def metric_of(task_records: Iterable[dict[str, Any]]) -> str:
     """
     task_records = list(task_records)
     named = {r["metric"] for r in task_records if "metric" in r}
+    if len(named) > 1:
+        raise ValueError(f"one task's records name several metrics: {sorted(named)}")
     if named:
-        return named.pop() if len(named) == 1 else "accuracy"
+        return named.pop()
     return "perplexity" if any("perplexity" in r for r in task_records) else "accuracy"
 
 

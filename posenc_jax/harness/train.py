@@ -229,7 +229,7 @@ def training_batches(
     """
     width = task.sequence_length(tcfg.length)
     lengths = np.arange(tcfg.min_length, tcfg.length + 1)
-    weights = getattr(task, "length_weights", lambda _: None)(lengths)  # None: uniform
+    weights = task.length_weights(lengths)  # None: uniform
     for step in range(start_step, tcfg.steps):
         length_rng = np.random.default_rng([step, 7919])
         if weights is None:

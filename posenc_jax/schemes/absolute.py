@@ -119,8 +119,9 @@ class TupeScheme(Scheme):
       max_length: rows of the position table; positions must be < max_length.
       dim: D_p, size of the position embeddings (None: N * H).
       untie_cls: give the [CLS] token (position 0) learned scalars instead of its
-        positional row and column (None: follow the model: encoders True, decoders
-        False, which have no [CLS]).
+        positional row and column. Off by default: only a model whose inputs start
+        with a [CLS] token wants it (the harness's tasks have none, and with randomized
+        or packed positions position 0 is not a [CLS] token).
       relative: TUPE-R, add T5's bucketed relative bias.
       num_buckets, max_distance: its buckets (32 and 128 in the paper).
       bidirectional: of the buckets (None: follow the model).
@@ -139,7 +140,7 @@ class TupeScheme(Scheme):
     hooks: ClassVar[frozenset[str]] = frozenset({"rotate", "logit_bias"})
     max_length: int = 512
     dim: int | None = None
-    untie_cls: bool | None = None
+    untie_cls: bool = False
     relative: bool = False
     num_buckets: int = 32
     max_distance: int = 128
@@ -151,10 +152,12 @@ class TupeScheme(Scheme):
             raise ValueError(f"tupe: max_length must be >= 1; got {self.max_length}")
         if self.dim is not None and as_int(self.dim, "dim", "tupe") < 1:
             raise ValueError(f"tupe: dim must be >= 1 (or None: N * H); got {self.dim}")
-        for name in ("untie_cls", "bidirectional"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                raise ValueError(f"tupe: {name} must be True, False or None; got {value!r}")
+        if not isinstance(self.untie_cls, bool):
+            raise ValueError(f"tupe: untie_cls must be True or False; got {self.untie_cls!r}")
+        if self.bidirectional is not None and not isinstance(self.bidirectional, bool):
+            raise ValueError(
+                f"tupe: bidirectional must be True, False or None; got {self.bidirectional!r}"
+            )
         if not isinstance(self.relative, bool):
             raise ValueError(f"tupe: relative must be True or False; got {self.relative!r}")
         check_choice(self.out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, "tupe")
@@ -164,12 +167,9 @@ class TupeScheme(Scheme):
             raise ValueError(f"tupe: max_distance must be >= 1; got {self.max_distance}")
 
     def configure(self, *, causal: bool) -> Scheme:
-        changes = {}
-        if self.untie_cls is None:
-            changes["untie_cls"] = not causal
         if self.bidirectional is None:
-            changes["bidirectional"] = not causal
-        return dataclasses.replace(self, **changes) if changes else self
+            return dataclasses.replace(self, bidirectional=not causal)
+        return self
 
     def position_limit(self) -> int | None:
         return None if self.out_of_range == "clip" else int(self.max_length)

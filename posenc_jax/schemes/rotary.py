@@ -212,7 +212,7 @@ class XposScheme(Scheme):
         if fits and self.out_of_range == "clip":
             return self
         if not fits:
-            if last > 2 * window:
+            if last > 2 * window and self.out_of_range != "clip":  # "clip" accepts the loss
                 raise ValueError(
                     f"xpos: positions 0 .. {last} span more than the window where float32 "
                     f"xPos scales are exact (2 * {window} + 1 positions for "

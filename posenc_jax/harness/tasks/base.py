@@ -103,6 +103,7 @@ class Task:
     name: str = ""
     causal: bool = False
     headline: str = "accuracy"
+    packed: bool = False  # rows of several documents with their own positions (lm)
     train_lengths: tuple[int, int] = (1, 40)
     eval_lengths: tuple[int, ...] = tuple(range(41, 501))
 
@@ -122,6 +123,11 @@ class Task:
     def check_length(self, length: int) -> int:
         """Returns ``length`` as an int, or raises ValueError if the task cannot use it."""
         return check_int("length", length, minimum=1)
+
+    def length_weights(self, lengths: np.ndarray) -> np.ndarray | None:
+        """Training probabilities of ``lengths`` (``[K]``), or None for uniform."""
+        del lengths
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})"

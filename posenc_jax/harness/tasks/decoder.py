@@ -241,6 +241,15 @@ class Addition(DecoderTask):
         self.reverse_answer = reverse_answer
         self.symbols = (*_DIGITS, "+")
 
+    def check_length(self, length: int) -> int:
+        length = check_int("length", length, minimum=1)
+        if length > 18 and self.widths == "independent":  # int64 operands: 10**19 overflows
+            raise ValueError(
+                f"addition: length must be <= 18 digits with widths='independent'; got "
+                f"length={length} (widths='equal' draws digit by digit, any length)"
+            )
+        return length
+
     def length_weights(self, lengths: np.ndarray) -> np.ndarray | None:
         """Training weight of each length: ``2n - 1`` pairs of widths have the larger ``n``."""
         return (2 * lengths - 1) / np.sum(2 * lengths - 1) if self.widths == "independent" else None
