@@ -169,13 +169,16 @@ def _segments(
         ("segment_ids", segment_ids, q_len),
         ("kv_segment_ids", kv_segment_ids, k_len),
     ):
-        ids = _as_batched_positions(ids, batch, name)
-        if not jnp.issubdtype(ids.dtype, jnp.integer) or ids.shape[-1] != length:
+        ids = jnp.asarray(ids)
+        shape_ok = ids.shape in ((length,), (batch, length)) or (
+            ids.ndim == 2 and ids.shape[0] == 1 and ids.shape[1] == length
+        )
+        if not jnp.issubdtype(ids.dtype, jnp.integer) or not shape_ok:
             raise ValueError(
-                f"{name} must be integer ids of shape [{length}] or [B, {length}]; got "
-                f"shape {ids.shape} and dtype {ids.dtype}"
+                f"{name} must be integer ids of shape [{length}] or [B={batch}, {length}]; "
+                f"got shape {ids.shape} and dtype {ids.dtype}"
             )
-        out.append(ids)
+        out.append(_as_batched_positions(ids, batch, name))
     return _Segments(*out)
 
 

@@ -175,6 +175,12 @@ def test_kv_segment_ids_serve_cross_attention_and_are_checked():
         dense_attention(q, k, v, kv_segment_ids=jnp.array([0, 1, 1]), **kw)
     with pytest.raises(ValueError, match=r"segment_ids must be integer ids of shape \[2\]"):
         dense_attention(q, k, v, segment_ids=jnp.zeros(2), kv_segment_ids=jnp.zeros(3, int), **kw)
+    with pytest.raises(
+        ValueError, match=r"kv_segment_ids must be .* \[B=1, 3\]; got shape \(2, 3\)"
+    ):
+        dense_attention(
+            q, k, v, segment_ids=jnp.zeros(2, int), kv_segment_ids=jnp.zeros((2, 3), int), **kw
+        )
 
 
 def test_auto_sends_segment_ids_to_a_path_that_takes_them():
