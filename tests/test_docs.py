@@ -77,8 +77,9 @@ def test_figures_tool_reads_every_results_table(tmp_path):
     figures = _tool("docs_figures")
     pages = ROOT / "docs" / "reproductions"
     alibi = figures.records_by_length(pages / "alibi_lm.md", task="lm", metric="perplexity")
-    assert len(alibi) == 5 * 5 and {r["train_length"] for r in alibi} == {64}
-    assert {r["scheme"] for r in alibi} == {"sinusoidal", "rotary", "T5 bias", "ALiBi", "NoPE"}
+    assert len(alibi) == 8 * 5 and {r["train_length"] for r in alibi} == {64}
+    schemes = {"sinusoidal", "rotary", "T5 bias", "ALiBi", "NoPE", "Transformer-XL", "DeBERTa"}
+    assert {r["scheme"] for r in alibi} == schemes | {"TUPE"}
     rope = figures.records_by_length(pages / "rope_extension.md", task="lm", metric="perplexity")
     assert len(rope) == 4 * 6 + 3 * 5 and sum(r["scheme"].endswith("+ft") for r in rope) == 15
     kaz = figures.records_by_column(pages / "kazemnejad.md", metric="accuracy", scale=0.01)
