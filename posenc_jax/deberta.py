@@ -261,6 +261,24 @@ def _pick_rows(x: jax.Array, table: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.transpose(picked.reshape(b, length, m, n), (0, 3, 1, 2))  # [B, N, L, M]
 
 
+def _term_inputs(x, table, q_positions, k_positions, names, fn, settings):
+    """Checked ``x``, ``table`` and the relative index ``[(B,) T, S]`` of one disentangled term.
+
+    names: (x's name, table's name, what x holds, the index axis that must match x's axis 1).
+    """
+    x_name, table_name, holds, axis = names
+    rows = 2 * deberta_span(**settings)
+    x, table = _check_table(x, table, (x_name, table_name), rows, fn)
+    index = deberta_relative_index(q_positions, k_positions, **settings)  # [(B,) T, S]
+    if index.shape[axis] != x.shape[1]:
+        side = "q_positions" if axis == -2 else "k_positions"
+        raise ValueError(
+            f"{fn}: {x_name} has {'T' if axis == -2 else 'S'}={x.shape[1]} {holds} but {side} "
+            f"give {index.shape[axis]}"
+        )
+    return x, table, index
+
+
 def deberta_c2p(
     q: jax.Array,
     pos_key: jax.Array,
@@ -294,21 +312,18 @@ def deberta_c2p(
 
     References: He et al. 2021, "DeBERTa", equation (4) (arXiv 2006.03654).
     """
-    fn = "deberta_c2p"
-    rows = 2 * deberta_span(
+    settings = dict(
         position_buckets=position_buckets, max_relative_positions=max_relative_positions
     )
-    q, pos_key = _check_table(q, pos_key, ("q", "pos_key"), rows, fn)
-    index = deberta_relative_index(
+    q, pos_key, index = _term_inputs(
+        q,
+        pos_key,
         q_positions,
         k_positions,
-        position_buckets=position_buckets,
-        max_relative_positions=max_relative_positions,
-    )  # [(B,) T, S]
-    if index.shape[-2] != q.shape[1]:
-        raise ValueError(
-            f"{fn}: q has T={q.shape[1]} queries but q_positions give {index.shape[-2]}"
-        )
+        ("q", "pos_key", "queries", -2),
+        "deberta_c2p",
+        settings,
+    )
     return _pick_rows(q, pos_key, index)
 
 
@@ -347,18 +362,17 @@ def deberta_p2c(
 
     References: He et al. 2021, "DeBERTa", equation (4) (arXiv 2006.03654).
     """
-    fn = "deberta_p2c"
-    rows = 2 * deberta_span(
+    settings = dict(
         position_buckets=position_buckets, max_relative_positions=max_relative_positions
     )
-    k, pos_query = _check_table(k, pos_query, ("k", "pos_query"), rows, fn)
-    index = deberta_relative_index(
+    k, pos_query, index = _term_inputs(
+        k,
+        pos_query,
         q_positions,
         k_positions,
-        position_buckets=position_buckets,
-        max_relative_positions=max_relative_positions,
-    )  # [(B,) T, S]
-    if index.shape[-1] != k.shape[1]:
-        raise ValueError(f"{fn}: k has S={k.shape[1]} keys but k_positions give {index.shape[-1]}")
+        ("k", "pos_query", "keys", -1),
+        "deberta_p2c",
+        settings,
+    )
     picked = _pick_rows(k, pos_query, jnp.swapaxes(index, -1, -2))  # [B, N, S, T]
     return jnp.swapaxes(picked, -1, -2)  # [B, N, T, S]
