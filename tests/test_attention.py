@@ -1,6 +1,7 @@
 """Attention paths: dense vs a float64 numpy reference, blockwise vs dense, fused vs dense."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -174,9 +175,10 @@ def test_blockwise_equals_dense_any_length(t, block, offset):
     )
     pos = jnp.arange(t) + offset
     kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, params=params, causal=True)
+    blockwise = jax.jit(functools.partial(blockwise_attention, q_block=block, k_block=block, **kw))
     np.testing.assert_allclose(
-        blockwise_attention(q, k, v, q_block=block, k_block=block, **kw),
-        dense_attention(q, k, v, **kw),
+        blockwise(q, k, v),
+        jax.jit(functools.partial(dense_attention, **kw))(q, k, v),
         atol=1e-5,
         rtol=1e-5,
     )

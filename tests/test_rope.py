@@ -7,6 +7,7 @@ R_{Theta,m} of eq. (15), built as a dense matrix here rather than elementwise.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -188,6 +189,7 @@ fractions = st.sampled_from([(8, 1.0), (16, 1.0), (16, 0.5), (12, 1 / 3), (32, 0
 layouts = st.sampled_from(["half", "interleaved"])
 
 
+@functools.partial(jax.jit, static_argnames="layout")  # one compile per shape and layout
 def _scores(q, k, qpos, kpos, inv_freq, layout, factor=1.0):
     qr = apply_rope(q, qpos, inv_freq=inv_freq, layout=layout, attention_factor=factor)
     kr = apply_rope(k, kpos, inv_freq=inv_freq, layout=layout, attention_factor=factor)
@@ -224,7 +226,8 @@ def test_rotation_preserves_norms(shape, layout, seed):
     x = rng.normal(size=(2, 6, 3, head_dim)).astype(np.float32)
     positions = rng.integers(-(2**20), 2**20, size=(2, 6)).astype(np.int32)
     inv_freq, _ = rope_frequencies(head_dim, rotary_fraction=fraction)
-    out = np.asarray(apply_rope(x, positions, inv_freq=inv_freq, layout=layout))
+    rope = jax.jit(apply_rope, static_argnames="layout")
+    out = np.asarray(rope(x, positions, inv_freq=inv_freq, layout=layout))
     np.testing.assert_allclose(
         np.linalg.norm(out, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5, atol=1e-6
     )
@@ -249,7 +252,7 @@ def test_attention_factor_scales_logits_by_its_square(layout, seed, factor):
 @HYP
 @given(
     shape=fractions,
-    heads=st.integers(1, 3),
+    heads=st.integers(1, 2),
     seed=st.integers(0, 2**16),
     src=layouts,
 )
