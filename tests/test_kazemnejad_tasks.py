@@ -154,7 +154,7 @@ def pcfg_reference(words: list[str]) -> tuple[list[str], list[list[str]]]:
     return stack[0], strings
 
 
-# Published pairs: brendenlake/SCAN README.md, the examples table (L16-L22).
+# Published pairs: brendenlake/SCAN @0a5bbf5, README.md, the examples table (L16-L22).
 SCAN_README = [
     ("jump", "JUMP"),
     ("jump left", "LTURN JUMP"),

@@ -88,7 +88,7 @@ def scan_commands() -> dict[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], 
       ('turn opposite left twice', 'LTURN LTURN LTURN LTURN')
 
     References: Lake & Baroni 2018 (arXiv 1711.00350), the grammar and interpretation
-    function of SCAN (its supplementary material); brendenlake/SCAN README.md (L39:
+    function of SCAN (its supplementary material); brendenlake/SCAN @0a5bbf5, README.md (L39:
     "Length is defined as the number of output actions").
     """
     phrases = _scan_phrases()
@@ -138,7 +138,7 @@ class Scan(DecoderTask):
       >>> " ".join(task.decode(task.solve(prompt)[0]))
       'LTURN WALK LTURN WALK LTURN WALK LTURN WALK LTURN LTURN JUMP'
 
-    References: Lake & Baroni 2018 (arXiv 1711.00350); brendenlake/SCAN README.md (the
+    References: Lake & Baroni 2018 (arXiv 1711.00350); brendenlake/SCAN @0a5bbf5, README.md (the
     examples table, L16-L22); Kazemnejad et al. 2023 (arXiv 2305.19466), task "SCAN";
     McGill-NLP/length-generalization @d06170e, scripts/dataset_builders/make_scan_dataset.py
     (``load_dataset("scan", "length", split="train+test")``, ``target_length =
@@ -261,7 +261,9 @@ class Pcfg(DecoderTask):
     inputs of 500 characters or more are redrawn; so are answers longer than
     ``max_answer`` symbols (96 by default; ``repeat`` doubles a string). Prompt
     ``input <sep>``, answer the evaluated string; rows are right-padded to
-    ``sequence_length(n)``. Productivity split: train on 1..8 functions, test on 9..16.
+    ``sequence_length(n)``. Productivity split: train on 1..8 functions, test on 9..16
+    (the inputs of Hupkes et al.'s productivity test set hold 9 functions or more; the
+    upper end, 16, is this package's choice, twice the training range as the other tasks).
 
     **Not the naturalised distribution.** The published PCFG SET (and Kazemnejad et al.'s
     ``md_productivity`` copy of Hupkes et al.'s productivity split) was drawn with random
