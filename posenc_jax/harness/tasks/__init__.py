@@ -8,7 +8,8 @@ Every task samples fixed-shape batches at a given task length::
     batch.tokens.shape == (64, task.sequence_length(40))  # [B, L]
 
 ``length`` is the task's own length as in the papers (input string length for the Deletang et al.
-suite, number of items for copy/sort, digits per operand for addition, key-value pairs for
+suite, number of items for copy/sort, digits per operand for addition, terms for polynomial,
+variables for lego, output actions for scan, functions for pcfg, key-value pairs for
 associative_recall, filler tokens for passkey, bytes for lm); ``task.sequence_length(length)``
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
@@ -67,10 +68,21 @@ from posenc_jax.harness.tasks.decoder import (
     Sort,
     Summation,
 )
+from posenc_jax.harness.tasks.grammar import GRAMMAR_TASKS, Pcfg, Scan
 from posenc_jax.harness.tasks.lm import LanguageModelling
+from posenc_jax.harness.tasks.reasoning import REASONING_TASKS, Lego, Polynomial
 
 TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
-    {cls.name: cls for cls in (*CHOMSKY_TASKS, *DECODER_TASKS, LanguageModelling)}
+    {
+        cls.name: cls
+        for cls in (
+            *CHOMSKY_TASKS,
+            *DECODER_TASKS,
+            *REASONING_TASKS,
+            *GRAMMAR_TASKS,
+            LanguageModelling,
+        )
+    }
 )
 """Registry: task name -> task class."""
 
@@ -131,9 +143,11 @@ __all__ = [
     "CHOMSKY_TASKS",
     "DECODER_TASKS",
     "EOS",
+    "GRAMMAR_TASKS",
     "NUM_SPECIAL",
     "PAD",
     "PLACEHOLDER",
+    "REASONING_TASKS",
     "SEP",
     "SPECIAL_NAMES",
     "TASKS",
@@ -152,6 +166,7 @@ __all__ = [
     "EncoderTask",
     "EvenPairs",
     "LanguageModelling",
+    "Lego",
     "MissingDuplicateString",
     "ModularArithmetic",
     "ModularArithmeticBrackets",
@@ -159,8 +174,11 @@ __all__ = [
     "Parity",
     "ParityCheck",
     "Passkey",
+    "Pcfg",
+    "Polynomial",
     "Reverse",
     "ReverseString",
+    "Scan",
     "SolveEquation",
     "Sort",
     "StackManipulation",
