@@ -523,6 +523,8 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
         "run",
         str(path),
         "--no-progress",
+        "--compile-cache",  # the later runs reuse the first one's programs
+        str(tmp_path / "cache"),
         "--out",
     ]
     killed = tmp_path / "killed"

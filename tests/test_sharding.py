@@ -27,8 +27,22 @@ CFG = {
 }
 
 
-def _worker(*args, devices: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory) -> Path:
+    """One persistent compilation cache for this file's workers: a program compiled for
+    some device count once is loaded, not compiled, by the later workers."""
+    return tmp_path_factory.mktemp("xla-cache")
+
+
+def _worker(*args, devices: int, cache: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
     flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
     env["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={devices}").strip()
     subprocess.run(
@@ -54,11 +68,11 @@ def test_mesh_shape_choice_and_errors():
         choose_mesh_shape(2, 4, (4,), seed=4)
 
 
-def test_sharded_run_on_8_devices_equals_single_device(tmp_path):
+def test_sharded_run_on_8_devices_equals_single_device(tmp_path, compile_cache):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CFG))
-    _worker("run", str(cfg), str(tmp_path / "eight"), devices=8)
-    _worker("run", str(cfg), str(tmp_path / "one"), devices=1)
+    _worker("run", str(cfg), str(tmp_path / "eight"), devices=8, cache=compile_cache)
+    _worker("run", str(cfg), str(tmp_path / "one"), devices=1, cache=compile_cache)
     env8 = json.loads((tmp_path / "eight" / "environment.json").read_text())
     assert env8["device_count"] == 8 and env8["mesh"] == {"seed": 4, "data": 2}
     many = read_records(tmp_path / "eight" / "results.jsonl")
@@ -71,11 +85,11 @@ def test_sharded_run_on_8_devices_equals_single_device(tmp_path):
 
 
 @pytest.mark.parametrize(("first", "second"), [(8, 1), (1, 8)])
-def test_checkpoint_moves_between_device_counts(tmp_path, first, second):
+def test_checkpoint_moves_between_device_counts(tmp_path, compile_cache, first, second):
     ckpt = tmp_path / "ckpt"
-    _worker("train", str(ckpt), str(tmp_path / "a.npz"), devices=first)
+    _worker("train", str(ckpt), str(tmp_path / "a.npz"), devices=first, cache=compile_cache)
     # The first run left its step-5 checkpoint; the second resumes from it on other devices.
-    _worker("train", str(ckpt), str(tmp_path / "b.npz"), devices=second)
+    _worker("train", str(ckpt), str(tmp_path / "b.npz"), devices=second, cache=compile_cache)
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     assert int(a["resumed_from"]) == -1 and int(b["resumed_from"]) == 5
     assert int(a["devices"]) == first and int(b["devices"]) == second
