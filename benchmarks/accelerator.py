@@ -257,7 +257,8 @@ def section_job(args) -> dict:
     cmd = [sys.executable, "-m", "posenc_jax.harness.cli", "run", "configs/quick.yaml"]
     if args.dry_run:
         cmd += ["--set", "train.steps=2", "--set", "schemes=[alibi]", "--set", "seeds=[0]"]
-        cmd += ["--set", "tasks=[{name: copy, num_symbols: 5}]"]
+        cmd += ["--set", "tasks=[{name: copy, num_symbols: 5}]", "--set", "eval.lengths=[12]"]
+        cmd += ["--set", "model={num_layers: 1, d_model: 16, num_heads: 2}"]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = subprocess.run(

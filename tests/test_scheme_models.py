@@ -50,7 +50,7 @@ PADDING = [(c, TransformerLM) for c in CASE_IDS] + [
     ("case", "cls"), PADDING, ids=[f"{c}-{cls.__name__}" for c, cls in PADDING]
 )
 def test_left_padded_batch_equals_unpadded(case, cls):
-    model = _model(SCHEME_CASES[case], cls=cls)
+    model = _model(SCHEME_CASES[case], cls=cls, num_layers=1)
     seqs = [np.array([3, 1, 4, 1, 5, 9, 2]), np.array([6, 5, 3])]
     width = 7
     tokens = np.zeros((2, width), np.int32)
@@ -66,7 +66,7 @@ def test_left_padded_batch_equals_unpadded(case, cls):
 
 @pytest.mark.parametrize("case", bidirectional_cases())
 def test_gradients_finite_with_fully_masked_rows(case):
-    model = _model(SCHEME_CASES[case], cls=TransformerEncoder)
+    model = _model(SCHEME_CASES[case], cls=TransformerEncoder, num_layers=1)
     tokens = jnp.ones((2, 6), jnp.int32)
     mask = jnp.array([[True] * 6, [False] * 6])
 
