@@ -39,7 +39,7 @@ def _lm(spec, *, cls=TransformerLM, seed=0, **kw):
 def test_scheme_parameters_receive_gradients(spec, where):
     model = _lm(spec, num_layers=1)
     tokens = jnp.arange(8)[None] % VOCAB
-    grads = nnx.grad(lambda m: jnp.mean(m(tokens) ** 2))(model)
+    grads = nnx.jit(nnx.grad(lambda m: jnp.mean(m(tokens) ** 2)))(model)
     holder = grads.blocks[0].attn if where == "attn" else grads
     leaves = jax.tree.leaves(holder.pos_params.get_value())
     assert leaves
