@@ -20,9 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import as_int
+from posenc_jax._checks import as_int, check_at_run_time
 
-__all__ = ["OUT_OF_RANGE_POLICIES", "init_learned_table", "learned_lookup", "sinusoidal"]
+__all__ = [
+    "OUT_OF_RANGE_POLICIES",
+    "check_learned_positions",
+    "init_learned_table",
+    "learned_lookup",
+    "sinusoidal",
+]
 
 OUT_OF_RANGE_POLICIES = ("error", "clip")
 
@@ -123,9 +129,9 @@ def init_learned_table(
     return (stddev * table).astype(dtype)
 
 
-def _out_of_range_message(lo: int, hi: int, length: int) -> str:
+def _out_of_range_message(lo: int, hi: int, length: int, fn: str) -> str:
     head = (
-        f"learned_lookup: positions must lie in [0, {length - 1}] for a table of length "
+        f"{fn}: positions must lie in [0, {length - 1}] for a table of length "
         f"{length}; got min position {lo}, max position {hi}."
     )
     if lo < 0:
@@ -135,10 +141,41 @@ def _out_of_range_message(lo: int, hi: int, length: int) -> str:
     return head + fix + ", or pass out_of_range='clip' to clamp positions to the table."
 
 
-def _check_in_range(lo: Any, hi: Any, length: int) -> None:
+def _check_in_range(lo: Any, hi: Any, *, length: int, fn: str) -> None:
     lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= length:
-        raise ValueError(_out_of_range_message(lo, hi, length))
+        raise ValueError(_out_of_range_message(lo, hi, length, fn))
+
+
+def check_learned_positions(*positions: jax.Array, length: int, fn: str = "learned_lookup") -> None:
+    """Raises when a position has no row in a table of ``length`` rows (``[0, length)``).
+
+    The "error" policy of `learned_lookup`, for one or more position arrays at once
+    (TUPE checks its query and key positions in one go). With concrete positions the
+    ValueError is raised now. Traced positions (under ``jax.jit``, ``vmap``,
+    ``grad``) are checked when the program runs, by a host callback taken only when
+    a position is out of range (`posenc_jax._checks.check_at_run_time`): the
+    computation then fails with a ``jax.errors.JaxRuntimeError`` carrying the
+    message, possibly when the result is first used (asynchronous dispatch).
+
+    Args:
+      *positions: integer position arrays of any shape (empty ones are skipped).
+      length: rows of the table, L.
+      fn: the function named in the message.
+
+    Raises:
+      ValueError: (concrete positions) a position < 0 or >= ``length``.
+
+    Example:
+      >>> check_learned_positions(jnp.arange(4), jnp.array([0, 2]), length=4)
+    """
+    arrays = [jnp.asarray(p) for p in positions if jnp.size(p) > 0]
+    if not arrays:
+        return
+    lo = functools.reduce(jnp.minimum, [jnp.min(p) for p in arrays])
+    hi = functools.reduce(jnp.maximum, [jnp.max(p) for p in arrays])
+    check = functools.partial(_check_in_range, length=length, fn=fn)
+    check_at_run_time(check, lo, hi, when=lambda lo, hi: (lo < 0) | (hi >= length))
 
 
 def learned_lookup(
@@ -153,14 +190,13 @@ def learned_lookup(
 
     - ``"error"`` (default): with concrete positions, raises ValueError at call
       time. When positions are traced (under ``jax.jit``, ``vmap``, ``grad``), the
-      range is checked at run time by a host callback (``jax.debug.callback``)
-      that raises; on CPU (tested, jax 0.10) the computation then fails with
-      ``jax.errors.JaxRuntimeError`` (a RuntimeError) whose message contains the
-      ValueError text (other backends untested). ``jax.experimental.checkify``
-      was not used: under ``jax.jit`` its checks fail to trace unless every
-      caller wraps the function in ``checkify.checkify``. With asynchronous dispatch the error may
-      surface when the result is first used (e.g. ``block_until_ready``). The
-      gather itself uses ``mode="clip"``, so no NaN is ever produced.
+      range is checked at run time by a host callback (``jax.debug.callback``,
+      taken only when a position is out of range) that raises; on CPU (tested,
+      jax 0.10) the computation then fails with ``jax.errors.JaxRuntimeError`` (a
+      RuntimeError) whose message contains the ValueError text (other backends
+      untested); see `check_learned_positions`. With asynchronous dispatch the
+      error may surface when the result is first used (e.g. ``block_until_ready``).
+      The gather itself uses ``mode="clip"``, so no NaN is ever produced.
     - ``"clip"``: positions are clamped to ``[0, L-1]`` (positions past the end
       reuse the last row).
 
@@ -199,11 +235,7 @@ def learned_lookup(
             f"learned_lookup needs integer positions; got positions of dtype {positions.dtype}"
         )
     length = table.shape[0]
-    if out_of_range == "error" and positions.size > 0:
-        if isinstance(positions, jax.core.Tracer):
-            check = functools.partial(_check_in_range, length=length)
-            jax.debug.callback(check, jnp.min(positions), jnp.max(positions))
-        else:
-            _check_in_range(jnp.min(positions), jnp.max(positions), length)
+    if out_of_range == "error":
+        check_learned_positions(positions, length=length)
     index = jnp.clip(positions, 0, length - 1)  # [...]
     return jnp.take(table, index, axis=0, mode="clip")  # [..., D]
