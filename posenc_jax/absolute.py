@@ -13,14 +13,13 @@ Shape legend: B batch, T length, D model dim, L table length.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import as_int, check_at_run_time
+from posenc_jax._checks import as_int, check_at_run_time, positive_float
 
 __all__ = [
     "OUT_OF_RANGE_POLICIES",
@@ -28,9 +27,41 @@ __all__ = [
     "init_learned_table",
     "learned_lookup",
     "sinusoidal",
+    "sinusoidal_frequencies",
 ]
 
 OUT_OF_RANGE_POLICIES = ("error", "clip")
+
+
+def sinusoidal_frequencies(dim: int, *, base: float = 10000.0) -> np.ndarray:
+    """The sinusoids' frequencies ``base^(-2i/dim)``, ``i = 0 .. dim/2 - 1``, as host constants.
+
+    Computed in float64 on the host: `sinusoidal` rounds them once to float32;
+    `posenc_jax.transformer_xl.xl_relative_logits` passes them to the exact angle
+    reduction (`posenc_jax.rope.numerics.angles`) as they are.
+
+    Args:
+      dim: encoding size D; even and >= 2.
+      base: wavelength base (10000 in the paper); finite and > 0.
+
+    Returns:
+      float64 NumPy array ``[dim/2]``, from 1 down to ``base^(-(dim-2)/dim)``.
+
+    Raises:
+      ValueError: ``dim`` odd or < 2, or ``base`` not a finite number > 0.
+
+    Example:
+      >>> sinusoidal_frequencies(4, base=100.0).tolist()
+      [1.0, 0.1]
+
+    References: Vaswani et al. 2017, "Attention Is All You Need", section 3.5
+    (arXiv 1706.03762).
+    """
+    dim = as_int(dim, "dim", "sinusoidal")
+    if dim < 2 or dim % 2:
+        raise ValueError(f"sinusoidal needs an even dim >= 2; got dim={dim}")
+    base = positive_float(base, "base", "sinusoidal")
+    return np.power(base, -np.arange(0, dim, 2, dtype=np.float64) / dim)  # [dim/2]
 
 
 def sinusoidal(
@@ -69,14 +100,8 @@ def sinusoidal(
     References: Vaswani et al. 2017, "Attention Is All You Need", section 3.5
     (arXiv 1706.03762).
     """
-    dim = as_int(dim, "dim", "sinusoidal")
-    if dim < 2 or dim % 2:
-        raise ValueError(f"sinusoidal needs an even dim >= 2; got dim={dim}")
-    base = float(base)
-    if not base > 0 or not math.isfinite(base):
-        raise ValueError(f"sinusoidal needs a finite base > 0; got base={base}")
     # Frequencies as host constants in float64, rounded once to float32: [dim/2].
-    inv_freq = np.power(base, -np.arange(0, dim, 2, dtype=np.float64) / dim).astype(np.float32)
+    inv_freq = sinusoidal_frequencies(dim, base=base).astype(np.float32)
     angles = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv_freq  # [..., dim/2]
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [..., dim/2, 2]
     return pe.reshape(*angles.shape[:-1], dim).astype(dtype)  # [..., dim]
