@@ -733,6 +733,8 @@ def blockwise_attention(
     scale = 1.0 / math.sqrt(h) if scale is None else scale
     q_pos = _as_batched_positions(q_positions, b)
     k_pos = _as_batched_positions(k_positions, b)
+    # Run-time position checks once per call, not once per tile.
+    scheme = scheme.with_positions_checked(q_pos, k_pos)
     segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s)
     if key_mask is None:
         key_mask = jnp.ones((b, s), dtype=bool)

@@ -179,6 +179,15 @@ class TupeScheme(_LearnedTable, Scheme):
             return dataclasses.replace(self, bidirectional=not causal)
         return self
 
+    def with_positions_checked(self, q_positions, k_positions) -> Scheme:
+        # One check of every position (a host callback under jit, taken only when one
+        # is out of range); the tiles of a blockwise attention then look up with "clip".
+        if self.out_of_range == "clip":
+            return self
+        length = int(self.max_length)
+        absolute.check_learned_positions(q_positions, k_positions, length=length, fn="tupe")
+        return dataclasses.replace(self, out_of_range="clip")
+
     def init_attention_params(self, key, *, num_heads, head_dim):
         kt, kq, kk, kc, kr = jax.random.split(key, 5)
         dim = num_heads * head_dim if self.dim is None else int(self.dim)
