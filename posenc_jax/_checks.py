@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "as_int",
+    "check_at_run_time",
     "check_choice",
     "check_heads",
     "check_positions",
@@ -130,3 +131,56 @@ def check_heads(num_heads: Any, num_kv_heads: Any, fn: str) -> tuple[int, int]:
             f"num_kv_heads (grouped-query attention); got num_heads={n}, num_kv_heads={k}"
         )
     return n, k
+
+
+def check_at_run_time(
+    check: Callable[..., None],
+    *operands: Any,
+    when: Callable[..., Any] | None = None,
+) -> None:
+    """Runs ``check(*operands)``, a host function that raises ValueError, now or at run time.
+
+    Concrete operands (an eager call): ``check`` runs now and its ValueError
+    propagates. Traced operands (under ``jax.jit``, ``vmap``, ``grad``, a scan):
+    ``check`` runs on the host when the program runs, through a host callback
+    (``jax.debug.callback``), and jax then fails with a ``jax.errors.JaxRuntimeError``
+    (a RuntimeError) whose message contains the ValueError text (tested on CPU),
+    possibly when the result is first used (asynchronous dispatch).
+    ``jax.experimental.checkify`` is not used: under ``jax.jit`` its checks fail to
+    trace unless every caller wraps the function in ``checkify.checkify``.
+
+    Pass small operands (reduce on the device first, e.g. min and max positions):
+    they travel to the host.
+
+    Args:
+      check: called with the operands as arrays; raises ValueError when they are bad.
+      *operands: arrays (or scalars) that ``check`` reads.
+      when: optional function of the operands giving a boolean scalar, True whenever
+        ``check`` may raise (it may also be True when ``check`` passes). Traced, the
+        callback then runs only when it is True (``jax.lax.cond``), saving a
+        device-host round trip on every good call. ``check`` still decides, so the
+        result stays right where ``cond`` runs both branches (under ``vmap``).
+        Give it only when a device computation can be that conservative (exact
+        integer comparisons); None: the callback runs on every call.
+
+    Example:
+        >>> def positive(x):
+        ...     if int(x) <= 0:
+        ...         raise ValueError(f"demo needs x > 0; got x={int(x)}")
+        >>> check_at_run_time(positive, jnp.int32(3), when=lambda x: x <= 0)
+        >>> check_at_run_time(positive, jnp.int32(-1))
+        Traceback (most recent call last):
+        ValueError: demo needs x > 0; got x=-1
+        >>> jax.jit(lambda x: check_at_run_time(positive, x, when=lambda x: x <= 0))(3)
+    """
+    if not any(isinstance(v, jax.core.Tracer) for v in operands):
+        check(*operands)
+    elif when is None:
+        jax.debug.callback(check, *operands)
+    else:
+        jax.lax.cond(
+            when(*operands),
+            lambda *a: jax.debug.callback(check, *a),
+            lambda *a: None,
+            *operands,
+        )

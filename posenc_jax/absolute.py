@@ -13,18 +13,55 @@ Shape legend: B batch, T length, D model dim, L table length.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import as_int
+from posenc_jax._checks import as_int, check_at_run_time, positive_float
 
-__all__ = ["OUT_OF_RANGE_POLICIES", "init_learned_table", "learned_lookup", "sinusoidal"]
+__all__ = [
+    "OUT_OF_RANGE_POLICIES",
+    "check_learned_positions",
+    "init_learned_table",
+    "learned_lookup",
+    "sinusoidal",
+    "sinusoidal_frequencies",
+]
 
 OUT_OF_RANGE_POLICIES = ("error", "clip")
+
+
+def sinusoidal_frequencies(dim: int, *, base: float = 10000.0) -> np.ndarray:
+    """The sinusoids' frequencies ``base^(-2i/dim)``, ``i = 0 .. dim/2 - 1``, as host constants.
+
+    Computed in float64 on the host: `sinusoidal` rounds them once to float32;
+    `posenc_jax.transformer_xl.xl_relative_logits` passes them to the exact angle
+    reduction (`posenc_jax.rope.numerics.angles`) as they are.
+
+    Args:
+      dim: encoding size D; even and >= 2.
+      base: wavelength base (10000 in the paper); finite and > 0.
+
+    Returns:
+      float64 NumPy array ``[dim/2]``, from 1 down to ``base^(-(dim-2)/dim)``.
+
+    Raises:
+      ValueError: ``dim`` odd or < 2, or ``base`` not a finite number > 0.
+
+    Example:
+      >>> sinusoidal_frequencies(4, base=100.0).tolist()
+      [1.0, 0.1]
+
+    References: Vaswani et al. 2017, "Attention Is All You Need", section 3.5
+    (arXiv 1706.03762).
+    """
+    dim = as_int(dim, "dim", "sinusoidal")
+    if dim < 2 or dim % 2:
+        raise ValueError(f"sinusoidal needs an even dim >= 2; got dim={dim}")
+    base = positive_float(base, "base", "sinusoidal")
+    return np.power(base, -np.arange(0, dim, 2, dtype=np.float64) / dim)  # [dim/2]
 
 
 def sinusoidal(
@@ -63,14 +100,8 @@ def sinusoidal(
     References: Vaswani et al. 2017, "Attention Is All You Need", section 3.5
     (arXiv 1706.03762).
     """
-    dim = as_int(dim, "dim", "sinusoidal")
-    if dim < 2 or dim % 2:
-        raise ValueError(f"sinusoidal needs an even dim >= 2; got dim={dim}")
-    base = float(base)
-    if not base > 0 or not math.isfinite(base):
-        raise ValueError(f"sinusoidal needs a finite base > 0; got base={base}")
     # Frequencies as host constants in float64, rounded once to float32: [dim/2].
-    inv_freq = np.power(base, -np.arange(0, dim, 2, dtype=np.float64) / dim).astype(np.float32)
+    inv_freq = sinusoidal_frequencies(dim, base=base).astype(np.float32)
     angles = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv_freq  # [..., dim/2]
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [..., dim/2, 2]
     return pe.reshape(*angles.shape[:-1], dim).astype(dtype)  # [..., dim]
@@ -123,9 +154,9 @@ def init_learned_table(
     return (stddev * table).astype(dtype)
 
 
-def _out_of_range_message(lo: int, hi: int, length: int) -> str:
+def _out_of_range_message(lo: int, hi: int, length: int, fn: str) -> str:
     head = (
-        f"learned_lookup: positions must lie in [0, {length - 1}] for a table of length "
+        f"{fn}: positions must lie in [0, {length - 1}] for a table of length "
         f"{length}; got min position {lo}, max position {hi}."
     )
     if lo < 0:
@@ -135,10 +166,41 @@ def _out_of_range_message(lo: int, hi: int, length: int) -> str:
     return head + fix + ", or pass out_of_range='clip' to clamp positions to the table."
 
 
-def _check_in_range(lo: Any, hi: Any, length: int) -> None:
+def _check_in_range(lo: Any, hi: Any, *, length: int, fn: str) -> None:
     lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= length:
-        raise ValueError(_out_of_range_message(lo, hi, length))
+        raise ValueError(_out_of_range_message(lo, hi, length, fn))
+
+
+def check_learned_positions(*positions: jax.Array, length: int, fn: str = "learned_lookup") -> None:
+    """Raises when a position has no row in a table of ``length`` rows (``[0, length)``).
+
+    The "error" policy of `learned_lookup`, for one or more position arrays at once
+    (TUPE checks its query and key positions in one go). With concrete positions the
+    ValueError is raised now. Traced positions (under ``jax.jit``, ``vmap``,
+    ``grad``) are checked when the program runs, by a host callback taken only when
+    a position is out of range (`posenc_jax._checks.check_at_run_time`): the
+    computation then fails with a ``jax.errors.JaxRuntimeError`` carrying the
+    message, possibly when the result is first used (asynchronous dispatch).
+
+    Args:
+      *positions: integer position arrays of any shape (empty ones are skipped).
+      length: rows of the table, L.
+      fn: the function named in the message.
+
+    Raises:
+      ValueError: (concrete positions) a position < 0 or >= ``length``.
+
+    Example:
+      >>> check_learned_positions(jnp.arange(4), jnp.array([0, 2]), length=4)
+    """
+    arrays = [jnp.asarray(p) for p in positions if jnp.size(p) > 0]
+    if not arrays:
+        return
+    lo = functools.reduce(jnp.minimum, [jnp.min(p) for p in arrays])
+    hi = functools.reduce(jnp.maximum, [jnp.max(p) for p in arrays])
+    check = functools.partial(_check_in_range, length=length, fn=fn)
+    check_at_run_time(check, lo, hi, when=lambda lo, hi: (lo < 0) | (hi >= length))
 
 
 def learned_lookup(
@@ -153,14 +215,13 @@ def learned_lookup(
 
     - ``"error"`` (default): with concrete positions, raises ValueError at call
       time. When positions are traced (under ``jax.jit``, ``vmap``, ``grad``), the
-      range is checked at run time by a host callback (``jax.debug.callback``)
-      that raises; on CPU (tested, jax 0.10) the computation then fails with
-      ``jax.errors.JaxRuntimeError`` (a RuntimeError) whose message contains the
-      ValueError text (other backends untested). ``jax.experimental.checkify``
-      was not used: under ``jax.jit`` its checks fail to trace unless every
-      caller wraps the function in ``checkify.checkify``. With asynchronous dispatch the error may
-      surface when the result is first used (e.g. ``block_until_ready``). The
-      gather itself uses ``mode="clip"``, so no NaN is ever produced.
+      range is checked at run time by a host callback (``jax.debug.callback``,
+      taken only when a position is out of range) that raises; on CPU (tested,
+      jax 0.10) the computation then fails with ``jax.errors.JaxRuntimeError`` (a
+      RuntimeError) whose message contains the ValueError text (other backends
+      untested); see `check_learned_positions`. With asynchronous dispatch the
+      error may surface when the result is first used (e.g. ``block_until_ready``).
+      The gather itself uses ``mode="clip"``, so no NaN is ever produced.
     - ``"clip"``: positions are clamped to ``[0, L-1]`` (positions past the end
       reuse the last row).
 
@@ -199,11 +260,7 @@ def learned_lookup(
             f"learned_lookup needs integer positions; got positions of dtype {positions.dtype}"
         )
     length = table.shape[0]
-    if out_of_range == "error" and positions.size > 0:
-        if isinstance(positions, jax.core.Tracer):
-            check = functools.partial(_check_in_range, length=length)
-            jax.debug.callback(check, jnp.min(positions), jnp.max(positions))
-        else:
-            _check_in_range(jnp.min(positions), jnp.max(positions), length)
+    if out_of_range == "error":
+        check_learned_positions(positions, length=length)
     index = jnp.clip(positions, 0, length - 1)  # [...]
     return jnp.take(table, index, axis=0, mode="clip")  # [..., D]

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import operator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -545,40 +546,28 @@ def explain_implementation(
     return ImplementationChoice("cudnn", "the fused cuDNN kernel takes every term of this call")
 
 
-def select_implementation(
-    *,
-    scheme: Scheme,
-    platform: str,
-    dtype: jnp.dtype,
-    head_dim: int,
-    q_len: int,
-    k_len: int,
-    has_mask: bool,
-    aligned: bool,
-    has_segment_ids: bool = False,
-    blockwise_threshold: int | None = 4096,
-    low_precision_bias: bool = False,
-) -> str:
+def select_implementation(**facts: Any) -> str:
     """Chooses "cudnn", "dense" or "blockwise" for one attention call (``implementation="auto"``).
 
-    Arguments as in `explain_implementation`, which also says why.
+    ``explain_implementation(**facts).implementation``: the keyword arguments are
+    `explain_implementation`'s (which also says why), so the two cannot differ.
+
+    Example:
+        >>> select_implementation(scheme=make_scheme("rope"), platform="cpu",
+        ...     dtype=jnp.float32, head_dim=64, q_len=8192, k_len=8192, has_mask=False,
+        ...     aligned=True)
+        'blockwise'
 
     Returns:
       One of "cudnn", "dense", "blockwise".
     """
-    return explain_implementation(
-        scheme=scheme,
-        platform=platform,
-        dtype=dtype,
-        head_dim=head_dim,
-        q_len=q_len,
-        k_len=k_len,
-        has_mask=has_mask,
-        aligned=aligned,
-        has_segment_ids=has_segment_ids,
-        blockwise_threshold=blockwise_threshold,
-        low_precision_bias=low_precision_bias,
-    ).implementation
+    return explain_implementation(**facts).implementation
+
+
+# help() and inspect show explain_implementation's keywords.
+select_implementation.__signature__ = inspect.signature(explain_implementation).replace(
+    return_annotation=str
+)
 
 
 def _pad_to(x: jax.Array, axis: int, multiple: int, value=0) -> jax.Array:
@@ -733,6 +722,8 @@ def blockwise_attention(
     scale = 1.0 / math.sqrt(h) if scale is None else scale
     q_pos = _as_batched_positions(q_positions, b)
     k_pos = _as_batched_positions(k_positions, b)
+    # Run-time position checks once per call, not once per tile.
+    scheme = scheme.with_positions_checked(q_pos, k_pos)
     segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s)
     if key_mask is None:
         key_mask = jnp.ones((b, s), dtype=bool)

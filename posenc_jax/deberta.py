@@ -261,15 +261,24 @@ def _pick_rows(x: jax.Array, table: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.transpose(picked.reshape(b, length, m, n), (0, 3, 1, 2))  # [B, N, L, M]
 
 
-def _term_inputs(x, table, q_positions, k_positions, names, fn, settings):
+def _term_inputs(x, table, q_positions, k_positions, names, fn, settings, index):
     """Checked ``x``, ``table`` and the relative index ``[(B,) T, S]`` of one disentangled term.
 
-    names: (x's name, table's name, what x holds, the index axis that must match x's axis 1).
+    names: (x's name, table's name, what x holds, the index axis that must match x's axis 1);
+    index: the `deberta_relative_index` of the positions, or None to compute it here.
     """
     x_name, table_name, holds, axis = names
     rows = 2 * deberta_span(**settings)
     x, table = _check_table(x, table, (x_name, table_name), rows, fn)
-    index = deberta_relative_index(q_positions, k_positions, **settings)  # [(B,) T, S]
+    if index is None:
+        index = deberta_relative_index(q_positions, k_positions, **settings)  # [(B,) T, S]
+    else:
+        index = jnp.asarray(index)
+        if index.ndim not in (2, 3) or not jnp.issubdtype(index.dtype, jnp.integer):
+            raise ValueError(
+                f"{fn} needs index of shape [T, S] or [B, T, S] with integer rows (from "
+                f"deberta_relative_index); got shape {index.shape} and dtype {index.dtype}"
+            )
     if index.shape[axis] != x.shape[1]:
         side = "q_positions" if axis == -2 else "k_positions"
         raise ValueError(
@@ -287,6 +296,7 @@ def deberta_c2p(
     *,
     position_buckets: int | None = 256,
     max_relative_positions: int = 512,
+    index: jax.Array | None = None,
 ) -> jax.Array:
     """Content-to-position term ``q_i . K^r[delta(i, j)]`` per head (not scaled).
 
@@ -295,6 +305,8 @@ def deberta_c2p(
       pos_key: ``[2 span, N, H]`` relative-position keys ``K^r = P W_{k,r}``.
       q_positions: integer ``[T]`` or ``[B, T]``; k_positions: ``[S]`` or ``[B, S]``.
       position_buckets, max_relative_positions: as in `deberta_relative_index`.
+      index: the `deberta_relative_index` of these positions and settings, when the
+        caller already has it (both terms read the same rows); None computes it.
 
     Returns:
       float32 ``[B, N, T, S]``.
@@ -323,6 +335,7 @@ def deberta_c2p(
         ("q", "pos_key", "queries", -2),
         "deberta_c2p",
         settings,
+        index,
     )
     return _pick_rows(q, pos_key, index)
 
@@ -335,6 +348,7 @@ def deberta_p2c(
     *,
     position_buckets: int | None = 256,
     max_relative_positions: int = 512,
+    index: jax.Array | None = None,
 ) -> jax.Array:
     """Position-to-content term ``k_j . Q^r[delta(i, j)]`` per head (not scaled).
 
@@ -345,6 +359,7 @@ def deberta_p2c(
       pos_query: ``[2 span, N, H]`` relative-position queries ``Q^r = P W_{q,r}``.
       q_positions: integer ``[T]`` or ``[B, T]``; k_positions: ``[S]`` or ``[B, S]``.
       position_buckets, max_relative_positions: as in `deberta_relative_index`.
+      index: as in `deberta_c2p`.
 
     Returns:
       float32 ``[B, N, T, S]``.
@@ -373,6 +388,7 @@ def deberta_p2c(
         ("k", "pos_query", "keys", -1),
         "deberta_p2c",
         settings,
+        index,
     )
     picked = _pick_rows(k, pos_query, jnp.swapaxes(index, -1, -2))  # [B, N, S, T]
     return jnp.swapaxes(picked, -1, -2)  # [B, N, T, S]

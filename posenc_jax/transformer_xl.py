@@ -37,13 +37,12 @@ Fixed-Length Context", section 3.3 (arXiv 1901.02860); Yang et al. 2019, "XLNet"
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import as_int, check_positions, relative_distance
+from posenc_jax._checks import as_int, check_positions, positive_float, relative_distance
+from posenc_jax.absolute import sinusoidal_frequencies
 from posenc_jax.rope.numerics import angles
 
 __all__ = ["xl_relative_logits"]
@@ -105,9 +104,7 @@ def xl_relative_logits(
     dim = w_r.shape[0]
     if dim < 2 or dim % 2:
         raise ValueError(f"{fn} needs an even D_r = w_r.shape[0] >= 2; got {dim}")
-    base = float(base)
-    if not (base > 0 and math.isfinite(base)):
-        raise ValueError(f"{fn} needs a finite base > 0; got base={base}")
+    base = positive_float(base, "base", fn)
     if clamp_len is not None:
         clamp_len = as_int(clamp_len, "clamp_len", fn)
         if clamp_len < 0:
@@ -116,7 +113,7 @@ def xl_relative_logits(
     kp = check_positions(k_positions, "k_positions", fn)  # [(B,) S]
     if qp.shape[-1] != q.shape[1]:
         raise ValueError(f"{fn}: q has T={q.shape[1]} queries but q_positions give {qp.shape[-1]}")
-    inv_freq = np.power(base, -np.arange(0, dim, 2, dtype=np.float64) / dim)  # [F], float64
+    inv_freq = sinusoidal_frequencies(dim, base=base)  # [F], float64
     a_q, a_k = angles(qp, inv_freq), angles(kp, inv_freq)  # [(B,) T, F], [(B,) S, F]
     sin_q, cos_q = jnp.sin(a_q)[..., None, :], jnp.cos(a_q)[..., None, :]  # [(B,) T, 1, F]
     proj = jnp.einsum("btnh,rnh->btnr", q, w_r, preferred_element_type=jnp.float32)

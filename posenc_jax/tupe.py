@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax import absolute, relative
-from posenc_jax._checks import check_positions
+from posenc_jax._checks import check_choice, check_positions
 
 __all__ = ["tupe_bias", "tupe_positional_logits"]
 
@@ -57,7 +57,8 @@ def tupe_positional_logits(
       table: ``[L, D_p]`` absolute position embeddings p.
       u_q, u_k: ``[D_p, N, H]`` projections U^Q, U^K.
       out_of_range: positions outside ``[0, L)``: "error" or "clip", as in
-        `posenc_jax.absolute.learned_lookup`.
+        `posenc_jax.absolute.learned_lookup` (one check covers both position
+        arrays, `posenc_jax.absolute.check_learned_positions`).
 
     Returns:
       float32 ``[N, T, S]`` when both position arrays are 1-D, else ``[B, N, T, S]``.
@@ -83,10 +84,13 @@ def tupe_positional_logits(
             f"{fn} needs u_q and u_k of shape [D_p, N, H] with D_p = table.shape[1] = "
             f"{table.shape[1]}; got shapes {u_q.shape} and {u_k.shape}"
         )
+    check_choice(out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, fn)
     q_pos = check_positions(q_positions, "q_positions", fn, integer=True)
     k_pos = check_positions(k_positions, "k_positions", fn, integer=True)
-    p_q = absolute.learned_lookup(table, q_pos, out_of_range=out_of_range)  # [..., T, D_p]
-    p_k = absolute.learned_lookup(table, k_pos, out_of_range=out_of_range)  # [..., S, D_p]
+    if out_of_range == "error":  # one check for both lookups
+        absolute.check_learned_positions(q_pos, k_pos, length=table.shape[0], fn=fn)
+    p_q = absolute.learned_lookup(table, q_pos, out_of_range="clip")  # [..., T, D_p]
+    p_k = absolute.learned_lookup(table, k_pos, out_of_range="clip")  # [..., S, D_p]
     f32 = jnp.float32
     pos_q = jnp.einsum("...td,dnh->...tnh", p_q, u_q, preferred_element_type=f32)
     pos_k = jnp.einsum("...sd,dnh->...snh", p_k, u_k, preferred_element_type=f32)

@@ -27,7 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax import rope
-from posenc_jax._checks import as_int, check_choice, check_positions, positive_float
+from posenc_jax._checks import (
+    as_int,
+    check_at_run_time,
+    check_choice,
+    check_positions,
+    positive_float,
+)
 
 __all__ = [
     "XPOS_OUT_OF_RANGE_POLICIES",
@@ -156,10 +162,7 @@ def _check_not_clipped(log_scale, rate, positions, *, limit, center, dtype) -> N
     fastest = jnp.max(jnp.abs(rate))
     lo, hi = jnp.min(positions), jnp.max(positions)
     check = functools.partial(_raise_if_clipped, limit=limit, center=center, dtype=dtype)
-    if any(isinstance(v, jax.core.Tracer) for v in (worst, fastest, lo, hi)):
-        jax.debug.callback(check, worst, fastest, lo, hi)
-    else:
-        check(worst, fastest, lo, hi)
+    check_at_run_time(check, worst, fastest, lo, hi)
 
 
 def check_xpos_window(
@@ -169,9 +172,9 @@ def check_xpos_window(
 
     With concrete positions the ValueError is raised now. Traced positions (under
     ``jax.jit``, ``vmap``, ``grad``) are checked at run time by a host callback
-    (``jax.debug.callback``), as `posenc_jax.absolute.learned_lookup` does: the
-    computation then fails with a ``jax.errors.JaxRuntimeError`` carrying the
-    message, possibly when the result is first used (asynchronous dispatch).
+    (``jax.debug.callback``, `posenc_jax._checks.check_at_run_time`) on every
+    call: the computation then fails with a ``jax.errors.JaxRuntimeError`` carrying
+    the message, possibly when the result is first used (asynchronous dispatch).
 
     Args:
       *positions: one or more position arrays (e.g. query and key positions).
@@ -188,10 +191,7 @@ def check_xpos_window(
     lo = functools.reduce(jnp.minimum, [jnp.min(p) for p in arrays])
     hi = functools.reduce(jnp.maximum, [jnp.max(p) for p in arrays])
     check = functools.partial(_check_in_window, center=center, window=window, dtype=dtype)
-    if isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer):  # traced, or under jit
-        jax.debug.callback(check, lo, hi)
-    else:
-        check(lo, hi)
+    check_at_run_time(check, lo, hi)
 
 
 def apply_xpos(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from posenc_jax.attention import (
     attention_weights,
+    blockwise_attention,
     dense_attention,
     fused_attention,
     select_implementation,
@@ -175,6 +176,38 @@ def test_learned_table_limits_positions_like_the_learned_scheme():
     )
     with pytest.raises(ValueError, match="positions must lie in"):
         tupe_bias(jnp.arange(9), jnp.arange(9), params["table"], params["u_q"], params["u_k"])
+
+
+def _callbacks(jaxpr, in_loop=False):
+    """One entry per host callback in ``jaxpr`` and the jaxprs nested in it: whether it
+    lies inside a loop (scan, while), i.e. runs once per tile of a blockwise attention."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if "callback" in eqn.primitive.name:
+            found.append(in_loop)
+        loop = in_loop or eqn.primitive.name in ("scan", "while")
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _callbacks(sub, loop)
+    return found
+
+
+def test_blockwise_attention_checks_positions_once_outside_the_tile_loop():
+    """The table's range check runs once per call (one host callback, before the scan over
+    tiles), not once per tile; the tiles look up with "clip". Out of range still fails."""
+    scheme = make_scheme({"name": "tupe", "max_length": 16}).configure(causal=True)
+    params = scheme.init_attention_params(jax.random.PRNGKey(0), num_heads=2, head_dim=4)
+    x = jnp.ones((1, 12, 2, 4))
+
+    def run(x, pos):
+        common = dict(scheme=scheme, params=params, causal=True, q_block=4, k_block=4)
+        return blockwise_attention(x, x, x, q_positions=pos, k_positions=pos, **common)
+
+    assert _callbacks(jax.make_jaxpr(run)(x, jnp.arange(12)).jaxpr) == [False]
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"tupe: positions must lie in \[0, 15\]"):
+        jax.block_until_ready(jax.jit(run)(x, jnp.arange(12) + 8))
 
 
 @pytest.mark.parametrize(

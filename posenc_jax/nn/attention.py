@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax._checks import check_heads
+from posenc_jax._checks import check_at_run_time, check_heads
 from posenc_jax.attention import AttentionConfig, attend, attention_weights
 from posenc_jax.schemes import Scheme, make_scheme
 
@@ -33,21 +33,13 @@ def _raise_if_overflow(index: Any, *, new: int, max_length: int) -> None:
 def _check_cache_room(index: jax.Array, new: int, max_length: int) -> None:
     """Raises ValueError when ``new`` tokens written at ``index`` pass ``max_length`` slots.
 
-    A concrete index (eager call) is checked now. A traced one (under jit) is
-    checked when the program runs, by a host callback taken only on overflow;
-    the callback checks again, so it stays right where ``cond`` runs both
-    branches (vmap). jax then raises a ``JaxRuntimeError`` with the message.
+    A concrete index (eager call) is checked now; a traced one (under jit) when the
+    program runs, by a host callback taken only on overflow
+    (`posenc_jax._checks.check_at_run_time`): jax then raises a
+    ``JaxRuntimeError`` with the message.
     """
     check = functools.partial(_raise_if_overflow, new=new, max_length=max_length)
-    if not isinstance(index, jax.core.Tracer):
-        check(index)
-        return
-    jax.lax.cond(
-        index + new > max_length,
-        lambda i: jax.debug.callback(check, i),
-        lambda i: None,
-        index,
-    )
+    check_at_run_time(check, index, when=lambda i: i + new > max_length)
 
 
 class MultiHeadAttention(nnx.Module):

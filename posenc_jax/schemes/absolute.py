@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from posenc_jax import absolute, tupe
 from posenc_jax._checks import as_int, check_choice
 from posenc_jax.schemes.base import Params, Scheme
+from posenc_jax.schemes.bias import check_t5_buckets
 from posenc_jax.schemes.registry import register_scheme
 
 __all__ = ["LearnedScheme", "NoPEScheme", "SinusoidalScheme", "TupeScheme"]
@@ -35,9 +36,32 @@ class NoPEScheme(Scheme):
     name: ClassVar[str] = "nope"
 
 
+class _LearnedTable:
+    """The settings checks and position limit shared by schemes with a learned position table
+    (learned, TUPE): ``max_length`` rows, an ``out_of_range`` policy ("error" or "clip")."""
+
+    name: ClassVar[str]
+    max_length: int
+    out_of_range: str
+
+    def _check_table_settings(self) -> None:
+        if as_int(self.max_length, "max_length", self.name) < 1:
+            raise ValueError(f"{self.name}: max_length must be >= 1; got {self.max_length}")
+        check_choice(self.out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, self.name)
+
+    def position_limit(self) -> int | None:
+        return None if self.out_of_range == "clip" else int(self.max_length)
+
+    def assume_positions_below(self, max_position: int) -> Scheme:
+        # In range by the check: "clip" then never clips, and skips the host callback
+        # that "error" needs under jit (a device-host round trip every step).
+        super().assume_positions_below(max_position)
+        return dataclasses.replace(self, out_of_range="clip")
+
+
 @register_scheme
 @dataclasses.dataclass(frozen=True)
-class LearnedScheme(Scheme):
+class LearnedScheme(_LearnedTable, Scheme):
     """Learned absolute position embeddings added to the input (BERT, GPT-2).
 
     Settings:
@@ -58,20 +82,9 @@ class LearnedScheme(Scheme):
     init_stddev: float = 1.0
 
     def __post_init__(self) -> None:
-        if as_int(self.max_length, "max_length", "learned") < 1:
-            raise ValueError(f"learned: max_length must be >= 1; got {self.max_length}")
+        self._check_table_settings()
         if not float(self.init_stddev) >= 0:
             raise ValueError(f"learned: init_stddev must be >= 0; got {self.init_stddev}")
-        check_choice(self.out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, "learned")
-
-    def position_limit(self) -> int | None:
-        return None if self.out_of_range == "clip" else int(self.max_length)
-
-    def assume_positions_below(self, max_position: int) -> Scheme:
-        # In range by the check: "clip" then never clips, and skips the host callback
-        # that "error" needs under jit (a device-host round trip every step).
-        super().assume_positions_below(max_position)
-        return dataclasses.replace(self, out_of_range="clip")
 
     def init_embed_params(self, key: jax.Array, *, d_model: int) -> Params:
         table = absolute.init_learned_table(
@@ -107,7 +120,7 @@ class SinusoidalScheme(Scheme):
 
 @register_scheme
 @dataclasses.dataclass(frozen=True)
-class TupeScheme(Scheme):
+class TupeScheme(_LearnedTable, Scheme):
     """TUPE: absolute positions untied from the content, as a separate logits term.
 
     No position embedding on the input; the logit hook adds
@@ -148,8 +161,7 @@ class TupeScheme(Scheme):
     out_of_range: str = "error"
 
     def __post_init__(self) -> None:
-        if as_int(self.max_length, "max_length", "tupe") < 1:
-            raise ValueError(f"tupe: max_length must be >= 1; got {self.max_length}")
+        self._check_table_settings()
         if self.dim is not None and as_int(self.dim, "dim", "tupe") < 1:
             raise ValueError(f"tupe: dim must be >= 1 (or None: N * H); got {self.dim}")
         if not isinstance(self.untie_cls, bool):
@@ -160,22 +172,20 @@ class TupeScheme(Scheme):
             )
         if not isinstance(self.relative, bool):
             raise ValueError(f"tupe: relative must be True or False; got {self.relative!r}")
-        check_choice(self.out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, "tupe")
-        if as_int(self.num_buckets, "num_buckets", "tupe") < 2:
-            raise ValueError(f"tupe: num_buckets must be >= 2; got {self.num_buckets}")
-        if as_int(self.max_distance, "max_distance", "tupe") < 1:
-            raise ValueError(f"tupe: max_distance must be >= 1; got {self.max_distance}")
+        check_t5_buckets(self.num_buckets, self.max_distance, "tupe")
 
     def configure(self, *, causal: bool) -> Scheme:
         if self.bidirectional is None:
             return dataclasses.replace(self, bidirectional=not causal)
         return self
 
-    def position_limit(self) -> int | None:
-        return None if self.out_of_range == "clip" else int(self.max_length)
-
-    def assume_positions_below(self, max_position: int) -> Scheme:
-        super().assume_positions_below(max_position)
+    def with_positions_checked(self, q_positions, k_positions) -> Scheme:
+        # One check of every position (a host callback under jit, taken only when one
+        # is out of range); the tiles of a blockwise attention then look up with "clip".
+        if self.out_of_range == "clip":
+            return self
+        length = int(self.max_length)
+        absolute.check_learned_positions(q_positions, k_positions, length=length, fn="tupe")
         return dataclasses.replace(self, out_of_range="clip")
 
     def init_attention_params(self, key, *, num_heads, head_dim):

@@ -18,7 +18,8 @@ of Flax.
 A scheme also owns its **variants**: the training-free context extensions it
 offers (``context_extensions``, built by `Scheme.extend_context` for a training
 and an evaluation length) and the copy that skips run-time position checks once
-the host has checked them (`Scheme.assume_positions_below`). The experiment
+the host has checked them (`Scheme.assume_positions_below`) or once one call has
+checked its positions (`Scheme.with_positions_checked`). The experiment
 harness asks the scheme for these and never tests its name.
 
 Shape legend: B batch, T query length, S key length, N heads, K key/value heads,
@@ -87,6 +88,24 @@ class Scheme:
                 f"{self.name}: positions up to {max_position - 1} exceed the limit of "
                 f"{limit} positions"
             )
+        return self
+
+    def with_positions_checked(self, q_positions: jax.Array, k_positions: jax.Array) -> Scheme:
+        """Checks one call's positions now; returns the scheme whose hooks skip that check.
+
+        For a caller that calls the hooks many times on parts of one call's positions
+        (blockwise attention, once per tile): a scheme whose logit hook checks
+        positions at run time (a host callback under jit) checks them all here, once,
+        and returns a copy without the per-call check. The others return themselves.
+
+        Args:
+          q_positions: [T] or [B, T]; k_positions: [S] or [B, S] (all of the call's).
+
+        Raises:
+          ValueError: (concrete positions) a position the scheme cannot encode;
+            traced ones fail when the program runs, as the hook's own check would.
+        """
+        del q_positions, k_positions
         return self
 
     def extend_context(self, method: str, *, train_length: int, eval_length: int) -> Scheme:

@@ -61,6 +61,17 @@ class AlibiScheme(Scheme):
         return alibi.alibi_bias(q_positions, k_positions, slopes, bidirectional=mode)
 
 
+def check_t5_buckets(num_buckets: int, max_distance: int, scheme: str) -> None:
+    """The T5 bucket settings of ``scheme`` (T5, TUPE-R): num_buckets >= 2, max_distance >= 1.
+
+    `posenc_jax.relative.t5_relative_bucket` checks the rest when it knows the direction.
+    """
+    if as_int(num_buckets, "num_buckets", scheme) < 2:
+        raise ValueError(f"{scheme}: num_buckets must be >= 2; got {num_buckets}")
+    if as_int(max_distance, "max_distance", scheme) < 1:
+        raise ValueError(f"{scheme}: max_distance must be >= 1; got {max_distance}")
+
+
 @register_scheme
 @dataclasses.dataclass(frozen=True)
 class T5Scheme(Scheme):
@@ -79,10 +90,7 @@ class T5Scheme(Scheme):
     bidirectional: bool | None = None
 
     def __post_init__(self) -> None:
-        if as_int(self.num_buckets, "num_buckets", "t5") < 2:
-            raise ValueError(f"t5: num_buckets must be >= 2; got {self.num_buckets}")
-        if as_int(self.max_distance, "max_distance", "t5") < 1:
-            raise ValueError(f"t5: max_distance must be >= 1; got {self.max_distance}")
+        check_t5_buckets(self.num_buckets, self.max_distance, "t5")
 
     def configure(self, *, causal: bool) -> Scheme:
         if self.bidirectional is None:

@@ -240,11 +240,17 @@ class DebertaScheme(Scheme):
 
     def logit_bias(self, params, q, q_positions, k_positions, *, k):
         out = jnp.zeros((), jnp.float32)
+        if not (self.c2p or self.p2c):
+            return out
+        buckets = self._buckets()
+        # One index for both terms: they read the same row of their tables.
+        index = deberta.deberta_relative_index(q_positions, k_positions, **buckets)
+        args = (q_positions, k_positions)
         if self.c2p:  # q arrives scaled by 1/sqrt(c H)
             table = params["pos_key"].astype(q.dtype)
-            out = out + deberta.deberta_c2p(q, table, q_positions, k_positions, **self._buckets())
+            out = out + deberta.deberta_c2p(q, table, *args, index=index, **buckets)
         if self.p2c:
             unit = 1.0 / math.sqrt(self.scale_factor() * k.shape[-1])
             table = (unit * params["pos_query"]).astype(k.dtype)
-            out = out + deberta.deberta_p2c(k, table, q_positions, k_positions, **self._buckets())
+            out = out + deberta.deberta_p2c(k, table, *args, index=index, **buckets)
         return out
