@@ -85,21 +85,29 @@ def test_the_config_overrides_the_reference_ranges():
         eval={"lengths": [4, {"from": 24, "to": 26}]},
     )
     runs = {r.task_label: r for r in plan(cfg)}
-    # copy: the global sections; min_length left null comes from the reference (1).
+    # copy: the global sections; length alone trains from 1.
     assert (runs["copy"].train.min_length, runs["copy"].train.length) == (1, 12)
     assert runs["copy"].eval_lengths == (4, 24, 25, 26)
-    assert runs["copy"].lengths_from == ("train + task reference", "eval.lengths")
+    assert runs["copy"].lengths_from == ("train", "eval.lengths")
     # parity: its own train and eval_lengths win over everything.
     assert (runs["parity"].train.min_length, runs["parity"].train.length) == (2, 5)
     assert runs["parity"].eval_lengths == (6, 7)
     assert runs["parity"].lengths_from == ("tasks[1].train", "tasks[1].eval_lengths")
     assert (runs["sort_short"].train.min_length, runs["sort_short"].train.length) == (1, 4)
-    assert runs["sort_short"].lengths_from[0] == "tasks[2].train + task reference"
+    assert runs["sort_short"].lengths_from[0] == "tasks[2].train"
+    # min_length alone: up to the reference maximum (parity 8).
+    (run,) = plan(_cfg(tasks=["parity"], train={"min_length": 3}))
+    assert (run.train.min_length, run.train.length) == (3, 8)
+    assert run.lengths_from == ("train + task reference", "task reference")
 
 
-def test_a_reference_minimum_above_the_configured_length_is_refused():
-    with pytest.raises(ConfigError, match=r"tasks\[0\]\.train\.min_length \(3\) must be <="):
-        plan(_cfg(tasks=[{"name": "copy", "train": {"min_length": 3}}], train={"length": 2}))
+def test_a_minimum_above_the_reference_maximum_is_refused():
+    with pytest.raises(
+        ConfigError,
+        match=r"tasks\[0\]\.train\.min_length \(9\) must be <= tasks\[0\]\.train\.length \(8\) "
+        r"\(the task's reference training range is 1\.\.8\)",
+    ):
+        plan(_cfg(tasks=[{"name": "parity", "train": {"min_length": 9}}]))
 
 
 def test_learning_rate_is_a_sweep_axis_counted_by_the_plan():

@@ -56,10 +56,10 @@ class ModelConfig:
 class TrainConfig:
     """Training: lengths sampled uniformly in [min_length, length] for every batch.
 
-    ``length`` and ``min_length`` left null take each task's reference range
-    (``task.train_lengths``, see `posenc_jax.harness.plan`); outside a config, a null
-    ``min_length`` trains from length 1. ``learning_rate`` may be a list: a sweep axis
-    like ``seeds`` (one run per rate, see `learning_rates`).
+    ``length`` and ``min_length`` both left null take each task's reference range
+    (``task.train_lengths``, see `posenc_jax.harness.plan`); ``length`` alone trains from
+    length 1, ``min_length`` alone up to the reference maximum. ``learning_rate`` may be
+    a list: a sweep axis like ``seeds`` (one run per rate, see `learning_rates`).
     """
 
     length: int | None = None

@@ -5,8 +5,9 @@ run will meet (training, evaluation, fine-tuning, each context extension the
 scheme offers), the position limits and the device mesh, and returns the runs. A
 bad config therefore trains nothing and writes nothing.
 
-Lengths a config leaves null take each task's reference ranges: ``train.length`` /
-``train.min_length`` from ``task.train_lengths`` and ``eval.lengths`` from
+Lengths a config leaves null take each task's reference ranges: the training range
+from ``task.train_lengths`` when neither ``train.length`` nor ``train.min_length`` is
+set (``length`` alone trains from 1, as before), and ``eval.lengths`` from
 ``task.eval_lengths`` (e.g. Kazemnejad et al. 2023: copy 1..20 then 21..40, parity
 1..8 then 9..16); a task's own ``train:`` / ``eval_lengths`` come first, then the
 global sections, then the reference. A list ``train.learning_rate`` is a sweep axis:
@@ -36,7 +37,7 @@ from posenc_jax.harness.sharding import choose_mesh_shape
 from posenc_jax.harness.tasks import get_task
 from posenc_jax.schemes import Scheme, make_scheme
 
-__all__ = ["Run", "context_extensions", "describe_plan", "lengths_text", "mesh_shape", "plan"]
+__all__ = ["Run", "context_extensions", "describe_plan", "mesh_shape", "plan"]
 
 TASK_RUN_KEYS = ("train", "eval_lengths", "label")
 
@@ -110,25 +111,34 @@ def _resolve_schemes(cfg: ExperimentConfig) -> list[tuple[str, Scheme]]:
 
 
 def _task_train_config(cfg: ExperimentConfig, spec: Mapping, i: int, task: Any):
-    """The global train section updated with the task's own ``train:`` mapping, training
-    lengths the config leaves null taken from the task's reference range
-    (``task.train_lengths``); returns (config, where its lengths came from)."""
+    """The global train section updated with the task's own ``train:`` mapping; returns
+    (config, where its training lengths came from).
+
+    The training range is the task's reference (``task.train_lengths``) when neither the
+    task nor the global section sets ``length`` or ``min_length``. When only ``length`` is
+    set, ``min_length`` is 1; when only ``min_length`` is, ``length`` is the reference
+    maximum.
+    """
     over = spec.get("train") or {}
     if not isinstance(over, Mapping):
         raise ConfigError(f"tasks[{i}].train must be a mapping of train keys; got {over!r}")
     merged = {**dataclasses.asdict(cfg.train), **over}
     keys = ("min_length", "length")
-    if any(over.get(k) is not None for k in keys):
-        source = f"tasks[{i}].train"
-    elif any(merged[k] is not None for k in keys):
-        source = "train"
-    else:
-        source = "task reference"
-    for key, ref in zip(keys, task.train_lengths, strict=True):
-        if merged[key] is None:
-            merged[key] = int(ref)
-            if source != "task reference":
-                source += " + task reference"
+    sources = []
+    for key in keys:
+        if over.get(key) is not None:
+            sources.append(f"tasks[{i}].train")
+        elif merged[key] is not None:
+            sources.append("train")
+    if not sources:
+        sources.append("task reference")
+        merged["min_length"], merged["length"] = (int(n) for n in task.train_lengths)
+    elif merged["min_length"] is None:
+        merged["min_length"] = 1
+    elif merged["length"] is None:
+        merged["length"] = int(task.train_lengths[1])
+        sources.append("task reference")
+    source = " + ".join(dict.fromkeys(sources))
     try:
         tcfg = build_section(TrainConfig, merged, f"tasks[{i}].train")
         validate(dataclasses.replace(cfg, train=tcfg))
