@@ -1,5 +1,6 @@
-"""Kazemnejad et al. 2023, in miniature: decoder-only models trained on lengths up
-to 20 and tested up to 40 on copy, reverse, summation and parity.
+"""Kazemnejad et al. 2023, in miniature: decoder-only models on copy, reverse, summation
+and parity, each on the paper's split (copy and reverse trained at 1..20 and tested at
+21..40, summation and parity at 1..8 then 9..16).
 
 In the docs: docs/reproductions/kazemnejad.md.
 From the repository root:

@@ -29,6 +29,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "expand_lengths",
+    "learning_rates",
     "load_config",
 ]
 
@@ -53,13 +54,19 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Training: lengths sampled uniformly in [min_length, length] for every batch."""
+    """Training: lengths sampled uniformly in [min_length, length] for every batch.
 
-    length: int = 40
-    min_length: int = 1
+    ``length`` and ``min_length`` both left null take each task's reference range
+    (``task.train_lengths``, see `posenc_jax.harness.plan`); ``length`` alone trains from
+    length 1, ``min_length`` alone up to the reference maximum. ``learning_rate`` may be
+    a list: a sweep axis like ``seeds`` (one run per rate, see `learning_rates`).
+    """
+
+    length: int | None = None
+    min_length: int | None = None
     steps: int = 1000
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float | tuple[float, ...] = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -74,9 +81,10 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Evaluation at each length of ``lengths`` (task lengths, as in the papers; items may
-    be ranges ``{from: 41, to: 500, step: 1}``, see `expand_lengths`)."""
+    be ranges ``{from: 41, to: 500, step: 1}``, see `expand_lengths`). Null: each task's
+    reference test lengths (``task.eval_lengths``)."""
 
-    lengths: tuple[int, ...] = (40, 80, 160, 320)
+    lengths: tuple[int, ...] | None = None
     batch_size: int = 64
     num_batches: int = 1
     context_extensions: tuple[str, ...] = ()
@@ -179,9 +187,30 @@ def build_section(cls: type, data: Any, where: str) -> Any:
         path = f"{where}.{key}" if where else key
         if key in _SECTIONS and cls is ExperimentConfig:
             kwargs[key] = build_section(_SECTIONS[key], value, key)
+        elif cls is TrainConfig and key == "learning_rate":
+            kwargs[key] = _learning_rate(value, path)
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
+
+
+def _learning_rate(value: Any, where: str) -> float | tuple[float, ...]:
+    """A rate, or a list of rates (a sweep axis, like ``seeds``)."""
+    try:
+        if isinstance(value, list | tuple):
+            return tuple(_coerce(v, float, f"{where}[{i}]") for i, v in enumerate(value))
+        return _coerce(value, float, where)
+    except ConfigError:
+        raise ConfigError(
+            f"{where} must be a number or a list of numbers (a sweep, e.g. "
+            f"[1.0e-4, 3.0e-4, 5.0e-4]); got {value!r}"
+        ) from None
+
+
+def learning_rates(tcfg: TrainConfig) -> tuple[float, ...]:
+    """The learning rates of ``tcfg``: a one-element tuple unless it sweeps several."""
+    lr = tcfg.learning_rate
+    return tuple(lr) if isinstance(lr, tuple | list) else (lr,)
 
 
 def _positive(value: int | float, key: str, *, allow_zero: bool = False) -> None:
@@ -216,8 +245,16 @@ def validate(cfg: ExperimentConfig) -> None:
     _choice(m.dtype, "model.dtype", DTYPES)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1); got {m.dropout}")
-    for key in ("length", "min_length", "steps", "batch_size", "learning_rate"):
-        _positive(getattr(t, key), f"train.{key}")
+    for key in ("length", "min_length", "steps", "batch_size"):
+        if getattr(t, key) is not None:
+            _positive(getattr(t, key), f"train.{key}")
+    lrs = learning_rates(t)
+    if not lrs:
+        raise ConfigError("train.learning_rate must be a number or a non-empty list of numbers")
+    for i, lr in enumerate(lrs):
+        _positive(lr, "train.learning_rate" if len(lrs) == 1 else f"train.learning_rate[{i}]")
+    if len(set(lrs)) != len(lrs):
+        raise ConfigError(f"train.learning_rate must list distinct rates; got {list(lrs)}")
     for key in ("warmup_steps", "weight_decay", "grad_clip", "log_every", "checkpoint_every"):
         _positive(getattr(t, key), f"train.{key}", allow_zero=True)
     _positive(t.finetune_steps, "train.finetune_steps", allow_zero=True)
@@ -229,15 +266,15 @@ def validate(cfg: ExperimentConfig) -> None:
             f"train.finetune_length must be set when train.finetune_steps > 0 "
             f"(got finetune_steps={t.finetune_steps}); it is the task length to fine-tune at"
         )
-    if t.min_length > t.length:
+    if t.min_length is not None and t.length is not None and t.min_length > t.length:
         raise ConfigError(f"train.min_length ({t.min_length}) must be <= train.length ({t.length})")
     if t.randomized_positions is not None and t.randomized_positions < 1:
         raise ConfigError(
             f"train.randomized_positions must be null or >= 1; got {t.randomized_positions}"
         )
-    if not e.lengths:
+    if e.lengths is not None and not e.lengths:
         raise ConfigError("eval.lengths must list at least one length")
-    for i, length in enumerate(e.lengths):
+    for i, length in enumerate(e.lengths or ()):
         _positive(length, f"eval.lengths[{i}]")
     _positive(e.batch_size, "eval.batch_size")
     _positive(e.num_batches, "eval.num_batches")
@@ -268,7 +305,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Expe
     try:
         data = _renamed_keys(data)
         body = data.get("eval")
-        if isinstance(body, Mapping) and "lengths" in body:
+        if isinstance(body, Mapping) and body.get("lengths") is not None:
             data = {
                 **data,
                 "eval": {**body, "lengths": expand_lengths(body["lengths"], "eval.lengths")},

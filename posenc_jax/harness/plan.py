@@ -4,6 +4,15 @@
 run will meet (training, evaluation, fine-tuning, each context extension the
 scheme offers), the position limits and the device mesh, and returns the runs. A
 bad config therefore trains nothing and writes nothing.
+
+Lengths a config leaves null take each task's reference ranges: the training range
+from ``task.train_lengths`` when neither ``train.length`` nor ``train.min_length`` is
+set (``length`` alone trains from 1, as before), and ``eval.lengths`` from
+``task.eval_lengths`` (e.g. Kazemnejad et al. 2023: copy 1..20 then 21..40, parity
+1..8 then 9..16); a task's own ``train:`` / ``eval_lengths`` come first, then the
+global sections, then the reference. A list ``train.learning_rate`` is a sweep axis:
+one run per rate, as Deletang et al. 2023 (App. A.4) sweep 3 rates x 10 seeds.
+`describe_plan` says all of this in words.
 """
 
 from __future__ import annotations
@@ -20,27 +29,53 @@ from posenc_jax.harness.config import (
     TrainConfig,
     build_section,
     expand_lengths,
+    learning_rates,
     validate,
 )
+from posenc_jax.harness.results import lengths_text
 from posenc_jax.harness.sharding import choose_mesh_shape
 from posenc_jax.harness.tasks import get_task
 from posenc_jax.schemes import Scheme, make_scheme
 
-__all__ = ["Run", "context_extensions", "mesh_shape", "plan"]
+__all__ = ["Run", "context_extensions", "describe_plan", "mesh_shape", "plan"]
 
 TASK_RUN_KEYS = ("train", "eval_lengths", "label")
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One (scheme, task) cell of the grid, with everything resolved."""
+    """One (scheme, task, learning rate) cell of the grid, with everything resolved.
+
+    ``train`` holds the run's own training lengths and its one learning rate;
+    ``lengths_from`` says where the training and the evaluation lengths came from
+    (``"task reference"``, the config's ``"train"`` / ``"eval.lengths"`` or the task's
+    own ``"tasks[i].train"`` / ``"tasks[i].eval_lengths"``); ``sweep_size`` is the number
+    of learning rates its (scheme, task) pair is trained at.
+    """
 
     scheme_label: str
     scheme: Scheme
     task_label: str
     task: Any
-    train: Any  # TrainConfig with the task's training length
+    train: Any  # TrainConfig with the task's training lengths and one learning rate
     eval_lengths: tuple[int, ...]
+    lengths_from: tuple[str, str] = ("train", "eval.lengths")
+    sweep_size: int = 1
+
+    @property
+    def learning_rate(self) -> float:
+        return self.train.learning_rate
+
+    @property
+    def key(self) -> tuple[str, str, float]:
+        """What tells runs apart in results.jsonl: (scheme, task, learning rate)."""
+        return (self.scheme_label, self.task_label, self.learning_rate)
+
+    @property
+    def label(self) -> str:
+        """``scheme/task``, with ``lr=...`` when its pair sweeps learning rates."""
+        lr = f" lr={self.learning_rate:g}" if self.sweep_size > 1 else ""
+        return f"{self.scheme_label}/{self.task_label}{lr}"
 
 
 def _label(spec: Any, name: str, all_specs: list[Any]) -> str:
@@ -75,21 +110,59 @@ def _resolve_schemes(cfg: ExperimentConfig) -> list[tuple[str, Scheme]]:
     return out
 
 
-def _task_train_config(cfg: ExperimentConfig, spec: Mapping, i: int) -> TrainConfig:
-    """The global train section updated with the task's own ``train:`` mapping."""
+def _task_train_config(cfg: ExperimentConfig, spec: Mapping, i: int, task: Any):
+    """The global train section updated with the task's own ``train:`` mapping; returns
+    (config, where its training lengths came from).
+
+    The training range is the task's reference (``task.train_lengths``) when neither the
+    task nor the global section sets ``length`` or ``min_length``. When only ``length`` is
+    set, ``min_length`` is 1; when only ``min_length`` is, ``length`` is the reference
+    maximum.
+    """
     over = spec.get("train") or {}
     if not isinstance(over, Mapping):
         raise ConfigError(f"tasks[{i}].train must be a mapping of train keys; got {over!r}")
     merged = {**dataclasses.asdict(cfg.train), **over}
+    keys = ("min_length", "length")
+    sources = []
+    for key in keys:
+        if over.get(key) is not None:
+            sources.append(f"tasks[{i}].train")
+        elif merged[key] is not None:
+            sources.append("train")
+    if not sources:
+        sources.append("task reference")
+        merged["min_length"], merged["length"] = (int(n) for n in task.train_lengths)
+    elif merged["min_length"] is None:
+        merged["min_length"] = 1
+    elif merged["length"] is None:
+        merged["length"] = int(task.train_lengths[1])
+        sources.append("task reference")
+    source = " + ".join(dict.fromkeys(sources))
     try:
         tcfg = build_section(TrainConfig, merged, f"tasks[{i}].train")
         validate(dataclasses.replace(cfg, train=tcfg))
     except ConfigError as e:
-        raise ConfigError(str(e).replace("train.", f"tasks[{i}].train.")) from None
-    return tcfg
+        note = ""
+        if "task reference" in source:
+            lo, hi = task.train_lengths
+            note = f" (the task's reference training range is {lo}..{hi})"
+        raise ConfigError(str(e).replace("train.", f"tasks[{i}].train.") + note) from None
+    return tcfg, source
 
 
-def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, tuple[int, ...]]]:
+def _eval_lengths(cfg: ExperimentConfig, spec: Mapping, i: int, task: Any):
+    """Evaluation lengths: the task's ``eval_lengths``, else ``eval.lengths``, else the task's
+    reference test lengths (``task.eval_lengths``); returns (lengths, where they came from)."""
+    if spec.get("eval_lengths") is not None:
+        key = f"tasks[{i}].eval_lengths"
+        return expand_lengths(spec["eval_lengths"], key), key
+    if cfg.eval.lengths is not None:
+        return tuple(cfg.eval.lengths), "eval.lengths"
+    return tuple(int(n) for n in task.eval_lengths), "task reference"
+
+
+def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, tuple, tuple]]:
     out = []
     specs = list(cfg.tasks)
     for i, spec in enumerate(specs):
@@ -104,17 +177,16 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
             task = get_task(spec["name"], **options)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"tasks[{i}]: {e}") from None
-        tcfg = _task_train_config(cfg, spec, i)
-        lengths = expand_lengths(
-            spec.get("eval_lengths", cfg.eval.lengths), f"tasks[{i}].eval_lengths"
-        )
+        tcfg, train_from = _task_train_config(cfg, spec, i, task)
+        lengths, eval_from = _eval_lengths(cfg, spec, i, task)
         label = str(spec.get("label", spec["name"]))
         try:
             for n in (tcfg.min_length, tcfg.length, *lengths):
                 task.sequence_length(n)
         except ValueError as e:
             raise ConfigError(f"tasks[{i}] ({label}): {e}") from None
-        out.append((label, task, tcfg, tuple(int(n) for n in lengths)))
+        lengths = tuple(int(n) for n in lengths)
+        out.append((label, task, tcfg, lengths, (train_from, eval_from)))
     labels = [x[0] for x in out]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"tasks: two entries share a label {labels}; add 'label: ...'")
@@ -194,18 +266,57 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
     tasks = _resolve_tasks(cfg)
     runs = []
     for i, (s_label, scheme) in enumerate(schemes):
-        for t_label, task, tcfg, lengths in tasks:
-            run = Run(s_label, scheme, t_label, task, tcfg, lengths)
-            needed = _needed_positions(run, cfg)
-            limit = scheme.position_limit()
-            if limit is not None and needed > limit:
-                raise ConfigError(
-                    f"schemes[{i}] ({s_label}): the scheme encodes at most {limit} positions, "
-                    f"fewer than the longest sequence ({needed} positions for task {t_label}); "
-                    "raise its max_length if it has one, or set out_of_range: clip"
-                )
-            _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
-            # Positions are checked here, once; the compiled steps need no run-time check.
-            runs.append(dataclasses.replace(run, scheme=scheme.assume_positions_below(needed)))
+        for t_label, task, tcfg, lengths, sources in tasks:
+            rates = learning_rates(tcfg)
+            for lr in rates:
+                one = dataclasses.replace(tcfg, learning_rate=lr)
+                run = Run(s_label, scheme, t_label, task, one, lengths, sources, len(rates))
+                needed = _needed_positions(run, cfg)
+                limit = scheme.position_limit()
+                if limit is not None and needed > limit:
+                    raise ConfigError(
+                        f"schemes[{i}] ({s_label}): the scheme encodes at most {limit} "
+                        f"positions, fewer than the longest sequence ({needed} positions for "
+                        f"task {t_label}); raise its max_length if it has one, or set "
+                        "out_of_range: clip"
+                    )
+                _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
+                # Positions are checked here, once; the compiled steps need no run-time check.
+                runs.append(dataclasses.replace(run, scheme=scheme.assume_positions_below(needed)))
     mesh_shape(cfg, runs)
     return runs
+
+
+def describe_plan(cfg: ExperimentConfig, runs: list[Run]) -> list[str]:
+    """Lines that say what ``runs`` will do: how many runs and why (schemes x tasks x
+    learning rates), and per task the training and evaluation lengths and where they came
+    from (the config or the task's reference ranges)."""
+    schemes = list(dict.fromkeys(r.scheme_label for r in runs))
+    tasks = list(dict.fromkeys(r.task_label for r in runs))
+    rates = {
+        t: tuple(dict.fromkeys(r.learning_rate for r in runs if r.task_label == t)) for t in tasks
+    }
+    grid = f"{_count(len(schemes), 'scheme')} x {_count(len(tasks), 'task')}"
+    if len(set(rates.values())) == 1:
+        (lrs,) = set(rates.values())
+        if len(lrs) > 1:
+            grid += f" x {len(lrs)} learning rates ({', '.join(f'{lr:g}' for lr in lrs)})"
+    else:
+        grid += " x each task's learning rates"
+    seeds = len(cfg.seeds)
+    lines = [f"plan: {grid} = {_count(len(runs), 'run')}, each training {_count(seeds, 'seed')}"]
+    for t in tasks:
+        r = next(r for r in runs if r.task_label == t)
+        train_from, eval_from = r.lengths_from
+        n = len(r.eval_lengths)
+        lr = "" if len(set(rates.values())) == 1 else f"; learning rates {list(rates[t])}"
+        lines.append(
+            f"  {t}: trained at lengths {r.train.min_length}..{r.train.length} ({train_from}), "
+            f"evaluated at {lengths_text(r.eval_lengths)} ({_count(n, 'length')}, "
+            f"{eval_from}){lr}"
+        )
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"

@@ -1,11 +1,13 @@
-"""Runs an experiment grid: every scheme x task, all seeds of a run trained together.
+"""Runs an experiment grid: every scheme x task (x learning rate), all seeds of a run
+trained together.
 
 `run(config)` reads the config (`posenc_jax.harness.config`), checks the whole grid first
 (`posenc_jax.harness.plan`, so a bad config trains nothing and writes nothing), then runs
 each cell stage by stage (`posenc_jax.harness.stages`: train, evaluate, context
 extensions, fine-tune), appending its records to ``results.jsonl`` atomically, and
 finally writes the CSV summary, the markdown table and the plots. Runs already in
-the output folder (same config) are skipped.
+the output folder (same config) are skipped; a run is (scheme, task, learning rate), so
+the runs of a learning-rate sweep are kept apart in the records and the checkpoints.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from posenc_jax.harness.checkpoint import RunCheckpointer, run_dir_name
 from posenc_jax.harness.config import ConfigError, ExperimentConfig, config_to_dict, load_config
 from posenc_jax.harness.figures.attention_maps import draw_run_attention_maps
 from posenc_jax.harness.figures.results import plot_results
-from posenc_jax.harness.plan import Run, mesh_shape, plan
+from posenc_jax.harness.plan import Run, describe_plan, mesh_shape, plan
 from posenc_jax.harness.sharding import make_mesh
 from posenc_jax.harness.stages import train_and_evaluate
 from posenc_jax.harness.train import seconds_to_str
 
-__all__ = ["Run", "plan", "run"]
+__all__ = ["Run", "plan", "run", "run_folder_name"]
 
 
 def enable_compilation_cache(folder: str | Path) -> None:
@@ -103,21 +105,23 @@ def run(
     records = _prepare_out_dir(out_dir, cfg_dict, overwrite if writer else False)
     if writer:
         _write_header(out_dir, cfg_dict, mesh)
-    done = {(r["scheme"], r["task"]) for r in records}
+    done = {_record_key(r, runs) for r in records}
     timings_path = out_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() and records else {}
     say = (lambda msg: print(msg, file=sys.stderr)) if verbose and writer else (lambda msg: None)
+    for line in describe_plan(cfg, runs):
+        say(line)
     t_start = time.perf_counter()
     for k, r in enumerate(runs):
-        desc = f"[{k + 1}/{len(runs)}] {r.scheme_label}/{r.task_label}"
-        if (r.scheme_label, r.task_label) in done:
-            say(f"[{k + 1}/{len(runs)}] {r.scheme_label} / {r.task_label}: done before, skipped")
+        desc = f"[{k + 1}/{len(runs)}] {r.label}"
+        if r.key in done:
+            say(f"{desc}: done before, skipped")
             continue
         new, info, checkpointer = _run_cell(
             r, cfg, out_dir, mesh=mesh, desc=desc, progress=progress, writer=writer
         )
         records = records + new
-        timings[f"{r.scheme_label}/{r.task_label}"] = round(info["seconds"], 3)
+        timings[r.label] = round(info["seconds"], 3)
         if writer:
             res.write_records(out_dir / res.RECORDS, records)
             res.atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
@@ -129,6 +133,24 @@ def run(
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     say(f"done in {seconds_to_str(time.perf_counter() - t_start)}; results in {out_dir}")
     return records
+
+
+def run_folder_name(r: Run) -> str:
+    """The folder name of a run's checkpoints and attention maps: ``scheme__task``, and
+    ``__lr<rate>`` after it when its pair sweeps learning rates (each rate its own folder)."""
+    if r.sweep_size > 1:
+        return run_dir_name(r.scheme_label, f"{r.task_label}__lr{r.learning_rate:g}")
+    return run_dir_name(r.scheme_label, r.task_label)
+
+
+def _record_key(record: dict[str, Any], runs: list[Run]) -> tuple[str, str, float | None]:
+    """The `Run.key` a record belongs to (records written before learning rates were
+    recorded belong to their pair's only rate)."""
+    lr = record.get("learning_rate")
+    if lr is None:
+        rates = {r.learning_rate for r in runs if r.task_label == record["task"]}
+        lr = rates.pop() if len(rates) == 1 else None
+    return (record["scheme"], record["task"], lr)
 
 
 def _load_and_plan(
@@ -163,7 +185,7 @@ def _run_cell(
 ) -> tuple[list[dict[str, Any]], dict[str, Any], RunCheckpointer]:
     """One (scheme, task) cell with its checkpoint folder and attention-map file; returns
     (records, training info, its checkpointer)."""
-    name = run_dir_name(r.scheme_label, r.task_label)
+    name = run_folder_name(r)
     checkpointer = RunCheckpointer(out_dir / "checkpoints" / name)
     records, info = train_and_evaluate(
         r,
@@ -191,5 +213,5 @@ def _one_line(records: list[dict[str, Any]]) -> str:
     by_len: dict[int, list[float]] = {}
     for r in base:
         by_len.setdefault(r["eval_length"], []).append(r[metric])
-    parts = [f"{n}: {sum(v) / len(v):.3g}" for n, v in sorted(by_len.items())]
+    parts = [f"{n}: {sum(by_len[n]) / len(by_len[n]):.3g}" for n in res.shown_lengths(by_len)]
     return f"{metric} by length " + ", ".join(parts) + note

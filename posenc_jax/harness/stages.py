@@ -223,7 +223,16 @@ def records_for(
     """One record per (seed, eval length); diverged seeds get one 'diverged' record."""
     out = []
     headline = run.task.headline
-    base = {"scheme": scheme_label, "task": run.task_label, "train_length": run.train.length}
+    train_from, eval_from = run.lengths_from
+    base = {
+        "scheme": scheme_label,
+        "task": run.task_label,
+        "train_length": run.train.length,
+        "train_min_length": run.train.min_length,
+        "learning_rate": float(run.train.learning_rate),
+        "train_lengths_from": train_from,
+        "eval_lengths_from": eval_from,
+    }
     for i, seed in enumerate(seeds):
         if int(seed) in diverged:
             out.append(

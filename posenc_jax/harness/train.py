@@ -86,13 +86,21 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
 
 def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
     """AdamW with linear warmup and cosine decay (to 10%), global-norm clipping."""
+    lr = tcfg.learning_rate
+    if isinstance(lr, tuple | list):
+        if len(lr) != 1:
+            raise ValueError(
+                f"train.learning_rate {list(lr)} is a sweep: one run trains at one rate "
+                "(the plan makes a run per rate)"
+            )
+        (lr,) = lr
     warmup = min(tcfg.warmup_steps, max(tcfg.steps - 1, 0))
     schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else tcfg.learning_rate,
-        peak_value=tcfg.learning_rate,
+        init_value=0.0 if warmup else lr,
+        peak_value=lr,
         warmup_steps=warmup,
         decay_steps=max(tcfg.steps, warmup + 1),
-        end_value=0.1 * tcfg.learning_rate,
+        end_value=0.1 * lr,
     )
     parts = [optax.clip_by_global_norm(tcfg.grad_clip)] if tcfg.grad_clip > 0 else []
     parts.append(optax.adamw(schedule, weight_decay=tcfg.weight_decay))
@@ -227,13 +235,19 @@ def training_batches(
     Each step's data depend only on (seed, step), so a resumed run sees exactly
     the batches an uninterrupted run would.
     """
+    if tcfg.length is None:
+        raise ValueError(
+            "train.length must be set to train outside an experiment config (the plan "
+            "fills in the task's reference range)"
+        )
+    low = 1 if tcfg.min_length is None else tcfg.min_length
     width = task.sequence_length(tcfg.length)
-    lengths = np.arange(tcfg.min_length, tcfg.length + 1)
+    lengths = np.arange(low, tcfg.length + 1)
     weights = task.length_weights(lengths)  # None: uniform
     for step in range(start_step, tcfg.steps):
         length_rng = np.random.default_rng([step, 7919])
         if weights is None:
-            length = int(length_rng.integers(tcfg.min_length, tcfg.length + 1))
+            length = int(length_rng.integers(low, tcfg.length + 1))
         else:
             length = int(length_rng.choice(lengths, p=weights))
         per_seed = []

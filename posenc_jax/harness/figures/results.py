@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from posenc_jax.harness.figures import save_figure
-from posenc_jax.harness.results import metric_of
+from posenc_jax.harness.results import at_best_learning_rate, metric_of
 
 __all__ = ["figure_length_plot", "plot_results"]
 
@@ -63,12 +63,13 @@ def figure_length_plot(records: Sequence[dict[str, Any]], *, title: str = "") ->
 def plot_results(records: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     """Writes one PNG per task (``length_<task>.png``, see `figure_length_plot`); returns them.
 
-    Records whose status is not "ok" are left out.
+    Records whose status is not "ok" are left out; with a learning-rate sweep each
+    scheme is drawn at its best rate (`at_best_learning_rate`, as in results.md).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
+    for r in at_best_learning_rate(records):
         if r.get("status", "ok") == "ok":
             by_task[r["task"]].append(r)
     return [

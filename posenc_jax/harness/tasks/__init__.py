@@ -14,7 +14,9 @@ associative_recall, filler tokens for passkey, bytes for lm); ``task.sequence_le
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
 ``task.train_lengths`` is the inclusive ``(min, max)`` training range and ``task.eval_lengths``
-the evaluation lengths. The vocabulary layout is described in ``posenc_jax.harness.tasks.base``.
+the evaluation lengths of the task's reference (e.g. copy 1..20 then 21..40); an experiment
+config that leaves its lengths null uses them (`posenc_jax.harness.plan`). The vocabulary
+layout is described in ``posenc_jax.harness.tasks.base``.
 
 References: Deletang et al. 2023 (arXiv 2207.02098); Ruoss et al. 2023 (arXiv 2305.16843);
 Kazemnejad et al. 2023 (arXiv 2305.19466).

@@ -91,8 +91,10 @@ class Task:
       name: registry name (``get_task(name)``).
       causal: True for decoder-only tasks (causal mask, next-token prediction), False for encoder
         tasks (bidirectional attention, answers read at placeholder positions).
-      train_lengths: ``(min, max)`` inclusive range of task lengths used for training.
-      eval_lengths: task lengths used for length-generalisation evaluation.
+      train_lengths: ``(min, max)`` inclusive range of task lengths the task's reference trains
+        at; the plan uses it when a config leaves ``train.min_length`` / ``train.length`` null.
+      eval_lengths: the reference's test lengths; the plan uses them when a config leaves
+        ``eval.lengths`` (and the task's own ``eval_lengths``) unset.
       headline: the metric that results.md and the plots show: ``"accuracy"`` (token
         accuracy of the answer, encoder tasks), ``"exact_match"`` (decoder tasks: the whole
         answer and its end token right; with argmax decoding this is exactly the greedy

@@ -28,6 +28,17 @@ from posenc_jax.harness.tasks.base import (
 
 _DIGITS = tuple(str(i) for i in range(10))
 
+# _REFERENCE_RANGES. Each Kazemnejad task declares the training range and the test lengths
+# of the paper's split as ``train_lengths`` / ``eval_lengths``; the plan uses them when a
+# config leaves ``train.length``, ``train.min_length`` or ``eval.lengths`` null. Copy and
+# reverse: train up to 20, test 21..40 (splits ``*_tr20_ts40``); sort, summation, parity,
+# addition: train up to 8, test 9..16 (``*_tr8_ts16``), the splits behind the paper's
+# Figure 1 (McGill-NLP/length-generalization, notebooks/plot_aggregate_final.ipynb cells
+# 18 and 21). The test set holds only L+1..2L: ``min_length = max_length + 1`` and
+# ``max_length = max_length * 2`` (scripts/dataset_builders/make_addition_dataset.py
+# L106-L107, the same in every builder). Shortest length 1: the paper samples lengths
+# from U(1, L) (Sec. 3); the builders' own default is 4 (3 for parity).
+
 
 def _with_sep(inputs: np.ndarray) -> np.ndarray:
     """Appends ``<sep>`` to ``[B, n]`` inputs: returns ``[B, n + 1]`` int32."""
@@ -76,6 +87,9 @@ class Copy(_SymbolSequenceTask):
     """
 
     name = "copy"
+    # Reference ranges (see _REFERENCE_RANGES): the copy splits *_tr20_ts40.
+    train_lengths = (1, 20)
+    eval_lengths = tuple(range(21, 41))
 
     def __init__(self, *, num_symbols: int = 100) -> None:
         super().__init__(num_symbols=num_symbols)
@@ -98,6 +112,9 @@ class Reverse(_SymbolSequenceTask):
     """
 
     name = "reverse"
+    # Reference ranges (see _REFERENCE_RANGES): the reverse splits *_tr20_ts40.
+    train_lengths = (1, 20)
+    eval_lengths = tuple(range(21, 41))
 
     def __init__(self, *, num_symbols: int = 100) -> None:
         super().__init__(num_symbols=num_symbols)
@@ -120,6 +137,9 @@ class Sort(_SymbolSequenceTask):
     """
 
     name = "sort"
+    # Reference ranges (see _REFERENCE_RANGES): split s2s_sort/len_sngd_tr8_ts16.
+    train_lengths = (1, 8)
+    eval_lengths = tuple(range(9, 17))
 
     def __init__(self, *, num_symbols: int = 50) -> None:
         super().__init__(num_symbols=num_symbols)
@@ -143,6 +163,9 @@ class Summation(DecoderTask):
     """
 
     name = "summation"
+    # Reference ranges (see _REFERENCE_RANGES): split s2s_sum/len_tr8_ts16.
+    train_lengths = (1, 8)
+    eval_lengths = tuple(range(9, 17))
 
     def __init__(self, *, modulus: int = 10) -> None:
         self.modulus = check_int("modulus", modulus, minimum=2)
@@ -180,6 +203,9 @@ class Parity(DecoderTask):
     """
 
     name = "parity"
+    # Reference ranges (see _REFERENCE_RANGES): split s2s_parity/len_tr8_ts16.
+    train_lengths = (1, 8)
+    eval_lengths = tuple(range(9, 17))
 
     def __init__(self) -> None:
         self.symbols = ("0", "1")
@@ -227,6 +253,8 @@ class Addition(DecoderTask):
     """
 
     name = "addition"
+    # Reference ranges (see _REFERENCE_RANGES): split s2s_addition/len_tr8_ts16, operand
+    # widths 1..8 for training (make_addition_dataset.py L87-L88), 9..16 at test (L110-L128).
     train_lengths = (1, 8)
     eval_lengths = tuple(range(9, 17))
     WIDTHS = ("independent", "equal")
