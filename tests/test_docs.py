@@ -85,7 +85,8 @@ def test_figures_tool_reads_every_results_table(tmp_path):
     kaz = figures.records_by_column(pages / "kazemnejad.md", metric="accuracy", scale=0.01)
     assert len(kaz) == 5 * 8 and {r["train_length"] for r in kaz} == {20}
     summary, from_runs = figures.chomsky_summary(tmp_path)  # no runs there: the table
-    assert not from_runs and all(len(s) == 9 for s in summary.values())  # ALiBi twice, XL
+    assert not from_runs and all(len(s) == 11 for s in summary.values())  # ALiBi twice, XL,
+    # DeBERTa, TUPE
     assert summary["bucket_sort"]["Shaw"] == [98.5, 92.9, 97.8, 97.1]
 
 
