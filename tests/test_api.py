@@ -13,6 +13,7 @@ from posenc_jax import (
     relative,
     rope,
     schemes,
+    softmax_scale,
     transformer_xl,
     tupe,
     xpos,
@@ -21,7 +22,7 @@ from posenc_jax import (
 
 def test_every_public_name_resolves_to_its_module_object():
     modules = [absolute, alibi, attention, deberta, fire, kerple, relative, rope, schemes]
-    modules += [transformer_xl, tupe, xpos]
+    modules += [softmax_scale, transformer_xl, tupe, xpos]
     for name in posenc_jax.__all__:
         obj = getattr(posenc_jax, name)
         homes = [m for m in modules if name in getattr(m, "__all__", ())]

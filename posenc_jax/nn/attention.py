@@ -16,6 +16,7 @@ from flax import nnx
 from posenc_jax._checks import check_at_run_time, check_heads
 from posenc_jax.attention import AttentionConfig, attend, attention_weights
 from posenc_jax.schemes import Scheme, make_scheme
+from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale, scale_queries
 
 __all__ = ["MultiHeadAttention"]
 
@@ -42,6 +43,27 @@ def _check_cache_room(index: jax.Array, new: int, max_length: int) -> None:
     check_at_run_time(check, index, when=lambda i: i + new > max_length)
 
 
+def _allowed_key_count(inputs: dict[str, Any], b: int, t: int) -> jax.Array:
+    """[B, T] float32: the keys each query may attend without a causal mask.
+
+    Counts the real keys (``key_mask``) of the query's segment; one compare-and-sum
+    over [B, T, S] that XLA fuses into the reduction (no [T, S] array is kept).
+    """
+    key_mask = inputs.get("key_mask")
+    q_seg, k_seg = (
+        inputs.get("segment_ids"),
+        inputs.get("kv_segment_ids", inputs.get("segment_ids")),
+    )
+    s = inputs["k_positions"].shape[-1]
+    valid = jnp.ones((b, s), bool) if key_mask is None else jnp.asarray(key_mask, bool)
+    if q_seg is None:
+        return jnp.broadcast_to(jnp.sum(valid, axis=-1, dtype=jnp.float32)[:, None], (b, t))
+    q_seg = jnp.broadcast_to(jnp.asarray(q_seg), (b, t))
+    k_seg = jnp.broadcast_to(jnp.asarray(k_seg), (b, s))
+    same = (q_seg[:, :, None] == k_seg[:, None, :]) & valid[:, None, :]  # [B, T, S]
+    return jnp.sum(same, axis=-1, dtype=jnp.float32)
+
+
 class MultiHeadAttention(nnx.Module):
     """Multi-head (optionally grouped-query) self-attention with position hooks.
 
@@ -62,6 +84,14 @@ class MultiHeadAttention(nnx.Module):
     computed by `posenc_jax.attention.attention_weights` whatever path the forward
     took: this materialises the [B, N, T, S] array even when the forward itself is
     blockwise. Collect them with ``nnx.capture`` (flax's way to read intermediates).
+
+    ``softmax_scale`` (a `posenc_jax.softmax_scale.SoftmaxScale`, a kind name or
+    a dict) adds a length-scaled softmax to any scheme: after the scheme's q/k
+    hook, each query is multiplied by its factor (log n, Qwen's logn, SSMax or
+    Llama 4's temperature), so every attention path and KV-cache decoding get it
+    alike. n, the number of keys a query attends, is ``position + 1`` for causal
+    attention and the count of its allowed keys (padding, segments) otherwise.
+    SSMax's per-head s is the ``nnx.Param`` ``softmax_scale_params["s"]`` [N].
 
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
@@ -89,6 +119,7 @@ class MultiHeadAttention(nnx.Module):
         dropout_rate: float = 0.0,
         attention: AttentionConfig | None = None,
         sow_weights: bool = False,
+        softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -118,6 +149,11 @@ class MultiHeadAttention(nnx.Module):
         self.pos_params = nnx.Param(
             self.scheme.init_attention_params(rngs.params(), num_heads=num_heads, head_dim=head_dim)
         )
+        self.softmax_scale = make_softmax_scale(softmax_scale)
+        scale_params = {}
+        if self.softmax_scale is not None:
+            scale_params = self.softmax_scale.init_params(num_heads=num_heads)
+        self.softmax_scale_params = nnx.data(nnx.Param(scale_params) if scale_params else None)
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
         self.cache: dict[str, nnx.Cache] | None = None
 
@@ -227,6 +263,8 @@ class MultiHeadAttention(nnx.Module):
         else:
             q, k = self.scheme.rotate(params, q, k, positions, positions)
             inputs.update(k_positions=positions)
+        if self.softmax_scale is not None:
+            q = self._scale_queries(q, inputs)
         inputs.update(scheme=self.scheme, params=params, causal=self.causal)
         out = attend(q, k, v, attention=self.attention, aligned=not decode, **inputs)
         if self.sow_weights:
@@ -234,6 +272,15 @@ class MultiHeadAttention(nnx.Module):
             self.sow(nnx.Intermediate, "attention_weights", weights)
         out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))  # [B, T, D]
         return self.dropout(out, deterministic=deterministic)
+
+    def _scale_queries(self, q: jax.Array, inputs: dict[str, Any]) -> jax.Array:
+        """q [B, T, N, H] times the length-scaled softmax multiplier of each query."""
+        n = None  # causal: position + 1
+        if not self.causal and self.softmax_scale.needs_key_count:
+            n = _allowed_key_count(inputs, q.shape[0], q.shape[1])
+        params = {} if self.softmax_scale_params is None else self.softmax_scale_params.get_value()
+        m = self.softmax_scale.multiplier(params, positions=inputs["q_positions"], n=n)
+        return scale_queries(q, m)  # m: [B, T, N] or [B, T, 1]
 
     def _decode_inputs(self, q, k, v, inputs, params):
         """Rotates the new q/k, writes k/v to the cache; attention inputs over the whole cache.

@@ -14,6 +14,7 @@ from flax import nnx
 from posenc_jax.attention import AttentionConfig
 from posenc_jax.nn.attention import MultiHeadAttention
 from posenc_jax.schemes import Scheme, make_scheme
+from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale
 
 __all__ = [
     "TransformerBlock",
@@ -96,6 +97,7 @@ class TransformerBlock(nnx.Module):
         causal: bool = True,
         dropout_rate: float = 0.0,
         attention: AttentionConfig | None = None,
+        softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -110,6 +112,7 @@ class TransformerBlock(nnx.Module):
             causal=causal,
             dropout_rate=dropout_rate,
             attention=attention,
+            softmax_scale=softmax_scale,
             **kw,
         )
         self.norm2 = _norm(norm, d_model, **kw)
@@ -159,6 +162,7 @@ class _Transformer(nnx.Module):
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
         attention: AttentionConfig | None = None,
+        softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -176,6 +180,7 @@ class _Transformer(nnx.Module):
             raise ValueError(f"num_heads ({num_heads}) must not exceed d_model ({d_model})")
         self.scheme = make_scheme(scheme).configure(causal=self.causal)
         self.scheme.validate(num_heads=num_heads, head_dim=d_model // num_heads, d_model=d_model)
+        softmax_scale = make_softmax_scale(softmax_scale)  # one validation for every layer
         self.d_model = d_model
         self.embed = nnx.Embed(
             vocab_size,
@@ -198,6 +203,7 @@ class _Transformer(nnx.Module):
                     causal=self.causal,
                     dropout_rate=dropout_rate,
                     attention=attention,
+                    softmax_scale=softmax_scale,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
@@ -294,8 +300,9 @@ class TransformerLM(_Transformer):
     Args:
       vocab_size: V, the number of token ids (input embedding and output head).
       **kwargs: the model settings (scheme, num_layers, d_model, num_heads,
-        num_kv_heads, mlp_ratio, norm, dropout_rate, attention, dtype,
-        param_dtype, rngs).
+        num_kv_heads, mlp_ratio, norm, dropout_rate, attention, softmax_scale
+        (a length-scaled softmax in every layer, see
+        `posenc_jax.nn.MultiHeadAttention`), dtype, param_dtype, rngs).
 
     References: Radford et al. 2019 (GPT-2).
     """

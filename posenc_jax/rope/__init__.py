@@ -10,7 +10,8 @@ concern; every public name is re-exported here:
   ``theta_i`` and the attention factor for the default schedule and the
   context-extension methods (position interpolation, NTK-aware, dynamic NTK,
   YaRN, Llama 3, LongRoPE), numerically equal to Hugging Face transformers'
-  ``ROPE_INIT_FUNCTIONS``; `rotary_dim`.
+  ``ROPE_INIT_FUNCTIONS``; `rotary_dim`; p-RoPE (``keep_fraction``, the
+  lowest frequencies removed) and `p_rope_keep_count`.
 * `posenc_jax.rope.numerics`: the angles ``m * theta`` modulo 2 pi in fixed
   point, and the cos/sin table (computed once on CPU).
 * `posenc_jax.rope.rotation`: `apply_rope`, the rotation, in the "half"
@@ -44,6 +45,7 @@ from posenc_jax.rope.decay import (
     rope_decay_bound,
 )
 from posenc_jax.rope.frequencies import (
+    p_rope_keep_count,
     rope_frequencies,
     rotary_dim,
 )
@@ -68,6 +70,7 @@ __all__ = [
     "RopeSettings",
     "apply_rope",
     "convert_rope_layout",
+    "p_rope_keep_count",
     "rope_decay_bound",
     "rope_frequencies",
     "rope_from_hf_config",

@@ -40,6 +40,7 @@ from posenc_jax.rope.scaling import RopeScaling, as_scaling
 __all__ = [
     "ROPE_SCHEDULES",
     "Schedule",
+    "p_rope_keep_count",
     "rope_frequencies",
     "rotary_dim",
 ]
@@ -86,6 +87,63 @@ def rotary_dim(head_dim: int, rotary_fraction: float = 1.0) -> int:
             f"rotary_fraction={rotary_fraction} (rotary dim {dim})"
         )
     return dim
+
+
+def p_rope_keep_count(dim: int, keep_fraction: float) -> int:
+    """How many frequencies p-RoPE keeps: ``int(keep_fraction * R // 2)``, the highest ones.
+
+    p-RoPE (Barbero et al. 2025) keeps the fraction p of RoPE's frequencies with
+    the shortest wavelengths and removes the lowest: their pairs are not rotated
+    (frequency 0, angle 0 at every position), so they carry features whose q.k
+    contribution does not depend on position. The authors' ``apply_p_rope``
+    (their appendix) computes ``rope_angles = int(rope_percentage * head_dim // 2)``
+    frequencies ``max_wavelength^(-2i / head_dim)``, i < rope_angles, and pads the
+    rest with infinite wavelengths; this is that count, with R the rotary dim
+    (the head dim H unless ``rotary_fraction`` < 1). Unlike GPT-NeoX partial rotary
+    (``rotary_fraction``), the kept frequencies keep their full-RoPE values
+    ``base^(-2i/R)``: the schedule is truncated, not recomputed over fewer dims.
+
+    Hugging Face transformers' ``rope_type="proportional"`` (Gemma 4's global
+    layers, ``partial_rotary_factor=0.25``; ``_compute_proportional_rope_parameters``
+    in ``modeling_rope_utils.py``) is the same construction: frequencies
+    ``base^(-2i/H)`` for ``i < int(partial_rotary_factor * H // 2)`` followed by
+    zeros, in the "half" layout, divided by ``factor``: p-RoPE with
+    ``keep_fraction=partial_rotary_factor`` and a "linear" scaling. Gemma 3 uses
+    full RoPE (``rope_type`` "default" or "linear", no partial rotary factor), so
+    it is not p-RoPE.
+
+    Args:
+      dim: R, the (even) rotary dim.
+      keep_fraction: p in [0, 1].
+
+    Returns:
+      The number of kept frequencies, in [0, R/2].
+
+    Raises:
+      ValueError: keep_fraction not a number in [0, 1].
+
+    Example:
+        >>> p_rope_keep_count(64, 0.25)
+        8
+
+    References: Barbero et al. 2025, "Round and Round We Go! What makes Rotary
+    Positional Encodings useful?" (ICLR 2025, arXiv 2410.06205), p-RoPE and the
+    ``apply_p_rope`` listing of its appendix.
+    """
+    if isinstance(keep_fraction, bool):
+        raise ValueError(f"rope needs a number keep_fraction in [0, 1]; got {keep_fraction!r}")
+    try:
+        p = float(keep_fraction)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"rope needs a number keep_fraction in [0, 1]; got {keep_fraction!r}"
+        ) from None
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(
+            "rope needs keep_fraction in [0, 1] (p-RoPE: the fraction of frequencies kept); "
+            f"got keep_fraction={keep_fraction!r}"
+        )
+    return int(p * dim // 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,6 +321,7 @@ def rope_frequencies(
     rotary_fraction: float = 1.0,
     scaling: RopeScaling | Mapping[str, Any] | None = None,
     seq_len: int | jax.Array | None = None,
+    keep_fraction: float = 1.0,
 ) -> tuple[jax.Array, jax.Array | float]:
     """Inverse frequencies theta_i and the attention factor of a RoPE schedule.
 
@@ -292,6 +351,14 @@ def rope_frequencies(
       table a row); attention factor
       ``attention_factor``, else sqrt(1 + ln(factor) / ln(L)) (1 if factor <= 1).
 
+    ``keep_fraction`` = p < 1 gives **p-RoPE** (Barbero et al. 2025): the
+    ``int(p * R // 2)`` highest frequencies of the schedule are kept and the
+    others (the lowest) are set to 0, so their pairs turn by angle 0, the
+    identity, and carry position-free ("semantic") features; see
+    `p_rope_keep_count`. It applies after the scaling, which is computed as
+    without p; an attention factor (YaRN, LongRoPE) still multiplies cos and
+    sin of every pair, the unrotated ones included (cos 0 = 1), as in Hugging Face.
+
     The schedule of each type is the function ``ROPE_SCHEDULES[rope_type]``.
     Values equal Hugging Face transformers' ``ROPE_INIT_FUNCTIONS`` within
     float32 rounding (checked against stored golden values). Frequencies are
@@ -307,6 +374,8 @@ def rope_frequencies(
       seq_len: current sequence length (max position + 1), for "dynamic" and
         "longrope"; a Python int, a (possibly traced) integer scalar, or a
         ``[B]`` integer array of one length a row. The other types ignore it.
+      keep_fraction: p of p-RoPE, the fraction of the R/2 frequencies kept (the
+        highest), in [0, 1]; 1 (default) keeps all, 0 rotates nothing (NoPE).
 
     Returns:
       ``(inv_freq, attention_factor)``: inv_freq ``[R/2]`` float32 (``[B, R/2]``
@@ -316,9 +385,11 @@ def rope_frequencies(
     Raises:
       ValueError: odd or zero rotary dim, head_dim < 2, rotary_fraction outside
         (0, 1], base <= 0, an unknown rope_type, missing or invalid scaling keys,
-        or LongRoPE factor lists whose length is not R/2.
+        or LongRoPE factor lists whose length is not R/2, keep_fraction outside [0, 1].
 
     Example:
+        >>> rope_frequencies(8, keep_fraction=0.5)[0]  # p-RoPE: the lowest half set to 0
+        Array([1. , 0.1, 0. , 0. ], dtype=float32)
         >>> inv_freq, factor = rope_frequencies(
         ...     128, base=500000.0,
         ...     scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -329,10 +400,16 @@ def rope_frequencies(
     References: Su et al. 2021, RoFormer (arXiv 2104.09864); Chen et al. 2023,
     position interpolation (arXiv 2306.15595); bloc97 2023, NTK-aware scaling;
     Peng et al. 2023, YaRN (arXiv 2309.00071); Ding et al. 2024, LongRoPE
-    (arXiv 2402.13753); Hugging Face transformers ``modeling_rope_utils.py``.
+    (arXiv 2402.13753); Barbero et al. 2025, p-RoPE (arXiv 2410.06205); Hugging Face
+    transformers ``modeling_rope_utils.py``.
     """
     dim = rotary_dim(head_dim, rotary_fraction)
     base = positive_float(base, "base", "rope")
+    keep = p_rope_keep_count(dim, keep_fraction)
     s = as_scaling(scaling, base=base, rotary_fraction=rotary_fraction) or _NO_SCALING
     _check_schedule_fits(s, dim, head_dim, rotary_fraction)
-    return ROPE_SCHEDULES[s.rope_type](dim, base, s, seq_len)
+    inv_freq, factor = ROPE_SCHEDULES[s.rope_type](dim, base, s, seq_len)
+    if keep < dim // 2:
+        kept = jnp.asarray(np.arange(dim // 2) < keep, jnp.float32)  # [R/2]: 1 kept, 0 removed
+        inv_freq = inv_freq * kept  # [(B,) R/2]
+    return inv_freq, factor

@@ -31,6 +31,13 @@ class RopeScheme(Scheme):
       layout: "half" (GPT-NeoX, HF Llama) or "interleaved" (RoFormer, GPT-J).
       scaling: None or a dict in Hugging Face ``rope_scaling`` form
         (``{"rope_type": "yarn", "factor": 4.0, ...}``).
+      keep_fraction: p-RoPE's p (Barbero et al. 2025), the fraction of the
+        frequencies kept, the highest; the pairs of the others are not rotated
+        (`posenc_jax.rope.p_rope_keep_count`). 1.0 (default): all of them. Not
+        the same as ``rotary_fraction``, which rotates a prefix of the dims with
+        a schedule recomputed over them (GPT-NeoX partial rotary); Hugging Face's
+        ``rope_type="proportional"`` (Gemma 4) is p-RoPE. Composes with every
+        scaling (the lowest frequencies of the scaled schedule are removed).
 
     Dynamic methods (dynamic NTK, LongRoPE) pick their frequencies from the
     current length, ``seq_len = max position + 1`` as Hugging Face computes it, a
@@ -63,7 +70,8 @@ class RopeScheme(Scheme):
         ('yarn', 4.0)
 
     References: Su et al. 2021, "RoFormer" (arXiv 2104.09864); Chen et al. 2023
-    (position interpolation, arXiv 2306.15595); Peng et al. 2023 (YaRN, arXiv 2309.00071).
+    (position interpolation, arXiv 2306.15595); Peng et al. 2023 (YaRN, arXiv 2309.00071);
+    Barbero et al. 2025 (p-RoPE, arXiv 2410.06205).
     """
 
     name: ClassVar[str] = "rope"
@@ -73,9 +81,11 @@ class RopeScheme(Scheme):
     rotary_fraction: float = 1.0
     layout: str = "half"
     scaling: Mapping[str, Any] | None = None
+    keep_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice(self.layout, "layout", rope.LAYOUTS, "rope")
+        rope.p_rope_keep_count(2, self.keep_fraction)  # raises a ValueError naming keep_fraction
         if self.scaling is not None and not isinstance(self.scaling, Mapping):
             raise ValueError(f"rope: scaling must be a mapping or null; got {self.scaling!r}")
         if self.scaling is not None:
@@ -92,6 +102,7 @@ class RopeScheme(Scheme):
             rotary_fraction=self.rotary_fraction,
             scaling=self._scaling(),
             seq_len=seq_len,
+            keep_fraction=self.keep_fraction,
         )
 
     def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:

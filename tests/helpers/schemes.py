@@ -17,6 +17,7 @@ SCHEME_CASES: dict[str, dict] = {
     "rope": {"name": "rope"},
     "rope-interleaved-partial": {"name": "rope", "layout": "interleaved", "rotary_fraction": 0.5},
     "rope-linear": {"name": "rope", "scaling": {"rope_type": "linear", "factor": 2.0}},
+    "rope-p": {"name": "rope", "keep_fraction": 0.5},
     "rope-yarn": {
         "name": "rope",
         "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
