@@ -28,6 +28,7 @@ __all__ = [
     "check_choice",
     "check_heads",
     "check_positions",
+    "nonnegative_float",
     "per_head",
     "positive_float",
     "relative_distance",
@@ -56,15 +57,37 @@ def positive_float(value: Any, name: str, fn: str) -> float:
         >>> positive_float(2, "base", "rope")
         2.0
     """
-    if isinstance(value, bool):
-        raise ValueError(f"{fn} needs a number {name}; got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn} needs a number {name}; got {value!r}") from None
+    out = _number(value, name, fn)
     if not (out > 0 and math.isfinite(out)):
         raise ValueError(f"{fn} needs a finite {name} > 0; got {name}={value!r}")
     return out
+
+
+def nonnegative_float(value: Any, name: str, fn: str) -> float:
+    """``value`` as a finite float >= 0.
+
+    Raises:
+      ValueError: naming ``fn`` and ``name``, for a bool, a non-number, a negative
+        or a non-finite value.
+
+    Example:
+        >>> nonnegative_float(0, "attn_scale", "llama4_multiplier")
+        0.0
+    """
+    out = _number(value, name, fn)
+    if not (out >= 0 and math.isfinite(out)):
+        raise ValueError(f"{fn} needs a finite {name} >= 0; got {name}={value!r}")
+    return out
+
+
+def _number(value: Any, name: str, fn: str) -> float:
+    """``value`` as a float; a bool or a non-number is an error naming ``fn`` and ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{fn} needs a number {name}; got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn} needs a number {name}; got {value!r}") from None
 
 
 def check_choice(value: Any, name: str, choices: Sequence[str], fn: str) -> str:

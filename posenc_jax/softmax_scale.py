@@ -55,7 +55,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from posenc_jax._checks import as_int, positive_float
+from posenc_jax._checks import as_int, nonnegative_float, positive_float
 
 __all__ = [
     "SOFTMAX_SCALES",
@@ -227,21 +227,9 @@ def llama4_multiplier(
     (``Llama4TextAttention``, ``attn_temperature_tuning``); Meta 2025, "The Llama 4 herd".
     """
     floor_scale = positive_float(floor_scale, "floor_scale", "llama4_multiplier")
-    attn_scale = _nonnegative_float(attn_scale, "attn_scale", "llama4_multiplier")
+    attn_scale = nonnegative_float(attn_scale, "attn_scale", "llama4_multiplier")
     steps = jnp.floor(causal_key_count(positions) / jnp.float32(floor_scale))
     return jnp.log1p(steps) * jnp.float32(attn_scale) + 1.0
-
-
-def _nonnegative_float(value: Any, name: str, fn: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{fn} needs a number {name}; got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn} needs a number {name}; got {value!r}") from None
-    if not (out >= 0 and math.isfinite(out)):
-        raise ValueError(f"{fn} needs a finite {name} >= 0; got {name}={value!r}")
-    return out
 
 
 def scale_queries(q: jax.Array, multiplier: jax.Array) -> jax.Array:
@@ -334,7 +322,7 @@ class SoftmaxScale:
                 f"got train_length={self.train_length!r}"
             )
         positive_float(self.floor_scale, "floor_scale", "softmax_scale")
-        _nonnegative_float(self.attn_scale, "attn_scale", "softmax_scale")
+        nonnegative_float(self.attn_scale, "attn_scale", "softmax_scale")
         s_init = float(self.s_init)
         if not math.isfinite(s_init):
             raise ValueError(f"softmax_scale needs a finite s_init; got s_init={self.s_init!r}")
