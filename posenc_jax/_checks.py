@@ -28,6 +28,7 @@ __all__ = [
     "check_choice",
     "check_heads",
     "check_positions",
+    "finite_float",
     "nonnegative_float",
     "per_head",
     "positive_float",
@@ -77,6 +78,22 @@ def nonnegative_float(value: Any, name: str, fn: str) -> float:
     out = _number(value, name, fn)
     if not (out >= 0 and math.isfinite(out)):
         raise ValueError(f"{fn} needs a finite {name} >= 0; got {name}={value!r}")
+    return out
+
+
+def finite_float(value: Any, name: str, fn: str) -> float:
+    """``value`` as a finite float.
+
+    Raises:
+      ValueError: naming ``fn`` and ``name``, for a bool, a non-number or inf/nan.
+
+    Example:
+        >>> finite_float(-2, "bias_init", "fox")
+        -2.0
+    """
+    out = _number(value, name, fn)
+    if not math.isfinite(out):
+        raise ValueError(f"{fn} needs a finite {name}; got {name}={value!r}")
     return out
 
 

@@ -12,7 +12,9 @@ KV-cache offsets, left padding and randomized positions need no special case, an
 ``segments`` meaning equal segment ids (``segment_ids [B, T]`` of the queries,
 ``kv_segment_ids [B, S]`` of the keys), so packed documents whose positions
 restart at 0 never see each other. A row with no allowed key returns zeros
-(finite outputs and gradients).
+(finite outputs and gradients). A scheme with the ``token_state`` hook (FoX) reads
+per-token states of the queries and keys, ``q_state [B, T, N]`` and ``k_state [B, S, N]``,
+which the caller computes from the layer input (`posenc_jax.nn.MultiHeadAttention` does).
 
 `attention_weights` is the one implementation of the first three lines (the
 [B, N, T, S] weights w); `dense_attention` multiplies them by v, the blockwise
@@ -39,6 +41,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from posenc_jax import stick_breaking
 from posenc_jax._checks import check_heads
 from posenc_jax.schemes import Params, Scheme, make_scheme
 
@@ -58,7 +61,7 @@ __all__ = [
 
 # Masked logits are *replaced* (not offset) by this value, so it never overflows;
 # it stays many orders of magnitude below any ALiBi/T5 bias (|bias| <= slope * 2^31).
-MASK_VALUE = -1e30
+MASK_VALUE = stick_breaking.MASK_VALUE  # -1e30; stick-breaking weights rely on it too
 
 IMPLEMENTATIONS = ("auto", "dense", "cudnn", "blockwise")
 """Choices of `AttentionConfig.implementation` (see `attend`)."""
@@ -183,6 +186,58 @@ def _segments(
     return _Segments(*out)
 
 
+class _States(NamedTuple):
+    """Per-token states of the queries [B, T, N] and keys [B, S, N] (``token_state`` hook)."""
+
+    q: jax.Array
+    k: jax.Array
+
+
+def _states(
+    scheme: Scheme,
+    q_state: jax.Array | None,
+    k_state: jax.Array | None,
+    *,
+    batch: int,
+    q_len: int,
+    k_len: int,
+    heads: int,
+) -> _States | None:
+    """Checked per-token states when the scheme reads them, else None.
+
+    Raises:
+      ValueError: the scheme has the ``token_state`` hook and a state is missing or
+        has the wrong shape (the message names the argument and the shape wanted).
+    """
+    if "token_state" not in scheme.hooks:
+        return None
+    out = []
+    for name, state, length in (("q_state", q_state, q_len), ("k_state", k_state, k_len)):
+        want = (batch, length, heads)
+        if state is None:
+            raise ValueError(
+                f"scheme {scheme.name!r} computes its logit term from per-token states: pass "
+                f"{name} of shape {list(want)} (MultiHeadAttention computes them from its "
+                "input with scheme.token_state)"
+            )
+        state = jnp.asarray(state)
+        if state.ndim != 3 or state.shape[1:] != want[1:] or state.shape[0] not in (1, batch):
+            raise ValueError(f"{name} must have shape {list(want)}; got {list(state.shape)}")
+        out.append(jnp.broadcast_to(state.astype(jnp.float32), want))
+    return _States(*out)
+
+
+def _reads_q_or_k(scheme: Scheme) -> bool:
+    """The scheme's logit term reads q, k or the tokens, it adds a value term, or its
+    weights are not a softmax: a fused softmax kernel cannot take it."""
+    return (
+        scheme.needs_q_for_bias
+        or scheme.needs_k_for_bias
+        or bool({"value_term", "token_state", "remainder"} & scheme.hooks)
+        or scheme.normalization != "softmax"
+    )
+
+
 def _repeat_kv(x: jax.Array, num_heads: int) -> jax.Array:
     """[B, S, K, H] -> [B, S, N, H] for grouped-query attention."""
     num_heads, kv_heads = check_heads(num_heads, x.shape[-2], "attention")
@@ -219,18 +274,22 @@ def _masked_logits(
     causal: bool,
     key_mask: jax.Array | None,
     segments: _Segments | None = None,
+    states: _States | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits with every additive term, masked: [B, N, T, S] float32 and allowed [B, 1, T, S].
 
     qs: [B, T, N, H] already scaled; k: [B, S, N, H]; q_pos [B, T], k_pos [B, S];
-    segments: ids [B, T] and [B, S] (or None). `attention_weights` calls it on all
-    keys, `blockwise_attention` on one tile.
+    segments: ids [B, T] and [B, S] (or None); states: per-token states [B, T, N] and
+    [B, S, N] (or None). `attention_weights` calls it on all keys,
+    `blockwise_attention` on one tile.
     """
     logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
     if "logit_bias" in scheme.hooks:
         keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
+        if states is not None:
+            keys.update(q_state=states.q, k_state=states.k)  # FoX's cumulative forget gates
         logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos, **keys)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
@@ -252,6 +311,8 @@ def attention_weights(
     key_mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     kv_segment_ids: jax.Array | None = None,
+    q_state: jax.Array | None = None,
+    k_state: jax.Array | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     scale: float | None = None,
@@ -261,7 +322,9 @@ def attention_weights(
     ``softmax(where(allowed, (q * scale) . k + logit_bias + bias, MASK_VALUE))``,
     with the scheme's logit hook called here; its q/k hook (rotation) is the
     caller's, as for every attention path. A query with no allowed key gets a row
-    of zeros. Materialises [B, N, T, S] float32 logits and weights.
+    of zeros. Materialises [B, N, T, S] float32 logits and weights. A scheme whose
+    ``normalization`` is "stick_breaking" gets stick-breaking weights instead of the
+    softmax (`posenc_jax.stick_breaking`; rows sum to at most 1).
 
     Example:
         >>> q, k = jnp.ones((1, 3, 2, 4)), jnp.ones((1, 3, 2, 4))
@@ -280,6 +343,8 @@ def attention_weights(
         a query attends only to keys of its own segment. None: one segment.
       kv_segment_ids: [S] or [B, S] int, the keys' segment; default
         ``segment_ids`` (self-attention; needs T == S).
+      q_state, k_state: [B, T, N] and [B, S, N] float per-token states, needed
+        (only) by a scheme with the ``token_state`` hook (FoX).
       mask: optional extra bool mask broadcastable to [B, N, T, S].
       bias: optional extra additive bias broadcastable to [B, N, T, S].
       scale: logit scale, default 1/sqrt(H).
@@ -296,6 +361,7 @@ def attention_weights(
     q_pos = _as_batched_positions(q_positions, b)
     k_pos = _as_batched_positions(k_positions, b)
     segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=q.shape[1], k_len=k.shape[1])
+    states = _states(scheme, q_state, k_state, batch=b, q_len=q.shape[1], k_len=k.shape[1], heads=n)
     scale = 1.0 / math.sqrt(h) if scale is None else scale
     qs = q * jnp.asarray(scale, q.dtype)
     logits, allowed = _masked_logits(
@@ -308,9 +374,13 @@ def attention_weights(
         causal=causal,
         key_mask=key_mask,
         segments=segments,
+        states=states,
         mask=mask,
         bias=bias,
     )  # [B, N, T, S], [B, 1, T, S]
+    if scheme.normalization == "stick_breaking":  # masked keys take and break nothing
+        weights, _ = stick_breaking.stick_breaking_weights(logits)
+        return weights
     weights = jax.nn.softmax(logits, axis=-1)
     return jnp.where(jnp.any(allowed, axis=-1, keepdims=True), weights, 0.0)
 
@@ -328,6 +398,8 @@ def dense_attention(
     key_mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     kv_segment_ids: jax.Array | None = None,
+    q_state: jax.Array | None = None,
+    k_state: jax.Array | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     scale: float | None = None,
@@ -337,15 +409,15 @@ def dense_attention(
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated by the scheme's q/k hook).
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
-        kv_segment_ids, mask, bias, scale: as in `attention_weights`; the scheme
-        also fills the value hook here.
+        kv_segment_ids, q_state, k_state, mask, bias, scale: as in
+        `attention_weights`; the scheme also fills the value hook here.
 
     Returns:
       [B, T, N, H] in v's dtype.
     """
     scheme = make_scheme(scheme or "nope")
     params = params or {}
-    weights = attention_weights(
+    weights32 = attention_weights(
         q,
         k,
         q_positions=q_positions,
@@ -356,12 +428,18 @@ def dense_attention(
         key_mask=key_mask,
         segment_ids=segment_ids,
         kv_segment_ids=kv_segment_ids,
+        q_state=q_state,
+        k_state=k_state,
         mask=mask,
         bias=bias,
         scale=scale,
-    ).astype(v.dtype)  # [B, N, T, S]
+    )  # [B, N, T, S] float32
+    weights = weights32.astype(v.dtype)
     v = _repeat_kv(v, q.shape[2])  # [B, S, N, H]
     out = jnp.einsum("bnts,bsnh->btnh", weights, v)
+    if "remainder" in scheme.hooks:  # stick-breaking: the stick no key took
+        remainder = 1.0 - jnp.sum(weights32, axis=-1)  # [B, N, T]
+        out = out + scheme.remainder_term(params, remainder).astype(out.dtype)
     if "value_term" in scheme.hooks:
         b = q.shape[0]
         q_pos = _as_batched_positions(q_positions, b)
@@ -413,9 +491,10 @@ def fused_attention(
       [B, T, N, H].
     """
     scheme = make_scheme(scheme or "nope")
-    if scheme.needs_q_for_bias or scheme.needs_k_for_bias or "value_term" in scheme.hooks:
+    if _reads_q_or_k(scheme):
         raise ValueError(
-            f"scheme {scheme.name!r} reads q or k in its logit term or adds a value term; "
+            f"scheme {scheme.name!r} reads q, k or the tokens in its logit term, adds a "
+            "value term or is not a softmax; "
             "use AttentionConfig(implementation='dense') or 'blockwise'"
         )
     b = q.shape[0]
@@ -465,8 +544,11 @@ def _cudnn_refusal(
         return f"cuDNN needs bfloat16 or float16 q/k/v; got {dtype}"
     if head_dim % 8 or head_dim > 128:
         return f"cuDNN needs head_dim a multiple of 8 and at most 128; got {head_dim}"
-    if scheme.needs_q_for_bias or scheme.needs_k_for_bias or "value_term" in scheme.hooks:
-        return f"scheme {scheme.name!r} reads q or k in its logit term or adds a value term"
+    if _reads_q_or_k(scheme):
+        return (
+            f"scheme {scheme.name!r} reads q, k or the tokens in its logit term, adds a "
+            "value term or is not a softmax"
+        )
     if has_mask:
         return "a padding or extra mask is present; the cuDNN path takes none"
     if has_segment_ids:
@@ -621,14 +703,16 @@ def _online_softmax_update(state, logits, ok, vb, qpos, kpos, *, scheme, params)
     return _OnlineSoftmax(acc, m_new, l, any_ok)
 
 
-def _key_block_step(state, key_block, *, qb, qpos, qseg, scheme, params, causal):
+def _key_block_step(state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal):
     """Scan body over key blocks.
 
     key_block = (k [B, tk, N, H], v, positions [B, tk], mask [B, tk], segment ids
-    [B, tk] or None); qseg: the query block's segment ids [B, tq] or None.
+    [B, tk] or None, token states [B, tk, N] or None); qseg: the query block's
+    segment ids [B, tq] or None; qstate: its token states [B, tq, N] or None.
     """
-    kb, vb, kpos, kmask, kseg = key_block
+    kb, vb, kpos, kmask, kseg, kstate = key_block
     segments = None if kseg is None else _Segments(qseg, kseg)
+    states = None if kstate is None else _States(qstate, kstate)
     logits, ok = _masked_logits(
         qb,
         kb,
@@ -639,31 +723,62 @@ def _key_block_step(state, key_block, *, qb, qpos, qseg, scheme, params, causal)
         causal=causal,
         key_mask=kmask,
         segments=segments,
+        states=states,
     )  # [B, N, tq, tk], [B, 1, tq, tk]
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
+
+
+def _stick_breaking_key_block_step(
+    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal
+):
+    """Scan body over key blocks, nearest first, for stick-breaking weights."""
+    kb, vb, kpos, kmask, kseg, kstate = key_block
+    logits, _ = _masked_logits(
+        qb,
+        kb,
+        qpos,
+        kpos,
+        scheme=scheme,
+        params=params,
+        causal=causal,
+        key_mask=kmask,
+        segments=None if kseg is None else _Segments(qseg, kseg),
+        states=None if kstate is None else _States(qstate, kstate),
+    )  # [B, N, tq, tk]
+    return state.update(logits, vb), None
 
 
 def _query_block_attention(query_block, key_blocks, *, scheme, params, causal):
     """[B, tq, N, H] float32 attention of one query block over every key block.
 
     query_block: (q [B, tq, N, H] scaled, positions [B, tq], segment ids [B, tq] or
-    None); key_blocks: block-major (k, v [nk, B, tk, N, H], positions, mask,
-    segment ids [nk, B, tk] or None). Each key step is rematerialised in the
-    backward pass, so only the carry is stored per step.
+    None, token states [B, tq, N] or None); key_blocks: block-major (k, v
+    [nk, B, tk, N, H], positions, mask, segment ids [nk, B, tk] or None, token
+    states [nk, B, tk, N] or None). Each key step is rematerialised in the backward
+    pass, so only the carry is stored per step.
     """
-    qb, qpos, qseg = query_block
+    qb, qpos, qseg, qstate = query_block
     b, tq, n, h = qb.shape
+    stick = scheme.normalization == "stick_breaking"
     step = functools.partial(
-        _key_block_step,
+        _stick_breaking_key_block_step if stick else _key_block_step,
         qb=qb,
         qpos=qpos,
         qseg=qseg,
+        qstate=qstate,
         scheme=scheme,
         params=params,
         causal=causal,
     )
     step = jax.checkpoint(step, prevent_cse=False)
+    if stick:  # the key tiles from the nearest (last) to the farthest
+        tiles = stick_breaking.StickBreakingTiles.empty(b, tq, n, h)
+        tiles, _ = jax.lax.scan(step, tiles, key_blocks, reverse=True)
+        out = tiles.acc
+        if "remainder" in scheme.hooks:
+            out = out + scheme.remainder_term(params, tiles.remainder()).astype(jnp.float32)
+        return out
     state, _ = jax.lax.scan(step, _OnlineSoftmax.empty(b, tq, n, h), key_blocks)
     return state.result()
 
@@ -688,6 +803,8 @@ def blockwise_attention(
     key_mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     kv_segment_ids: jax.Array | None = None,
+    q_state: jax.Array | None = None,
+    k_state: jax.Array | None = None,
     scale: float | None = None,
     q_block: int = 512,
     k_block: int = 512,
@@ -705,6 +822,8 @@ def blockwise_attention(
       q: [B, T, N, H]; k, v: [B, S, K, H]; positions [T]/[B, T] and [S]/[B, S].
       key_mask: [B, S] bool padding mask (True = real key).
       segment_ids, kv_segment_ids: [B, T] and [B, S] int, as in `attention_weights`.
+      q_state, k_state: [B, T, N] and [B, S, N] per-token states, as in
+        `attention_weights` (sliced per tile like the positions).
       q_block, k_block: tile sizes; T and S need not be multiples of them.
 
     Returns:
@@ -725,21 +844,24 @@ def blockwise_attention(
     # Run-time position checks once per call, not once per tile.
     scheme = scheme.with_positions_checked(q_pos, k_pos)
     segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s)
+    states = _states(scheme, q_state, k_state, batch=b, q_len=t, k_len=s, heads=n)
     if key_mask is None:
         key_mask = jnp.ones((b, s), dtype=bool)
     q_block, k_block = min(q_block, t), min(k_block, s)
 
-    query_blocks = (  # [nq, B, tq, N, H], [nq, B, tq], [nq, B, tq] or None
+    query_blocks = (  # [nq, B, tq, N, H], [nq, B, tq], [nq, B, tq] or None, [nq, B, tq, N] or None
         _blocks(q * jnp.asarray(scale, q.dtype), q_block),
         _blocks(q_pos, q_block),
         None if segments is None else _blocks(segments.q, q_block),
+        None if states is None else _blocks(states.q, q_block),
     )
-    key_blocks = (  # [nk, B, tk, N, H] twice, [nk, B, tk] twice, [nk, B, tk] or None
+    key_blocks = (  # [nk, B, tk, N, H] twice, [nk, B, tk] twice, [nk, B, tk] or None, [.., N]
         _blocks(k, k_block),
         _blocks(v, k_block),
         _blocks(k_pos, k_block),
         _blocks(key_mask.astype(bool), k_block, pad_value=False),
         None if segments is None else _blocks(segments.k, k_block),
+        None if states is None else _blocks(states.k, k_block),
     )
     one_query_block = functools.partial(
         _query_block_attention, key_blocks=key_blocks, scheme=scheme, params=params, causal=causal
@@ -762,6 +884,8 @@ def attend(
     key_mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     kv_segment_ids: jax.Array | None = None,
+    q_state: jax.Array | None = None,
+    k_state: jax.Array | None = None,
     scale: float | None = None,
     attention: AttentionConfig | None = None,
     aligned: bool = False,
@@ -778,7 +902,7 @@ def attend(
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
-        kv_segment_ids, scale: as in `attention_weights`.
+        kv_segment_ids, q_state, k_state, scale: as in `attention_weights`.
       attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
@@ -812,6 +936,7 @@ def attend(
         kv_segment_ids=kv_segment_ids,
         scale=scale,
     )
+    states = dict(q_state=q_state, k_state=k_state)
     if implementation == "cudnn":
         if key_mask is not None:
             raise ValueError(
@@ -821,5 +946,7 @@ def attend(
         return fused_attention(q, k, v, implementation="cudnn", **common)
     if implementation == "blockwise":
         size = attention.block_size
-        return blockwise_attention(q, k, v, key_mask=key_mask, q_block=size, k_block=size, **common)
-    return dense_attention(q, k, v, key_mask=key_mask, **common)
+        return blockwise_attention(
+            q, k, v, key_mask=key_mask, q_block=size, k_block=size, **states, **common
+        )
+    return dense_attention(q, k, v, key_mask=key_mask, **states, **common)

@@ -307,6 +307,7 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
         "transformer_xl.png": dict(dim=8, num_heads=2, head_dim=2, length=4, span=4),
         "deberta.png": dict(span=8, length=4, small_buckets=2, small_max=4),
         "tupe.png": dict(length=4, dim=4, num_buckets=4, max_distance=8),
+        "gated.png": dict(length=6),
     }
     assert set(small) == set(encodings.STATIC_FIGURES)
     writers = {

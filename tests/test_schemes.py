@@ -70,7 +70,11 @@ def _attention_inputs(spec, *, causal, t, s, seed=0):
     v = jax.random.normal(keys[2], (2, s, 2, 8))
     params = scheme.init_attention_params(keys[3], num_heads=4, head_dim=8)
     params = jax.tree.map(lambda x: 3.0 * x, params)  # learned terms large enough to matter
-    return scheme, q, k, v, params
+    states = {}
+    if "token_state" in scheme.hooks:  # FoX: cumulative log forget gates of queries and keys
+        gates = jax.nn.log_sigmoid(jax.random.normal(keys[3], (2, t + s, 4)) + 1.0)
+        states = {"q_state": jnp.cumsum(gates[:, :t], 1), "k_state": jnp.cumsum(gates[:, t:], 1)}
+    return scheme, q, k, v, params, states
 
 
 BLOCKWISE = [(c, True) for c in CASE_IDS] + [(c, False) for c in bidirectional_cases()]
@@ -81,12 +85,14 @@ BLOCKWISE = [(c, True) for c in CASE_IDS] + [(c, False) for c in bidirectional_c
 )
 def test_blockwise_equals_dense_forward_and_grad(case, causal):
     """Tiles see offset positions (queries 108.., keys 100..): each tile's terms must be right."""
-    scheme, q, k, v, params = _attention_inputs(SCHEME_CASES[case], causal=causal, t=37, s=45)
+    scheme, q, k, v, params, states = _attention_inputs(
+        SCHEME_CASES[case], causal=causal, t=37, s=45
+    )
     q_pos = jnp.arange(37) + 108
     k_pos = jnp.arange(45) + 100
     key_mask = jnp.ones((2, 45), bool).at[1, :5].set(False)
 
-    def run(fn, q, k, v, params):
+    def run(fn, q, k, v, params, states):
         q, k = scheme.rotate(params, q, k, q_pos, k_pos)
         return fn(
             q,
@@ -98,6 +104,7 @@ def test_blockwise_equals_dense_forward_and_grad(case, causal):
             params=params,
             causal=causal,
             key_mask=key_mask,
+            **states,
         )
 
     blockwise = functools.partial(blockwise_attention, q_block=16, k_block=8)
@@ -107,7 +114,7 @@ def test_blockwise_equals_dense_forward_and_grad(case, causal):
         out, vjp = jax.vjp(functools.partial(run, fn), *args)
         return out, vjp(jnp.cos(out))  # the gradient of sum(sin(out))
 
-    args = (q, k, v, params)
+    args = (q, k, v, params, states)
     dense, g_dense = output_and_grads(dense_attention, *args)
     block, g_block = output_and_grads(blockwise, *args)
     np.testing.assert_allclose(block, dense, atol=2e-5, rtol=2e-5)

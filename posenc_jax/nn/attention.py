@@ -71,7 +71,10 @@ class MultiHeadAttention(nnx.Module):
     and value hooks are called inside the attention kernel (dense, cuDNN or
     blockwise, as ``attention`` says; by default chosen per call by
     `posenc_jax.attention.select_implementation`). The module holds the scheme's
-    attention parameters (T5 table, Shaw tables) as one ``nnx.Param`` pytree.
+    attention parameters (T5 table, Shaw tables, FoX's gate projection) as one
+    ``nnx.Param`` pytree. A scheme with the ``token_state`` hook (FoX) gets the
+    per-token states computed from this layer's input x; the KV cache keeps each
+    key's state and the running carry, so decoding continues the prompt's states.
 
     Packed sequences pass ``segment_ids`` [B, T] (a token attends only to tokens
     with its id) and positions that restart in each document. The KV cache keeps
@@ -146,9 +149,17 @@ class MultiHeadAttention(nnx.Module):
         self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
         self.v_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
         self.o_proj = nnx.Linear(num_heads * head_dim, d_model, **linear)
-        self.pos_params = nnx.Param(
-            self.scheme.init_attention_params(rngs.params(), num_heads=num_heads, head_dim=head_dim)
+        pos_params = self.scheme.init_attention_params(
+            rngs.params(), num_heads=num_heads, head_dim=head_dim
         )
+        if "token_state" in self.scheme.hooks:  # FoX's forget-gate projection
+            pos_params = {
+                **pos_params,
+                **self.scheme.init_token_params(
+                    rngs.params(), d_model=d_model, num_heads=num_heads
+                ),
+            }
+        self.pos_params = nnx.Param(pos_params)
         self.softmax_scale = make_softmax_scale(softmax_scale)
         scale_params = {}
         if self.softmax_scale is not None:
@@ -171,20 +182,25 @@ class MultiHeadAttention(nnx.Module):
         """Allocates a KV cache of ``max_length`` slots for incremental decoding.
 
         The cache keeps, per slot, the rotated key, the value, the key's position,
-        whether it is a real token and its segment id. Writing past ``max_length``
-        is an error (see `__call__`), never a silent overwrite.
+        whether it is a real token and its segment id (and, for a scheme with the
+        ``token_state`` hook, the key's state, plus the carry after the last one).
+        Writing past ``max_length`` is an error (see `__call__`), never a silent
+        overwrite.
         """
         shape = (batch_size, max_length, self.num_kv_heads, self.head_dim)
-        self.cache = nnx.data(
-            {
-                "k": nnx.Cache(jnp.zeros(shape, dtype)),
-                "v": nnx.Cache(jnp.zeros(shape, dtype)),
-                "positions": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
-                "valid": nnx.Cache(jnp.zeros((batch_size, max_length), bool)),
-                "segment_ids": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
-                "index": nnx.Cache(jnp.zeros((), jnp.int32)),
-            }
-        )
+        cache = {
+            "k": nnx.Cache(jnp.zeros(shape, dtype)),
+            "v": nnx.Cache(jnp.zeros(shape, dtype)),
+            "positions": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
+            "valid": nnx.Cache(jnp.zeros((batch_size, max_length), bool)),
+            "segment_ids": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
+            "index": nnx.Cache(jnp.zeros((), jnp.int32)),
+        }
+        if "token_state" in self.scheme.hooks:  # per-key states [B, S, N] and the carry [B, N]
+            n = self.num_heads
+            cache["token_state"] = nnx.Cache(jnp.zeros((batch_size, max_length, n), jnp.float32))
+            cache["token_carry"] = nnx.Cache(jnp.zeros((batch_size, n), jnp.float32))
+        self.cache = nnx.data(cache)
 
     def _last_segment(self, b: int, t: int) -> jax.Array:
         """[B, T]: the segment id of each row's last cached key (0 for an empty cache)."""
@@ -193,11 +209,12 @@ class MultiHeadAttention(nnx.Module):
         ids = jax.lax.dynamic_slice_in_dim(c["segment_ids"][...], last, 1, axis=1)  # [B, 1]
         return jnp.broadcast_to(ids, (b, t))
 
-    def _update_cache(self, k, v, positions, key_mask, segment_ids):
+    def _update_cache(self, k, v, positions, key_mask, segment_ids, states=None):
         """Writes the new keys at the cache index; returns the whole cache.
 
-        k, v: [B, T, K, H]; positions, key_mask, segment_ids: [B, T]. Returns
-        k, v [B, S, K, H] and positions, valid, segment ids [B, S] (S = max_length).
+        k, v: [B, T, K, H]; positions, key_mask, segment_ids: [B, T]; states: [B, T, N]
+        or None. Returns k, v [B, S, K, H] and positions, valid, segment ids [B, S]
+        (S = max_length), and the cached states [B, S, N] (None without states).
         """
         c = self.cache
         idx = c["index"][...]
@@ -212,9 +229,14 @@ class MultiHeadAttention(nnx.Module):
         ):
             old = c[name][...]
             c[name][...] = jax.lax.dynamic_update_slice(old, new.astype(old.dtype), (0, idx))
+        cached_states = None
+        if states is not None:
+            old = c["token_state"][...]
+            cached_states = jax.lax.dynamic_update_slice(old, states.astype(old.dtype), (0, idx, 0))
+            c["token_state"][...] = cached_states
         c["index"][...] = idx + k.shape[1]
         names = ("k", "v", "positions", "valid", "segment_ids")
-        return tuple(c[name][...] for name in names)
+        return (*(c[name][...] for name in names), cached_states)
 
     # -- forward ---------------------------------------------------------------
     def __call__(
@@ -259,10 +281,14 @@ class MultiHeadAttention(nnx.Module):
         params = self.pos_params.get_value()
         inputs = dict(q_positions=positions, segment_ids=segment_ids, key_mask=padding_mask)
         if decode:
-            q, k, v, inputs = self._decode_inputs(q, k, v, inputs, params)
+            q, k, v, inputs = self._decode_inputs(q, k, v, inputs, params, x)
         else:
             q, k = self.scheme.rotate(params, q, k, positions, positions)
             inputs.update(k_positions=positions)
+            if "token_state" in self.scheme.hooks:
+                carry = jnp.zeros((b, self.num_heads), jnp.float32)
+                states, _ = self.scheme.token_state(params, x, carry, key_mask=padding_mask)
+                inputs.update(q_state=states, k_state=states)  # [B, T, N]
         if self.softmax_scale is not None:
             q = self._scale_queries(q, inputs)
         inputs.update(scheme=self.scheme, params=params, causal=self.causal)
@@ -282,11 +308,12 @@ class MultiHeadAttention(nnx.Module):
         m = self.softmax_scale.multiplier(params, positions=inputs["q_positions"], n=n)
         return scale_queries(q, m)  # m: [B, T, N] or [B, T, 1]
 
-    def _decode_inputs(self, q, k, v, inputs, params):
+    def _decode_inputs(self, q, k, v, inputs, params, x):
         """Rotates the new q/k, writes k/v to the cache; attention inputs over the whole cache.
 
-        q: [B, T, N, H]; k, v: [B, T, K, H] -> q, cached k, v [B, S, K, H] and the
-        attention keyword arguments (positions, key mask and segment ids of the cache).
+        q: [B, T, N, H]; k, v: [B, T, K, H]; x: [B, T, D] -> q, cached k, v [B, S, K, H]
+        and the attention keyword arguments (positions, key mask, segment ids and token
+        states of the cache).
         """
         if self.cache is None:
             raise ValueError("decode=True needs a KV cache: call init_cache(batch, max_length)")
@@ -300,8 +327,12 @@ class MultiHeadAttention(nnx.Module):
         new_mask = jnp.ones((b, t), bool) if new_mask is None else new_mask
         segment_ids = inputs["segment_ids"]
         segment_ids = self._last_segment(b, t) if segment_ids is None else segment_ids
-        k, v, k_positions, key_mask, kv_segment_ids = self._update_cache(
-            k, v, positions, new_mask, segment_ids
+        states = None
+        if "token_state" in self.scheme.hooks:  # continue from the cached carry
+            carry = self.cache["token_carry"]
+            states, carry[...] = self.scheme.token_state(params, x, carry[...], key_mask=new_mask)
+        k, v, k_positions, key_mask, kv_segment_ids, k_states = self._update_cache(
+            k, v, positions, new_mask, segment_ids, states
         )
         inputs = dict(
             q_positions=positions,
@@ -310,4 +341,6 @@ class MultiHeadAttention(nnx.Module):
             segment_ids=segment_ids,
             kv_segment_ids=kv_segment_ids,
         )
+        if states is not None:
+            inputs.update(q_state=states, k_state=k_states)
         return q, k, v, inputs

@@ -9,7 +9,9 @@ One module per family; importing this package registers them all:
 * `posenc_jax.schemes.rotary`: RoPE and its context extensions, xPos (q/k hook);
 * `posenc_jax.schemes.bias`: ALiBi, T5, KERPLE, FIRE (logit hook);
 * `posenc_jax.schemes.relative`: Shaw (logit and value hooks), Transformer-XL and DeBERTa
-  (logit hook reading q and k).
+  (logit hook reading q and k);
+* `posenc_jax.schemes.gated`: FoX (token-state and logit hooks: a decay the tokens choose)
+  and stick-breaking attention (its weights replace the softmax).
 
 This layer imports the pure-function modules and no Flax; attention, the NNX
 modules and the experiment harness ask a scheme for its hooks and variants and
@@ -24,6 +26,7 @@ Example:
 from posenc_jax.schemes.absolute import LearnedScheme, NoPEScheme, SinusoidalScheme, TupeScheme
 from posenc_jax.schemes.base import FrozenDict, Params, Scheme
 from posenc_jax.schemes.bias import AlibiScheme, FireScheme, KerpleScheme, T5Scheme
+from posenc_jax.schemes.gated import FoxScheme, StickBreakingScheme
 from posenc_jax.schemes.registry import (
     SCHEMES,
     context_extension_names,
@@ -39,6 +42,7 @@ __all__ = [
     "AlibiScheme",
     "DebertaScheme",
     "FireScheme",
+    "FoxScheme",
     "FrozenDict",
     "KerpleScheme",
     "LearnedScheme",
@@ -48,6 +52,7 @@ __all__ = [
     "Scheme",
     "ShawScheme",
     "SinusoidalScheme",
+    "StickBreakingScheme",
     "T5Scheme",
     "TransformerXLScheme",
     "TupeScheme",

@@ -9,6 +9,11 @@ transformer (see the design notes):
    term, Transformer-XL, DeBERTa);
 4. ``value_term`` additive output term from the attention weights (Shaw value term).
 
+A scheme whose logit term depends on the tokens themselves (FoX's forget gates) also
+fills ``token_state``: from the layer input x it computes a per-token, per-head state
+(carried across KV-cache calls), and attention hands the query and key states to
+``logit_bias``.
+
 Attention code calls the hooks a scheme declares in ``hooks`` and never branches
 on scheme names. A scheme is a frozen dataclass of settings; parameters (learned
 tables) are plain dicts of arrays created by ``init_embed_params`` /
@@ -48,13 +53,20 @@ class Scheme:
     ``needs_k_for_bias`` that it reads the keys (Transformer-XL's ``u . k_j``,
     DeBERTa's position-to-content term), so attention passes them as ``k=``; either
     way the bias cannot be handed to a fused kernel as a plain additive array.
-    ``context_extensions`` names the methods `extend_context` accepts.
+    ``context_extensions`` names the methods `extend_context` accepts. A scheme with
+    the ``token_state`` hook computes a per-token state from the layer input
+    (`token_state`) and its ``logit_bias`` receives the query and key states as the
+    keywords ``q_state`` [B, T, N] and ``k_state`` [B, S, N]. ``normalization`` is
+    "softmax", or "stick_breaking" for a scheme whose weights break a stick from
+    the nearest key back (`posenc_jax.stick_breaking`); such a scheme may fill the
+    ``remainder`` hook, an output term from the stick no key took.
     """
 
     name: ClassVar[str] = "base"
     hooks: ClassVar[frozenset[str]] = frozenset()
     needs_q_for_bias: ClassVar[bool] = False
     needs_k_for_bias: ClassVar[bool] = False
+    normalization: ClassVar[str] = "softmax"
     context_extensions: ClassVar[tuple[str, ...]] = ()
 
     # -- settings ---------------------------------------------------------
@@ -144,6 +156,11 @@ class Scheme:
         del key, num_heads, head_dim
         return {}
 
+    def init_token_params(self, key: jax.Array, *, d_model: int, num_heads: int) -> Params:
+        """Parameters of the ``token_state`` hook (once per attention layer)."""
+        del key, d_model, num_heads
+        return {}
+
     # -- hooks ------------------------------------------------------------
     def embed(self, params: Params, x: jax.Array, positions: jax.Array) -> jax.Array:
         """Hook 1. x: [B, T, D], positions: [T] or [B, T] -> [B, T, D]."""
@@ -178,6 +195,29 @@ class Scheme:
         not scaled (on a blockwise tile, the tile's keys); the others are called
         without it. Returns an array broadcastable to [B, N, T, S], float32.
         """
+        raise NotImplementedError
+
+    def token_state(
+        self,
+        params: Params,
+        x: jax.Array,
+        carry: jax.Array,
+        *,
+        key_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Hook of data-dependent schemes: per-token states from the layer input.
+
+        x: [B, T, D] (the attention layer's input); carry: [B, N] float32, the state
+        after the tokens before these (zeros at the start, the KV cache's carry when
+        decoding); key_mask: [B, T] bool (True = real token) or None. Returns the
+        states [B, T, N] float32 of these tokens and the carry [B, N] after them.
+        Attention passes the states of the queries and keys to ``logit_bias`` as
+        ``q_state`` and ``k_state``.
+        """
+        raise NotImplementedError
+
+    def remainder_term(self, params: Params, remainder: jax.Array) -> jax.Array:
+        """Hook of stick-breaking schemes: remainder [B, N, T] -> [B, T, N, H] added to outputs."""
         raise NotImplementedError
 
     def value_term(

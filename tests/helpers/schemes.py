@@ -30,6 +30,8 @@ SCHEME_CASES: dict[str, dict] = {
     "fire": {"name": "fire", "hidden": 16, "init_threshold": 8.0},
     "xl": {"name": "xl", "dim": 16},
     "deberta": {"name": "deberta", "position_buckets": 8, "max_relative_positions": 16},
+    "fox": {"name": "fox", "bias_init": 1.0},
+    "stick-breaking": {"name": "stick_breaking"},
     "tupe-r": {
         "name": "tupe",
         "max_length": 160,

@@ -7,8 +7,9 @@ of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `rope.rope_decay_bound`, `alibi.alibi_bias`, `relative.t5_relative_bucket`,
 `relative.shaw_relative_index`, `xpos.apply_xpos`, `kerple.kerple_bias`,
 `fire.fire_normalized_distance`, `transformer_xl.xl_relative_logits`,
-`deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`), so the
-figures show what the code computes.
+`deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`,
+`fox.fox_bias`, `stick_breaking.stick_breaking_weights`), so the figures show what the
+code computes.
 
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
 """
@@ -26,15 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from posenc_jax import (
     absolute,
     alibi,
     deberta,
     fire,
+    fox,
     kerple,
     relative,
     rope,
+    stick_breaking,
     transformer_xl,
     tupe,
     xpos,
@@ -47,6 +51,7 @@ __all__ = [
     "draw_all",
     "fig_alibi",
     "fig_deberta",
+    "fig_gated",
     "fig_research_schemes",
     "fig_rope_decay",
     "fig_rope_frequencies",
@@ -57,6 +62,7 @@ __all__ = [
     "fig_tupe",
     "figure_alibi",
     "figure_deberta",
+    "figure_gated",
     "figure_research_schemes",
     "figure_rope_decay",
     "figure_rope_frequencies",
@@ -583,6 +589,64 @@ def fig_tupe(out_path: str | Path, **options: Any) -> Path:
     return save_figure(figure_tupe(**options), out_path)
 
 
+def figure_gated(
+    *,
+    length: int = 32,
+    gate: float = 0.9,
+    closing_gate: float = 0.02,
+    logits: Sequence[float] = (-2.0, 0.0, 2.0),
+) -> Figure:
+    """FoX's decay and stick-breaking's weights for the last query of a row.
+
+    Left: FoX's multiplier ``exp(L_i - L_j)`` of each key's weight (`fox.fox_bias`) for
+    forget gates all ``gate`` (the decay of ALiBi with slope ``-log gate``) and for the
+    same gates with ``closing_gate`` at the middle token, which forgets what came before
+    it. Right: stick-breaking weights (`stick_breaking.stick_breaking_weights`) of
+    earlier keys that all have the same logit z: nearer keys take their share first,
+    where a softmax would spread the weight evenly.
+    """
+    i = length - 1
+    keys = np.arange(length)
+    fig = Figure(figsize=(9.0, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    gates = np.full(length, gate)
+    closing = gates.copy()
+    closing[length // 2] = closing_gate
+    for label, g in (
+        (f"f = {gate:g} everywhere", gates),
+        (f"f = {closing_gate:g} at token {length // 2}", closing),
+    ):
+        cum, _ = fox.cumulative_log_forget(jnp.log(jnp.asarray(g, jnp.float32))[None, :, None])
+        decay = np.exp(np.asarray(fox.fox_bias(cum, cum))[0, 0, i])  # [S]
+        left.plot(keys, decay, marker=".", label=label)
+    left.set_yscale("log")
+    left.set_xlabel(f"key j (query i = {i})", fontsize=8)
+    left.set_ylabel("exp(L_i - L_j)", fontsize=8)
+    left.set_title("FoX: product of the forget gates after each key", fontsize=9)
+    left.legend(fontsize=7)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for z in logits:
+        weights, rem = stick_breaking.stick_breaking_weights(jnp.full((i,), z, jnp.float32))
+        right.plot(
+            keys[:i],
+            np.asarray(weights),
+            marker=".",
+            label=f"z = {z:g} (left over {float(rem):.2g})",
+        )
+    right.set_xlabel(f"earlier key j (query i = {i})", fontsize=8)
+    right.set_ylabel("weight A_ij", fontsize=8)
+    right.set_title("stick-breaking: equal logits, nearer keys first", fontsize=9)
+    right.legend(fontsize=7)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("Attention that the tokens decay: FoX and stick-breaking")
+    return fig
+
+
+def fig_gated(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_gated` as a PNG; returns the path."""
+    return save_figure(figure_gated(**options), out_path)
+
+
 # --------------------------------------------------------------------------------------------
 # All
 # --------------------------------------------------------------------------------------------
@@ -598,6 +662,7 @@ STATIC_FIGURES = {
     "transformer_xl.png": fig_transformer_xl,
     "deberta.png": fig_deberta,
     "tupe.png": fig_tupe,
+    "gated.png": fig_gated,
 }
 """File name -> figure writer of the pictures that need no trained model."""
 
