@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -317,6 +318,54 @@ def test_the_training_loss_covers_every_slot_when_the_task_says_so():
             assert float(metrics["loss"][0]) == pytest.approx(expected, rel=1e-4)
         else:
             assert float(metrics["loss"][0]) != pytest.approx(expected, rel=1e-3)
+
+
+def test_a_learning_rate_sweep_shares_one_train_step_equal_to_optax_adamw():
+    """Runs that differ only in the learning rate share one compiled step (the rate sits in
+    the optimizer state), and train exactly as optax.adamw with the warmup-cosine schedule
+    at that rate would."""
+    import optax
+
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import (
+        build_model_fn,
+        init_state,
+        make_optimizer,
+        make_train_step,
+        pad_batch,
+    )  # fmt: skip
+    from posenc_jax.schemes import make_scheme
+
+    task = get_task("copy", num_symbols=5)
+    make = build_model_fn(task, make_scheme("alibi"), ModelConfig(1, 16, 2), EvalConfig())
+    batch = pad_batch(task.sample_batch(np.random.default_rng(1), 4, 4), 10)
+    stacked = {k: v[None] for k, v in batch.items()}
+    cfgs = [TrainConfig(learning_rate=lr, steps=4, warmup_steps=2) for lr in (1e-2, 3e-2)]
+    graphdef, start = init_state(make, [0], make_optimizer(cfgs[0]))
+    ours = [make_optimizer(c) for c in cfgs]
+    assert make_train_step(graphdef, ours[0]) is make_train_step(graphdef, ours[1])
+    lr = cfgs[1].learning_rate
+    reference = optax.chain(
+        optax.clip_by_global_norm(cfgs[1].grad_clip),
+        optax.adamw(
+            optax.warmup_cosine_decay_schedule(0.0, lr, 2, 4, end_value=0.1 * lr),
+            weight_decay=cfgs[1].weight_decay,
+        ),
+    )
+
+    def trained(tx):
+        p, r = (jax.tree.map(jnp.copy, t) for t in (start.params, start.rest))  # donated
+        o = jax.vmap(tx.init)(p)
+        step = make_train_step(graphdef, tx)
+        for _ in range(3):
+            p, r, o, _ = step(p, r, o, stacked)
+        return jax.tree.leaves(p)
+
+    low, high, want = trained(ours[0]), trained(ours[1]), trained(reference)
+    for got, ref in zip(high, want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(low[0], high[0])  # the shared step trains at each run's rate
 
 
 def test_former_key_rope_scalings_is_read_with_a_notice(capsys):

@@ -7,9 +7,9 @@ power of two, so neighbouring lengths share one compiled program.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import jax
 import numpy as np
@@ -84,23 +84,10 @@ def evaluate(
     (see `eval_batches`).
     """
 
-    def run_one(graph, params, rest, batch):
-        model = nnx.merge(graph, params, rest)
-        return masked_metrics(forward(model, batch), batch["targets"], batch["loss_mask"])
-
-    cache: dict[Any, Callable] = {}
-
-    def fn_for(graph):
-        if graph not in cache:
-            cache[graph] = jax.jit(
-                jax.vmap(lambda p, r, b: run_one(graph, p, r, b), in_axes=(0, 0, None))
-            )
-        return cache[graph]
-
     out = {}
     for length in tqdm(lengths, desc=desc, disable=not progress, leave=False):
         graph = graphdef if graph_for_length is None else graph_for_length(length)
-        fn = fn_for(graph)
+        fn = _metrics_fn(graph)
         totals: dict[str, np.ndarray] = {}
         chance = ChanceLevel()
         batches = eval_batches(task, length, ecfg, randomized_range=randomized_range)
@@ -121,6 +108,18 @@ def evaluate(
             **chance.levels(),
         }
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _metrics_fn(graph: nnx.GraphDef) -> Callable:
+    """The jitted metrics of one batch for every seed; shared by every evaluation of an
+    equal model graph in this process (seeds, learning rates, reruns)."""
+
+    def run_one(params, rest, batch):
+        model = nnx.merge(graph, params, rest)
+        return masked_metrics(forward(model, batch), batch["targets"], batch["loss_mask"])
+
+    return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None)))
 
 
 class ChanceLevel:

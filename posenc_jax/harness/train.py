@@ -11,10 +11,11 @@ longest training length, with a padding mask, so training compiles once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
 
 __all__ = [
+    "Optimizer",
     "RunState",
     "build_model_fn",
     "make_optimizer",
@@ -84,8 +86,25 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
     return make
 
 
-def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with linear warmup and cosine decay (to 10%), global-norm clipping."""
+class Optimizer(NamedTuple):
+    """An optax transformation (``init``, ``update``) and its ``shape``: (steps, warmup,
+    grad_clip, weight_decay), everything its update program depends on. The learning
+    rate is not part of it: the optimizer state carries it."""
+
+    init: Callable
+    update: Callable
+    shape: tuple[int, int, float, float]
+
+
+def make_optimizer(tcfg: TrainConfig) -> Optimizer:
+    """AdamW with linear warmup and cosine decay (to 10%), global-norm clipping.
+
+    ``optax.adamw(schedule)`` written as its parts, with the peak learning rate held in
+    the optimizer state (``optax.inject_hyperparams``) and the schedule's shape (peak 1)
+    in the program: ``-lr * s(t) * (adam(g) + weight_decay * p)``. Runs that differ only
+    in their learning rate (a sweep) then share one compiled train step
+    (`make_train_step` caches it per model graph and optimizer shape).
+    """
     lr = tcfg.learning_rate
     if isinstance(lr, tuple | list):
         if len(lr) != 1:
@@ -94,17 +113,33 @@ def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
                 "(the plan makes a run per rate)"
             )
         (lr,) = lr
+    return _optimizer(_optimizer_shape(tcfg), float(lr))
+
+
+def _optimizer_shape(tcfg: TrainConfig) -> tuple[int, int, float, float]:
+    """(steps, warmup, grad_clip, weight_decay): what the train step's program depends on."""
     warmup = min(tcfg.warmup_steps, max(tcfg.steps - 1, 0))
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else lr,
-        peak_value=lr,
+    return int(tcfg.steps), int(warmup), float(tcfg.grad_clip), float(tcfg.weight_decay)
+
+
+def _optimizer(shape: tuple[int, int, float, float], lr: float) -> Optimizer:
+    steps, warmup, grad_clip, weight_decay = shape
+    unit = optax.warmup_cosine_decay_schedule(  # the schedule of peak 1 (0.1 at the end)
+        init_value=0.0 if warmup else 1.0,
+        peak_value=1.0,
         warmup_steps=warmup,
-        decay_steps=max(tcfg.steps, warmup + 1),
-        end_value=0.1 * lr,
+        decay_steps=max(steps, warmup + 1),
+        end_value=0.1,
     )
-    parts = [optax.clip_by_global_norm(tcfg.grad_clip)] if tcfg.grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, weight_decay=tcfg.weight_decay))
-    return optax.chain(*parts)
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+    parts += [
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_schedule(unit),
+        optax.inject_hyperparams(optax.scale)(step_size=-lr),
+    ]
+    tx = optax.chain(*parts)
+    return Optimizer(tx.init, tx.update, shape)
 
 
 def pad_batch(batch, width: int, positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -202,7 +237,25 @@ def init_state(make_model, seeds: Sequence[int], tx) -> tuple[nnx.GraphDef, RunS
 
 
 def make_train_step(graphdef, tx):
-    """One optimizer step for every seed: vmapped over the leading seed axis, jitted."""
+    """One optimizer step for every seed: vmapped over the leading seed axis, jitted.
+
+    For an `Optimizer` from `make_optimizer`, the jitted step is shared by every call
+    with an equal model graph and optimizer shape (steps, warmup, clipping, weight
+    decay), whatever the learning rate, which the optimizer state carries: the runs
+    of a learning-rate sweep, and reruns in one process, compile it once. Any other
+    optax transformation gets a step of its own.
+    """
+    if isinstance(tx, Optimizer):
+        return _shared_train_step(graphdef, tx.shape)
+    return _train_step(graphdef, tx)
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_train_step(graphdef, shape):
+    return _train_step(graphdef, _optimizer(shape, 1.0))  # the rate comes from the state
+
+
+def _train_step(graphdef, tx):
 
     def step(params, rest, opt_state, batch):
         def loss_fn(p):
