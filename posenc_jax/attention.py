@@ -286,16 +286,18 @@ def _masked_logits(
     `blockwise_attention` on one tile.
     """
     logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
+    allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask, segments=segments)
+    if mask is not None:
+        allowed = allowed & mask.astype(bool)
     if "logit_bias" in scheme.hooks:
         keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
         if states is not None:
             keys.update(q_state=states.q, k_state=states.k)  # FoX's cumulative forget gates
+        if scheme.needs_mask_for_bias:
+            keys.update(allowed=allowed)  # CoPE counts only the keys a query may attend
         logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos, **keys)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
-    allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask, segments=segments)
-    if mask is not None:
-        allowed = allowed & mask.astype(bool)
     return jnp.where(allowed, logits, MASK_VALUE), allowed
 
 
@@ -608,6 +610,12 @@ def explain_implementation(
       ``ImplementationChoice(implementation, reason)``, implementation one of
       "cudnn", "dense", "blockwise".
     """
+    if not scheme.tiles:
+        return ImplementationChoice(
+            "dense",
+            f"scheme {scheme.name!r} does not tile (its logit term reads every key between "
+            "a key and its query) and reads q and k (no fused kernel)",
+        )
     if blockwise_threshold is not None and max(q_len, k_len) > blockwise_threshold:
         return ImplementationChoice(
             "blockwise",
@@ -833,6 +841,12 @@ def blockwise_attention(
     """
     scheme = make_scheme(scheme or "nope")
     params = params or {}
+    if not scheme.tiles:
+        raise ValueError(
+            f"scheme {scheme.name!r} does not tile: its logit term reads every key between "
+            "a key and its query, which one [q_block, k_block] tile does not hold; use "
+            "AttentionConfig(implementation='dense')"
+        )
     if q_block < 1 or k_block < 1:
         raise ValueError(f"q_block and k_block must be >= 1; got {q_block}, {k_block}")
     b, t, n, h = q.shape

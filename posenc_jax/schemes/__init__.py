@@ -11,7 +11,8 @@ One module per family; importing this package registers them all:
 * `posenc_jax.schemes.relative`: Shaw (logit and value hooks), Transformer-XL and DeBERTa
   (logit hook reading q and k);
 * `posenc_jax.schemes.gated`: FoX (token-state and logit hooks: a decay the tokens choose)
-  and stick-breaking attention (its weights replace the softmax).
+  stick-breaking attention (its weights replace the softmax) and CoPE (logit hook reading
+  q, k and the mask: positions that count the keys its gates select).
 
 This layer imports the pure-function modules and no Flax; attention, the NNX
 modules and the experiment harness ask a scheme for its hooks and variants and
@@ -26,7 +27,7 @@ Example:
 from posenc_jax.schemes.absolute import LearnedScheme, NoPEScheme, SinusoidalScheme, TupeScheme
 from posenc_jax.schemes.base import FrozenDict, Params, Scheme
 from posenc_jax.schemes.bias import AlibiScheme, FireScheme, KerpleScheme, T5Scheme
-from posenc_jax.schemes.gated import FoxScheme, StickBreakingScheme
+from posenc_jax.schemes.gated import CopeScheme, FoxScheme, StickBreakingScheme
 from posenc_jax.schemes.registry import (
     SCHEMES,
     context_extension_names,
@@ -40,6 +41,7 @@ from posenc_jax.schemes.rotary import RopeScheme, XposScheme
 __all__ = [
     "SCHEMES",
     "AlibiScheme",
+    "CopeScheme",
     "DebertaScheme",
     "FireScheme",
     "FoxScheme",

@@ -56,7 +56,11 @@ class Scheme:
     ``context_extensions`` names the methods `extend_context` accepts. A scheme with
     the ``token_state`` hook computes a per-token state from the layer input
     (`token_state`) and its ``logit_bias`` receives the query and key states as the
-    keywords ``q_state`` [B, T, N] and ``k_state`` [B, S, N]. ``normalization`` is
+    keywords ``q_state`` [B, T, N] and ``k_state`` [B, S, N]. ``needs_mask_for_bias``:
+    ``logit_bias`` also receives ``allowed`` [B, 1, T, S] bool, the keys each query may
+    attend (CoPE counts only those). ``tiles`` False: the logit term of a query and key
+    reads keys outside their blockwise tile (CoPE), so only the dense path serves it.
+    ``normalization`` is
     "softmax", or "stick_breaking" for a scheme whose weights break a stick from
     the nearest key back (`posenc_jax.stick_breaking`); such a scheme may fill the
     ``remainder`` hook, an output term from the stick no key took.
@@ -66,7 +70,9 @@ class Scheme:
     hooks: ClassVar[frozenset[str]] = frozenset()
     needs_q_for_bias: ClassVar[bool] = False
     needs_k_for_bias: ClassVar[bool] = False
+    needs_mask_for_bias: ClassVar[bool] = False
     normalization: ClassVar[str] = "softmax"
+    tiles: ClassVar[bool] = True
     context_extensions: ClassVar[tuple[str, ...]] = ()
 
     # -- settings ---------------------------------------------------------

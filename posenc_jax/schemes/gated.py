@@ -1,14 +1,16 @@
-"""Schemes where the tokens decide how attention decays: forgetting attention (FoX) and
-stick-breaking attention.
+"""Schemes where the tokens decide positions or decay: forgetting attention (FoX),
+stick-breaking attention and contextual position encoding (CoPE).
 
 FoX fills the ``token_state`` hook (cumulative log forget gates computed from the
 layer input, carried across KV-cache calls) and the logit hook (their difference
 between query and key). Stick-breaking replaces the softmax (``normalization``):
-each key takes a sigmoid share of what the nearer keys left. Neither reads a
+each key takes a sigmoid share of what the nearer keys left. CoPE counts the keys
+its gates select between key and query and embeds that count. None reads a
 position: the causal order of the keys is all they use.
 
 References: Lin et al. 2025, "Forgetting Transformer" (arXiv 2503.02130); Tan et al.
-2024, "Scaling Stick-Breaking Attention" (arXiv 2410.17980).
+2024, "Scaling Stick-Breaking Attention" (arXiv 2410.17980); Golovneva et al. 2024,
+"Contextual Position Encoding" (arXiv 2405.18719).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from posenc_jax import fox
-from posenc_jax._checks import check_choice, finite_float
+from posenc_jax import cope, fox
+from posenc_jax._checks import as_int, check_choice, finite_float
 from posenc_jax.schemes.base import Scheme
 from posenc_jax.schemes.registry import register_scheme
 from posenc_jax.stick_breaking import MASK_VALUE
 
-__all__ = ["FoxScheme", "StickBreakingScheme"]
+__all__ = ["CopeScheme", "FoxScheme", "StickBreakingScheme"]
 
 
 @register_scheme
@@ -158,3 +160,56 @@ class StickBreakingScheme(Scheme):
         # dolomite-engine: hidden_states + rem[..., None] * head_bias[None, :, None, :]
         rem = jnp.swapaxes(remainder, 1, 2)[..., None]  # [B, T, N, 1]
         return rem * params["head_bias"].astype(jnp.float32)  # [B, T, N, H]
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class CopeScheme(Scheme):
+    """Contextual position encoding: positions count the keys the query's gates select.
+
+    ``p_ij = min(sum_{t=j..i} sigmoid(q_i . k_t / sqrt(H)), npos - 1)`` over the keys the
+    query may attend, and the logits gain ``q_i . e(p_ij) / sqrt(H)`` with ``e`` the
+    position embeddings [H, npos] (zeros at init, shared by the heads) interpolated
+    between integer positions (see `posenc_jax.cope`). Causal only, and dense only:
+    the position of a key sums the gates of every key up to the query, which a
+    blockwise tile does not hold.
+
+    Settings:
+      npos: the number of position embeddings; positions are clipped to npos - 1
+        (the reference's default is the block size + 1).
+
+    Example:
+        >>> CopeScheme(npos=16).configure(causal=True).tiles
+        False
+
+    References: Golovneva, Wang, Weston, Sukhbaatar 2024, "Contextual Position Encoding:
+    Learning to Count What's Important" (arXiv 2405.18719).
+    """
+
+    name: ClassVar[str] = "cope"
+    hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
+    needs_q_for_bias: ClassVar[bool] = True
+    needs_k_for_bias: ClassVar[bool] = True
+    needs_mask_for_bias: ClassVar[bool] = True
+    tiles: ClassVar[bool] = False
+    npos: int = 64
+
+    def __post_init__(self) -> None:
+        npos = as_int(self.npos, "npos", "cope")
+        if npos < 2:
+            raise ValueError(f"cope needs npos >= 2 position embeddings; got npos={self.npos!r}")
+
+    def configure(self, *, causal: bool) -> Scheme:
+        if not causal:
+            raise ValueError(
+                "cope is causal only (a key's position counts the keys from it to the query); "
+                "use it in TransformerLM or a causal MultiHeadAttention"
+            )
+        return self
+
+    def init_attention_params(self, key, *, num_heads, head_dim):
+        del key, num_heads  # context_position.py: torch.zeros(1, head_dim, npos)
+        return {"pos_emb": jnp.zeros((head_dim, self.npos), jnp.float32)}
+
+    def logit_bias(self, params, q, q_positions, k_positions, *, k, allowed):
+        return cope.cope_bias(q, k, params["pos_emb"], allowed)  # [B, N, T, S]

@@ -32,6 +32,7 @@ SCHEME_CASES: dict[str, dict] = {
     "deberta": {"name": "deberta", "position_buckets": 8, "max_relative_positions": 16},
     "fox": {"name": "fox", "bias_init": 1.0},
     "stick-breaking": {"name": "stick_breaking"},
+    "cope": {"name": "cope", "npos": 6},
     "tupe-r": {
         "name": "tupe",
         "max_length": 160,

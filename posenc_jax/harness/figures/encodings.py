@@ -8,8 +8,8 @@ of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `relative.shaw_relative_index`, `xpos.apply_xpos`, `kerple.kerple_bias`,
 `fire.fire_normalized_distance`, `transformer_xl.xl_relative_logits`,
 `deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`,
-`fox.fox_bias`, `stick_breaking.stick_breaking_weights`), so the figures show what the
-code computes.
+`fox.fox_bias`, `stick_breaking.stick_breaking_weights`, `cope.cope_positions`), so the
+figures show what the code computes.
 
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
 """
@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from posenc_jax import (
     absolute,
     alibi,
+    cope,
     deberta,
     fire,
     fox,
@@ -595,20 +596,24 @@ def figure_gated(
     gate: float = 0.9,
     closing_gate: float = 0.02,
     logits: Sequence[float] = (-2.0, 0.0, 2.0),
+    unit: int = 5,
 ) -> Figure:
-    """FoX's decay and stick-breaking's weights for the last query of a row.
+    """FoX's decay, stick-breaking's weights and CoPE's positions for the last query of a row.
 
     Left: FoX's multiplier ``exp(L_i - L_j)`` of each key's weight (`fox.fox_bias`) for
     forget gates all ``gate`` (the decay of ALiBi with slope ``-log gate``) and for the
     same gates with ``closing_gate`` at the middle token, which forgets what came before
     it. Right: stick-breaking weights (`stick_breaking.stick_breaking_weights`) of
     earlier keys that all have the same logit z: nearer keys take their share first,
-    where a softmax would spread the weight evenly.
+    where a softmax would spread the weight evenly. Third: CoPE's position of each key
+    (`cope.cope_positions`) when the gates are 1 on every key, and when they are 1 only
+    on every ``unit``-th token (say, the end of each sentence) and 0 elsewhere: the
+    position then counts units, not tokens.
     """
     i = length - 1
     keys = np.arange(length)
-    fig = Figure(figsize=(9.0, 3.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(13.0, 3.2), layout="constrained")
+    left, right, third = fig.subplots(1, 3)
     gates = np.full(length, gate)
     closing = gates.copy()
     closing[length // 2] = closing_gate
@@ -638,7 +643,18 @@ def figure_gated(
     right.set_title("stick-breaking: equal logits, nearer keys first", fontsize=9)
     right.legend(fontsize=7)
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle("Attention that the tokens decay: FoX and stick-breaking")
+    allowed = jnp.ones((1, 1, 1, length), bool)
+    every = jnp.full((1, 1, 1, length), 60.0)  # gate logits: sigmoid ~ 1 or ~ 0
+    units = jnp.where(jnp.arange(length) % unit == unit - 1, 60.0, -60.0)[None, None, None]
+    for label, z in (("every gate 1", every), (f"gate 1 on every {unit}th token", units)):
+        p = np.asarray(cope.cope_positions(z, allowed, npos=length + 1))[0, 0, 0]
+        third.step(keys, p, where="mid", label=label)
+    third.set_xlabel(f"key j (query i = {i})", fontsize=8)
+    third.set_ylabel("position p_ij", fontsize=8)
+    third.set_title("CoPE: positions count what the gates select", fontsize=9)
+    third.legend(fontsize=7)
+    third.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("Positions and decay that the tokens choose: FoX, stick-breaking, CoPE")
     return fig
 
 
