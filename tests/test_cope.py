@@ -114,7 +114,7 @@ def test_bad_use_is_a_clear_error():
     with pytest.raises(ValueError, match="cope needs npos >= 2"):
         make_scheme({"name": "cope", "npos": 1})
     q = jnp.ones((1, 4, 2, 8))
-    with pytest.raises(ValueError, match="does not tile.*implementation='dense'"):
+    with pytest.raises(ValueError, match=r"does not tile.*implementation='dense'"):
         blockwise_attention(
             q, q, q, q_positions=jnp.arange(4), k_positions=jnp.arange(4), scheme="cope"
         )

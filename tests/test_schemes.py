@@ -109,7 +109,7 @@ def test_blockwise_equals_dense_forward_and_grad(case, causal):
 
     blockwise = functools.partial(blockwise_attention, q_block=16, k_block=8)
     if not scheme.tiles:  # CoPE: a key's position sums gates beyond its tile
-        with pytest.raises(ValueError, match="does not tile.*implementation='dense'"):
+        with pytest.raises(ValueError, match=r"does not tile.*implementation='dense'"):
             run(blockwise, q, k, v, params, states)
         return
 

@@ -92,8 +92,8 @@ def solve_one(task, text):
 
 
 def test_registry_names_and_kinds():
-    # polynomial, lego, scan, pcfg: tests/test_kazemnejad_tasks.py
-    assert set(TASKS) == {*ALGORITHMIC, "lm", "polynomial", "lego", "scan", "pcfg"}
+    # polynomial, lego, scan, pcfg: tests/test_kazemnejad_tasks.py; flip_flop: test_flip_flop.py
+    assert set(TASKS) == {*ALGORITHMIC, "lm", "polynomial", "lego", "scan", "pcfg", "flip_flop"}
     for name in CHOMSKY:
         task = get_task(name)
         assert isinstance(task, Task) and task.name == name and task.causal is False

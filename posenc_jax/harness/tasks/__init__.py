@@ -9,7 +9,8 @@ Every task samples fixed-shape batches at a given task length::
 
 ``length`` is the task's own length as in the papers (input string length for the Deletang et al.
 suite, number of items for copy/sort, digits per operand for addition, terms for polynomial,
-variables for lego, output actions for scan, functions for pcfg, key-value pairs for
+variables for lego, output actions for scan, functions for pcfg, instruction pairs for
+flip_flop, key-value pairs for
 associative_recall, filler tokens for passkey, bytes for lm); ``task.sequence_length(length)``
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
@@ -70,6 +71,7 @@ from posenc_jax.harness.tasks.decoder import (
     Sort,
     Summation,
 )
+from posenc_jax.harness.tasks.flipflop import FlipFlop
 from posenc_jax.harness.tasks.grammar import GRAMMAR_TASKS, Pcfg, Scan
 from posenc_jax.harness.tasks.lm import LanguageModelling
 from posenc_jax.harness.tasks.reasoning import REASONING_TASKS, Lego, Polynomial
@@ -82,6 +84,7 @@ TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
             *DECODER_TASKS,
             *REASONING_TASKS,
             *GRAMMAR_TASKS,
+            FlipFlop,
             LanguageModelling,
         )
     }
@@ -167,6 +170,7 @@ __all__ = [
     "DuplicateString",
     "EncoderTask",
     "EvenPairs",
+    "FlipFlop",
     "LanguageModelling",
     "Lego",
     "MissingDuplicateString",
