@@ -92,8 +92,10 @@ def solve_one(task, text):
 
 
 def test_registry_names_and_kinds():
-    # polynomial, lego, scan, pcfg: tests/test_kazemnejad_tasks.py; flip_flop: test_flip_flop.py
-    assert set(TASKS) == {*ALGORITHMIC, "lm", "polynomial", "lego", "scan", "pcfg", "flip_flop"}
+    # polynomial, lego, scan, pcfg: tests/test_kazemnejad_tasks.py; flip_flop, counting:
+    # tests/test_flip_flop.py, tests/test_counting.py
+    others = {"lm", "polynomial", "lego", "scan", "pcfg", "flip_flop", "counting"}
+    assert set(TASKS) == {*ALGORITHMIC, *others}
     for name in CHOMSKY:
         task = get_task(name)
         assert isinstance(task, Task) and task.name == name and task.causal is False

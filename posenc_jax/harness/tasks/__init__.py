@@ -10,7 +10,7 @@ Every task samples fixed-shape batches at a given task length::
 ``length`` is the task's own length as in the papers (input string length for the Deletang et al.
 suite, number of items for copy/sort, digits per operand for addition, terms for polynomial,
 variables for lego, output actions for scan, functions for pcfg, instruction pairs for
-flip_flop, key-value pairs for
+flip_flop, statements for counting, key-value pairs for
 associative_recall, filler tokens for passkey, bytes for lm); ``task.sequence_length(length)``
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
@@ -60,6 +60,7 @@ from posenc_jax.harness.tasks.chomsky import (
     SolveEquation,
     StackManipulation,
 )
+from posenc_jax.harness.tasks.counting import Counting
 from posenc_jax.harness.tasks.decoder import (
     DECODER_TASKS,
     Addition,
@@ -85,6 +86,7 @@ TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
             *REASONING_TASKS,
             *GRAMMAR_TASKS,
             FlipFlop,
+            Counting,
             LanguageModelling,
         )
     }
@@ -165,6 +167,7 @@ __all__ = [
     "BucketSort",
     "ComputeSqrt",
     "Copy",
+    "Counting",
     "CycleNavigation",
     "DecoderTask",
     "DuplicateString",

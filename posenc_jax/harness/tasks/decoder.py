@@ -304,7 +304,7 @@ class Addition(DecoderTask):
         low = np.where(widths == 1, 0, 10 ** (widths - 1))
         numbers = rng.integers(low, 10**widths)  # [B, 2], exact up to 18 digits
         rows = [self._row(int(a), int(b)) for a, b in numbers]
-        return _right_padded_decoder_batch(rows, self.sequence_length(length))
+        return right_padded_decoder_batch(rows, self.sequence_length(length))
 
     def _row(self, a: int, b: int) -> tuple[list[int], list[int]]:
         digits = [self.token_id(d) for d in str(a)] + [self.token_id("+")]
@@ -345,7 +345,7 @@ class Addition(DecoderTask):
         return (NUM_SPECIAL + answer).astype(np.int32)
 
 
-def _right_padded_decoder_batch(rows: list[tuple[list[int], list[int]]], width: int) -> Batch:
+def right_padded_decoder_batch(rows: list[tuple[list[int], list[int]]], width: int) -> Batch:
     """``<bos> prompt answer <eos>`` rows of varying length, right-padded to ``width`` tokens.
 
     Padding follows ``<eos>``, so a causal model's scored positions never see it; it is not

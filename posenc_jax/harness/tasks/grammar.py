@@ -28,7 +28,7 @@ from posenc_jax.harness.tasks.base import (
     check_int,
     check_rng,
 )
-from posenc_jax.harness.tasks.decoder import _right_padded_decoder_batch
+from posenc_jax.harness.tasks.decoder import right_padded_decoder_batch
 
 # ------------------------------------------------------------------------------------------------
 # SCAN.
@@ -181,7 +181,7 @@ class Scan(DecoderTask):
         picks = rng.integers(0, len(pool), size=batch_size)
         rows = [([*self.encode(pool[i][0]).tolist(), SEP], self.encode(pool[i][1]).tolist())
                 for i in picks]  # fmt: skip
-        return _right_padded_decoder_batch(rows, self.sequence_length(length))
+        return right_padded_decoder_batch(rows, self.sequence_length(length))
 
     def solve(self, prompts: np.ndarray) -> np.ndarray:
         """Interprets ``[B, P]`` commands ``words <sep> <pad>...``; returns ``[B, A]`` actions.
@@ -366,7 +366,7 @@ class Pcfg(DecoderTask):
             if len(" ".join(words)) >= self.MAX_CHARS or len(answer) > self.max_answer:
                 continue
             rows.append(([*self.encode(words).tolist(), SEP], self.encode(answer).tolist()))
-        return _right_padded_decoder_batch(rows, self.sequence_length(length))
+        return right_padded_decoder_batch(rows, self.sequence_length(length))
 
     def parse(self, words: Sequence[str]) -> list:
         """Reads the tree of an input written without brackets (prefix order, known arities)."""
