@@ -579,6 +579,7 @@ def explain_implementation(
     has_segment_ids: bool = False,
     blockwise_threshold: int | None = 4096,
     low_precision_bias: bool = False,
+    value_head_dim: int | None = None,
 ) -> ImplementationChoice:
     """The path ``implementation="auto"`` takes for one attention call, and the reason.
 
@@ -605,6 +606,8 @@ def explain_implementation(
       blockwise_threshold: use blockwise when max(T, S) exceeds it (None: never).
       low_precision_bias: let cuDNN take a scheme's logit bias in a bfloat16 or
         float16 ``dtype`` (see `AttentionConfig`).
+      value_head_dim: v's head dim when it differs from q's and k's (PoPE's q and k
+        are twice as wide); None: the same as ``head_dim``.
 
     Returns:
       ``ImplementationChoice(implementation, reason)``, implementation one of
@@ -631,6 +634,11 @@ def explain_implementation(
         aligned=aligned,
         low_precision_bias=low_precision_bias,
     )
+    if refusal is None and value_head_dim not in (None, head_dim):
+        refusal = (
+            f"q and k have head dim {head_dim} and v {value_head_dim}; the cuDNN path takes "
+            "one head dim"
+        )
     if refusal is not None:
         return ImplementationChoice("dense", refusal)
     return ImplementationChoice("cudnn", "the fused cuDNN kernel takes every term of this call")
@@ -767,7 +775,8 @@ def _query_block_attention(query_block, key_blocks, *, scheme, params, causal):
     pass, so only the carry is stored per step.
     """
     qb, qpos, qseg, qstate = query_block
-    b, tq, n, h = qb.shape
+    b, tq, n, _ = qb.shape
+    h = key_blocks[1].shape[-1]  # v's head dim (PoPE's q and k are twice as wide)
     stick = scheme.normalization == "stick_breaking"
     step = functools.partial(
         _stick_breaking_key_block_step if stick else _key_block_step,
@@ -881,7 +890,7 @@ def blockwise_attention(
         _query_block_attention, key_blocks=key_blocks, scheme=scheme, params=params, causal=causal
     )
     out = jax.lax.map(jax.checkpoint(one_query_block), query_blocks)  # [nq, B, tq, N, H]
-    out = out.swapaxes(0, 1).reshape(b, -1, n, h)[:, :t]  # [B, T, N, H]
+    out = out.swapaxes(0, 1).reshape(b, -1, n, v.shape[-1])[:, :t]  # [B, T, N, H]
     return out.astype(v.dtype)
 
 
@@ -932,6 +941,7 @@ def attend(
             platform=jax.devices()[0].platform,
             dtype=q.dtype,
             head_dim=q.shape[-1],
+            value_head_dim=v.shape[-1],
             q_len=q.shape[1],
             k_len=k.shape[1],
             has_mask=key_mask is not None,

@@ -308,6 +308,7 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
         "deberta.png": dict(span=8, length=4, small_buckets=2, small_max=4),
         "tupe.png": dict(length=4, dim=4, num_buckets=4, max_distance=8),
         "gated.png": dict(length=6),
+        "pope.png": dict(head_dim=4, max_distance=4, pairs=1),
     }
     assert set(small) == set(encodings.STATIC_FIGURES)
     writers = {

@@ -188,8 +188,9 @@ class MultiHeadAttention(nnx.Module):
         overwrite.
         """
         shape = (batch_size, max_length, self.num_kv_heads, self.head_dim)
+        k_shape = (*shape[:-1], self.scheme.rotated_dim(self.head_dim))  # PoPE: 2H
         cache = {
-            "k": nnx.Cache(jnp.zeros(shape, dtype)),
+            "k": nnx.Cache(jnp.zeros(k_shape, dtype)),
             "v": nnx.Cache(jnp.zeros(shape, dtype)),
             "positions": nnx.Cache(jnp.zeros((batch_size, max_length), jnp.int32)),
             "valid": nnx.Cache(jnp.zeros((batch_size, max_length), bool)),

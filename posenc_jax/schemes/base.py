@@ -85,6 +85,10 @@ class Scheme:
         """Raises ValueError when the scheme cannot serve this model shape."""
         del num_heads, head_dim, d_model
 
+    def rotated_dim(self, head_dim: int) -> int:
+        """The last dim of q and k after the q/k hook (PoPE doubles it; v keeps head_dim)."""
+        return head_dim
+
     def position_limit(self) -> int | None:
         """One past the largest position the scheme can encode, or None when unbounded."""
         return None
@@ -181,7 +185,8 @@ class Scheme:
         q_positions: jax.Array,
         k_positions: jax.Array,
     ) -> tuple[jax.Array, jax.Array]:
-        """Hook 2. q: [B, T, N, H], k: [B, S, K, H] -> same shapes."""
+        """Hook 2. q: [B, T, N, H], k: [B, S, K, H] -> the same, with the last dim
+        ``rotated_dim(H)`` (H for every scheme but PoPE)."""
         del params, q_positions, k_positions
         return q, k
 

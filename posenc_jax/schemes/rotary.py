@@ -7,17 +7,18 @@ Length-Extrapolatable Transformer" (arXiv 2212.10554).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
-from posenc_jax import rope, xpos
+from posenc_jax import pope, rope, xpos
 from posenc_jax._checks import as_int, check_choice, positive_float
 from posenc_jax.schemes.base import FrozenDict, Scheme
 from posenc_jax.schemes.registry import register_scheme
 
-__all__ = ["RopeScheme", "XposScheme"]
+__all__ = ["PopeScheme", "RopeScheme", "XposScheme"]
 
 
 @register_scheme
@@ -256,3 +257,50 @@ class XposScheme(Scheme):
         q = xpos.apply_xpos(q, q_positions, downscale=False, **common)
         k = xpos.apply_xpos(k, k_positions, downscale=True, **common)
         return q, k
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class PopeScheme(Scheme):
+    """PoPE: polar coordinates, softplus magnitudes from the content, phases from positions.
+
+    The q/k hook maps q and k [.., H] to [.., 2H] (`posenc_jax.pope.apply_pope`): the
+    score is ``sum_c softplus(q_c) softplus(k_c) cos((i - j) theta_c - delta_c)`` with
+    ``theta_c = base^(-c/H)`` and a learned per-head phase bias delta [N, H] (zeros at
+    init, clipped to [-2 pi, 0]). Values keep H. The reference scales the logits by
+    ``1/sqrt(H)`` of the original head dim; attention scales by ``1/sqrt(2H)`` of the
+    wider queries, so this hook multiplies the queries by sqrt(2) to give the reference's
+    logits on every path. The KV cache keeps the 2H-wide keys (`rotated_dim`).
+
+    Settings:
+      base: the frequency base (10000).
+
+    Example:
+        >>> PopeScheme().rotated_dim(64)
+        128
+
+    References: Gopalakrishnan et al. 2025, "Decoupling the 'What' and 'Where' With
+    Polar Coordinate Positional Embeddings" (arXiv 2509.10534).
+    """
+
+    name: ClassVar[str] = "pope"
+    hooks: ClassVar[frozenset[str]] = frozenset({"rotate"})
+    base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        positive_float(self.base, "base", "pope")
+        if self.base <= 1:
+            raise ValueError(f"pope needs base > 1; got base={self.base!r}")
+
+    def rotated_dim(self, head_dim: int) -> int:
+        return 2 * head_dim
+
+    def init_attention_params(self, key, *, num_heads, head_dim):
+        del key  # x_transformers.py PolarEmbedding: learned_bias = zeros(heads, 1, dim)
+        return {"phase_bias": jnp.zeros((num_heads, head_dim), jnp.float32)}
+
+    def rotate(self, params, q, k, q_positions, k_positions):
+        inv_freq = pope.pope_frequencies(q.shape[-1], base=float(self.base))
+        q = pope.apply_pope(q, q_positions, inv_freq, phase_bias=params["phase_bias"])
+        k = pope.apply_pope(k, k_positions, inv_freq)
+        return q * jnp.asarray(math.sqrt(2.0), q.dtype), k  # logits / sqrt(H), not sqrt(2H)

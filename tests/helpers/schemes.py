@@ -25,6 +25,7 @@ SCHEME_CASES: dict[str, dict] = {
     "alibi": {"name": "alibi"},
     "alibi-ruoss": {"name": "alibi", "bidirectional": "ruoss"},
     "xpos": {"name": "xpos", "scale_base": 16.0, "center": 20},
+    "pope": {"name": "pope", "base": 100.0},
     "kerple-log": {"name": "kerple", "kind": "log"},
     "kerple-power": {"name": "kerple", "kind": "power"},
     "fire": {"name": "fire", "hidden": 16, "init_threshold": 8.0},

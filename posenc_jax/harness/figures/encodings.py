@@ -8,7 +8,8 @@ of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `relative.shaw_relative_index`, `xpos.apply_xpos`, `kerple.kerple_bias`,
 `fire.fire_normalized_distance`, `transformer_xl.xl_relative_logits`,
 `deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`,
-`fox.fox_bias`, `stick_breaking.stick_breaking_weights`, `cope.cope_positions`), so the
+`fox.fox_bias`, `stick_breaking.stick_breaking_weights`, `cope.cope_positions`,
+`pope.apply_pope`), so the
 figures show what the code computes.
 
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
@@ -37,6 +38,7 @@ from posenc_jax import (
     fire,
     fox,
     kerple,
+    pope,
     relative,
     rope,
     stick_breaking,
@@ -53,6 +55,7 @@ __all__ = [
     "fig_alibi",
     "fig_deberta",
     "fig_gated",
+    "fig_pope",
     "fig_research_schemes",
     "fig_rope_decay",
     "fig_rope_frequencies",
@@ -64,6 +67,7 @@ __all__ = [
     "figure_alibi",
     "figure_deberta",
     "figure_gated",
+    "figure_pope",
     "figure_research_schemes",
     "figure_rope_decay",
     "figure_rope_frequencies",
@@ -663,6 +667,50 @@ def fig_gated(out_path: str | Path, **options: Any) -> Path:
     return save_figure(figure_gated(**options), out_path)
 
 
+def figure_pope(*, head_dim: int = 32, max_distance: int = 64, pairs: int = 3) -> Figure:
+    """q . k / H against the distance for a few random (q, k) pairs, RoPE beside PoPE.
+
+    RoPE (`rope.apply_rope`) rotates pairs of the content itself, so where each pair
+    peaks and changes sign depends on the content; PoPE (`pope.apply_pope`) takes
+    magnitudes from the content and phases from positions only, so every pair's
+    curve is a sum of cosines of the distance with non-negative weights, largest at
+    distance 0 (phase bias 0).
+    """
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    q = jax.random.normal(keys[0], (pairs, 1, 1, head_dim))  # [B, T=1, N=1, H]
+    k = jax.random.normal(keys[1], (pairs, 1, 1, head_dim))
+    d = jnp.arange(max_distance + 1)
+    zero = jnp.zeros(1, jnp.int32)
+    inv_freq, _ = rope.rope_frequencies(head_dim)
+    rq = rope.apply_rope(jnp.broadcast_to(q, (pairs, d.size, 1, head_dim)), d, inv_freq=inv_freq)
+    rk = rope.apply_rope(k, zero, inv_freq=inv_freq)
+    freq = pope.pope_frequencies(head_dim)
+    pq = pope.apply_pope(jnp.broadcast_to(q, (pairs, d.size, 1, head_dim)), d, freq)
+    pk = pope.apply_pope(k, zero, freq)
+    fig = Figure(figsize=(9.0, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=False)
+    for b in range(pairs):
+        left.plot(d, np.asarray(jnp.sum(rq[b] * rk[b], -1))[:, 0] / head_dim, label=f"pair {b}")
+        right.plot(d, np.asarray(jnp.sum(pq[b] * pk[b], -1))[:, 0] / head_dim, label=f"pair {b}")
+    for ax, title in (
+        (left, "RoPE: content and position mixed"),
+        (right, "PoPE: magnitude x phase"),
+    ):
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_xlabel("distance i - j", fontsize=8)
+        ax.set_ylabel("q . k / H", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"Scores of random q, k against distance (H = {head_dim})")
+    return fig
+
+
+def fig_pope(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_pope` as a PNG; returns the path."""
+    return save_figure(figure_pope(**options), out_path)
+
+
 # --------------------------------------------------------------------------------------------
 # All
 # --------------------------------------------------------------------------------------------
@@ -679,6 +727,7 @@ STATIC_FIGURES = {
     "deberta.png": fig_deberta,
     "tupe.png": fig_tupe,
     "gated.png": fig_gated,
+    "pope.png": fig_pope,
 }
 """File name -> figure writer of the pictures that need no trained model."""
 
