@@ -368,6 +368,32 @@ def test_a_learning_rate_sweep_shares_one_train_step_equal_to_optax_adamw():
     assert not np.allclose(low[0], high[0])  # the shared step trains at each run's rate
 
 
+def test_model_softmax_scale_is_read_checked_and_reaches_every_attention_layer():
+    from flax import nnx
+
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, config_to_dict
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import build_model_fn
+    from posenc_jax.schemes import make_scheme
+    from posenc_jax.softmax_scale import SoftmaxScale
+
+    cfg = config_from_dict({"model": {"softmax_scale": {"kind": "qwen", "train_length": 8}}})
+    assert cfg.model.softmax_scale == SoftmaxScale(kind="qwen", train_length=8)
+    assert config_from_dict(config_to_dict(cfg)) == cfg  # the results' copy reads back
+    with pytest.raises(ConfigError, match=r"model\.softmax_scale: .*\['logn', 'qwen'"):
+        config_from_dict({"model": {"softmax_scale": "logm"}})
+    task = get_task("copy", num_symbols=5)
+    logits = {}
+    for scale in (None, "logn"):
+        mcfg = ModelConfig(num_layers=2, d_model=16, num_heads=2, softmax_scale=scale)
+        model = build_model_fn(task, make_scheme("alibi"), mcfg, EvalConfig())(jax.random.key(0))
+        kinds = {b.attn.softmax_scale and b.attn.softmax_scale.kind for b in model.blocks}
+        assert kinds == {scale}
+        logits[scale] = model(jnp.arange(12)[None] % 5 + 5)
+        assert isinstance(model, nnx.Module)
+    assert not np.allclose(logits[None], logits["logn"])  # it changes the function
+
+
 def test_former_key_rope_scalings_is_read_with_a_notice(capsys):
     cfg = config_from_dict({"eval": {"rope_scalings": ["linear", "yarn"]}})
     assert cfg.eval.context_extensions == ("linear", "yarn")

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from posenc_jax.schemes import context_extension_names
+from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale
 
 __all__ = [
     "ConfigError",
@@ -40,7 +41,12 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The tiny transformer (`posenc_jax.nn.TransformerLM` / `TransformerEncoder`)."""
+    """The tiny transformer (`posenc_jax.nn.TransformerLM` / `TransformerEncoder`).
+
+    ``softmax_scale``: a length-scaled softmax on top of every scheme of the config
+    (`posenc_jax.softmax_scale`): null, a kind name (``logn``, ``qwen``, ``ssmax``,
+    ``llama4``) or a mapping with ``kind`` and its settings.
+    """
 
     num_layers: int = 2
     d_model: int = 64
@@ -50,6 +56,7 @@ class ModelConfig:
     norm: str = "layernorm"
     dropout: float = 0.0
     dtype: str = "float32"
+    softmax_scale: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +196,8 @@ def build_section(cls: type, data: Any, where: str) -> Any:
             kwargs[key] = build_section(_SECTIONS[key], value, key)
         elif cls is TrainConfig and key == "learning_rate":
             kwargs[key] = _learning_rate(value, path)
+        elif cls is ModelConfig and key == "softmax_scale":
+            kwargs[key] = _softmax_scale(value, path)
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
@@ -205,6 +214,14 @@ def _learning_rate(value: Any, where: str) -> float | tuple[float, ...]:
             f"{where} must be a number or a list of numbers (a sweep, e.g. "
             f"[1.0e-4, 3.0e-4, 5.0e-4]); got {value!r}"
         ) from None
+
+
+def _softmax_scale(value: Any, where: str) -> SoftmaxScale | None:
+    """A `SoftmaxScale` (hashable, frozen) from null, a kind name or a mapping."""
+    try:
+        return make_softmax_scale(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def learning_rates(tcfg: TrainConfig) -> tuple[float, ...]:

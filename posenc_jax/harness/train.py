@@ -79,6 +79,7 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
             norm=mcfg.norm,
             dropout_rate=mcfg.dropout,
             attention=attention,
+            softmax_scale=mcfg.softmax_scale,
             dtype=dtype,
             rngs=nnx.Rngs(params=pkey, dropout=dkey),
         )
