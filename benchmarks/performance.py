@@ -7,7 +7,10 @@ the ratio and PASS/FAIL against the project's targets:
 1. ``train``: the jitted, vmapped train step of `posenc_jax.harness.train` (tiny LM:
    2 layers, d_model 64, 4 heads) for every scheme of configs/quick.yaml,
    relative to NoPE. Targets: learned, sinusoidal, rope, alibi <= 1.10x;
-   t5 <= 1.25x; shaw <= 1.6x. Timed under both allocator settings (``--malloc``),
+   t5 <= 1.25x; shaw <= 1.6x. ``--schemes`` also takes the schemes outside
+   configs/quick.yaml (``EXTRA_SCHEMES``: fox, stick_breaking, cope, pope, xpos,
+   kerple, fire, xl, deberta, tupe), built with their default settings and timed on
+   the same shapes, reported without a target. Timed under both allocator settings (``--malloc``),
    each in a fresh process: glibc's defaults map and unmap every block over
    32 MiB on each call, so a step whose scratch buffer crosses that size pays
    page faults that a step just under it does not; ``posenc run`` keeps freed
@@ -82,6 +85,20 @@ TRAIN_TARGETS = {
     "alibi": 1.10,
     "t5": 1.25,
     "shaw": 1.60,
+}
+# Timed beside NoPE on the same shapes when asked (--schemes), no target: registry
+# defaults, except the settings that need a length (CoPE's positions, TUPE's table).
+EXTRA_SCHEMES = {
+    "fox": {"name": "fox"},
+    "stick_breaking": {"name": "stick_breaking"},
+    "cope": {"name": "cope", "npos": 64},
+    "pope": {"name": "pope"},
+    "xpos": {"name": "xpos"},
+    "kerple": {"name": "kerple"},
+    "fire": {"name": "fire"},
+    "xl": {"name": "xl"},
+    "deberta": {"name": "deberta"},
+    "tupe": {"name": "tupe", "max_length": 1024},
 }
 ROPE_VS_ELEMENTWISE = 1.5
 ROPE_VS_REFERENCE = 1.0
@@ -173,6 +190,9 @@ def _train_schemes(args, runs) -> list[tuple[str, object]]:
     for r in runs:
         if r.scheme_label not in [s[0] for s in schemes] and r.scheme_label in args.schemes:
             schemes.append((r.scheme_label, r.scheme))
+    for name in args.schemes:
+        if name in EXTRA_SCHEMES:
+            schemes.append((name, make_scheme(EXTRA_SCHEMES[name])))
     if args.diagnostics:
         learned = next((s for label, s in schemes if label == "learned"), None)
         if learned is not None:
@@ -685,7 +705,13 @@ def main() -> None:
         default=["train", "rope", "seeds", "job"],
         choices=["train", "rope", "seeds", "job"],
     )
-    p.add_argument("--schemes", nargs="+", default=list(TRAIN_TARGETS), choices=list(TRAIN_TARGETS))
+    p.add_argument(
+        "--schemes",
+        nargs="+",
+        default=list(TRAIN_TARGETS),
+        choices=[*TRAIN_TARGETS, *EXTRA_SCHEMES],
+        help="train: schemes to time beside nope (default: those of configs/quick.yaml)",
+    )
     p.add_argument("--lm-length", type=int, default=128, help="bytes per lm training sequence")
     p.add_argument("--lm-batch", type=int, default=32)
     p.add_argument("--cases", type=int, nargs="+", help="indices of the train cases to run")
