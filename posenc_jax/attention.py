@@ -285,7 +285,10 @@ def _masked_logits(
     [B, S, N] (or None). `attention_weights` calls it on all keys,
     `blockwise_attention` on one tile.
     """
-    logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
+    if scheme.replaces_content_logits:  # the hook computes q . k itself (windowed RoPE)
+        logits = jnp.zeros((), jnp.float32)
+    else:
+        logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
     allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask, segments=segments)
     if mask is not None:
         allowed = allowed & mask.astype(bool)

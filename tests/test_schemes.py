@@ -25,6 +25,7 @@ from helpers.schemes import (
 )
 
 from posenc_jax.attention import blockwise_attention, dense_attention
+from posenc_jax.rope.rectified import far_positions
 from posenc_jax.schemes import (
     SCHEMES,
     Scheme,
@@ -131,7 +132,10 @@ def test_blockwise_equals_dense_forward_and_grad(case, causal):
 
 def test_rope_context_extensions_follow_the_training_length():
     rope = make_scheme({"name": "rope", "base": 500.0})
-    assert set(rope.context_extensions) == {"linear", "ntk", "dynamic", "yarn"}
+    assert set(rope.context_extensions) == {
+        *("linear", "ntk", "dynamic", "yarn"),
+        *("rerope", "leaky_rerope", "self_extend"),
+    }
     yarn = rope.extend_context("yarn", train_length=48, eval_length=192)
     assert yarn.base == 500.0
     assert dict(yarn.scaling) == {
@@ -146,6 +150,21 @@ def test_rope_context_extensions_follow_the_training_length():
         variant = rope.extend_context(method, train_length=16, eval_length=64)
         variant.validate(num_heads=4, head_dim=16, d_model=64)
         assert make_scheme(variant.to_config()) == variant
+    # The windowed methods: true distances within L // 2, the far ones back inside L - 1.
+    for method in ("rerope", "leaky_rerope", "self_extend"):
+        variant = rope.extend_context(method, train_length=64, eval_length=1024)
+        assert (variant.name, variant.method, variant.window, variant.base) == (
+            "windowed_rope",
+            method,
+            32,
+            500.0,
+        )
+        fq, fk = far_positions(
+            method, jnp.arange(1024), jnp.arange(1024), window=32, factor=variant.factor
+        )
+        far = np.asarray(fq)[:, None] - np.asarray(fk)[None, :]
+        causal = np.tril(np.ones((1024, 1024), bool), -32)
+        assert far[causal].max() <= 63 + 1e-3, method  # float32 rounding of j / k
 
 
 @pytest.mark.parametrize("spec", CASES, ids=CASE_IDS)

@@ -7,6 +7,7 @@ One module per family; importing this package registers them all:
 * `posenc_jax.schemes.absolute`: NoPE, learned, sinusoidal (input hook), TUPE (q/k and
   logit hooks: absolute positions untied from the content);
 * `posenc_jax.schemes.rotary`: RoPE and its context extensions, xPos, PoPE (q/k hook);
+  windowed RoPE (ReRoPE, Leaky ReRoPE, SelfExtend: a logit hook with both rotations);
 * `posenc_jax.schemes.bias`: ALiBi, T5, KERPLE, FIRE (logit hook);
 * `posenc_jax.schemes.relative`: Shaw (logit and value hooks), Transformer-XL and DeBERTa
   (logit hook reading q and k);
@@ -36,7 +37,7 @@ from posenc_jax.schemes.registry import (
     register_scheme,
 )
 from posenc_jax.schemes.relative import DebertaScheme, ShawScheme, TransformerXLScheme
-from posenc_jax.schemes.rotary import PopeScheme, RopeScheme, XposScheme
+from posenc_jax.schemes.rotary import PopeScheme, RopeScheme, WindowedRopeScheme, XposScheme
 
 __all__ = [
     "SCHEMES",
@@ -59,6 +60,7 @@ __all__ = [
     "T5Scheme",
     "TransformerXLScheme",
     "TupeScheme",
+    "WindowedRopeScheme",
     "XposScheme",
     "context_extension_names",
     "list_schemes",

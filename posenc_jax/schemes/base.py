@@ -60,7 +60,9 @@ class Scheme:
     ``logit_bias`` also receives ``allowed`` [B, 1, T, S] bool, the keys each query may
     attend (CoPE counts only those). ``tiles`` False: the logit term of a query and key
     reads keys outside their blockwise tile (CoPE), so only the dense path serves it.
-    ``normalization`` is
+    ``replaces_content_logits``: the logit hook returns the whole logit, q . k
+    included (windowed RoPE: near and far rotations), so attention adds no q . k of
+    its own. ``normalization`` is
     "softmax", or "stick_breaking" for a scheme whose weights break a stick from
     the nearest key back (`posenc_jax.stick_breaking`); such a scheme may fill the
     ``remainder`` hook, an output term from the stick no key took.
@@ -71,6 +73,7 @@ class Scheme:
     needs_q_for_bias: ClassVar[bool] = False
     needs_k_for_bias: ClassVar[bool] = False
     needs_mask_for_bias: ClassVar[bool] = False
+    replaces_content_logits: ClassVar[bool] = False
     normalization: ClassVar[str] = "softmax"
     tiles: ClassVar[bool] = True
     context_extensions: ClassVar[tuple[str, ...]] = ()

@@ -15,10 +15,11 @@ import jax.numpy as jnp
 
 from posenc_jax import pope, rope, xpos
 from posenc_jax._checks import as_int, check_choice, positive_float
+from posenc_jax.rope import rectified
 from posenc_jax.schemes.base import FrozenDict, Scheme
 from posenc_jax.schemes.registry import register_scheme
 
-__all__ = ["PopeScheme", "RopeScheme", "XposScheme"]
+__all__ = ["PopeScheme", "RopeScheme", "WindowedRopeScheme", "XposScheme"]
 
 
 @register_scheme
@@ -63,7 +64,9 @@ class RopeScheme(Scheme):
     Context extensions (`extend_context`): "linear" (position interpolation),
     "ntk", "dynamic" and "yarn", each with the training length as the original
     context and factor = evaluation length / training length (at least 1;
-    "dynamic" grows its base with the length it sees from factor 1).
+    "dynamic" grows its base with the length it sees from factor 1). "rerope",
+    "leaky_rerope" and "self_extend" return a `WindowedRopeScheme` (true distances
+    within half the training length, capped or compressed beyond).
 
     Example:
         >>> s = RopeScheme().extend_context("yarn", train_length=64, eval_length=256)
@@ -77,7 +80,13 @@ class RopeScheme(Scheme):
 
     name: ClassVar[str] = "rope"
     hooks: ClassVar[frozenset[str]] = frozenset({"rotate"})
-    context_extensions: ClassVar[tuple[str, ...]] = ("linear", "ntk", "dynamic", "yarn")
+    context_extensions: ClassVar[tuple[str, ...]] = (
+        "linear",
+        "ntk",
+        "dynamic",
+        "yarn",
+        *rectified.RECTIFIED_METHODS,
+    )
     base: float = 10000.0
     rotary_fraction: float = 1.0
     layout: str = "half"
@@ -114,6 +123,8 @@ class RopeScheme(Scheme):
             return super().extend_context(
                 method, train_length=train_length, eval_length=eval_length
             )
+        if method in rectified.RECTIFIED_METHODS:
+            return self._windowed(method, train_length=train_length, eval_length=eval_length)
         factor = 1.0 if method == "dynamic" else max(1.0, eval_length / train_length)
         scaling = {
             "rope_type": method,
@@ -121,6 +132,17 @@ class RopeScheme(Scheme):
             "original_max_position_embeddings": train_length,
         }
         return dataclasses.replace(self, scaling=scaling)
+
+    def _windowed(self, method: str, *, train_length: int, eval_length: int) -> Scheme:
+        """ReRoPE, Leaky ReRoPE or SelfExtend with w = L // 2 and the smallest factor that
+        keeps the far distance of the longest query-key pair (E - 1) within L - 1."""
+        window = max(1, train_length // 2)
+        reach = max(1, train_length - 1 - window)
+        factor = max(1.0, (eval_length - 1 - window) / reach)
+        if method == "self_extend":  # floor(i/G) - floor(j/G) can exceed (i - j)/G by 1
+            factor = float(max(1, math.ceil((eval_length - 1 - window) / max(1, reach - 1))))
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(RopeScheme)}
+        return WindowedRopeScheme(**fields, method=method, window=window, factor=factor)
 
     def rotate(self, params, q, k, q_positions, k_positions):
         # One length a row for [B, S] positions ([] for [S]); static scalings ignore it.
@@ -304,3 +326,76 @@ class PopeScheme(Scheme):
         q = pope.apply_pope(q, q_positions, inv_freq, phase_bias=params["phase_bias"])
         k = pope.apply_pope(k, k_positions, inv_freq)
         return q * jnp.asarray(math.sqrt(2.0), q.dtype), k  # logits / sqrt(H), not sqrt(2H)
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class WindowedRopeScheme(RopeScheme):
+    """RoPE with true distances inside a window and capped or grouped ones beyond it.
+
+    The training-free extensions ReRoPE, Leaky ReRoPE and SelfExtend
+    (`posenc_jax.rope.rectified`): the logit hook computes the whole q . k term
+    (``replaces_content_logits``) from unrotated q and k, with RoPE's own settings
+    (base, layout, partial rotary, scaling, p-RoPE) for both the near and the far
+    rotation. The q/k hook leaves q and k as they are, so a KV cache keeps unrotated
+    keys and each decoding step computes both terms against them.
+
+    Settings (besides `RopeScheme`'s):
+      method: "rerope" (far keys at distance ``window``), "leaky_rerope" (slope
+        1/``factor`` beyond the window) or "self_extend" (positions grouped by
+        ``factor`` beyond the window).
+      window: w, the neighbour window (> 0).
+      factor: Leaky ReRoPE's k or SelfExtend's group size G (>= 1; integer for
+        SelfExtend); unused by ReRoPE.
+
+    `RopeScheme.extend_context` builds it for a training length L and an evaluation
+    length E: w = L // 2; Leaky ReRoPE's k and SelfExtend's G the smallest that keep
+    the far distance of E - 1 within L - 1.
+
+    Example:
+        >>> s = RopeScheme().extend_context("self_extend", train_length=64, eval_length=256)
+        >>> s.method, s.window, s.factor
+        ('self_extend', 32, 8.0)
+
+    References: Su 2023, ReRoPE and Leaky ReRoPE (kexue.fm/archives/9708); Jin et al.
+    2024, SelfExtend (arXiv 2401.01325).
+    """
+
+    name: ClassVar[str] = "windowed_rope"
+    hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
+    needs_q_for_bias: ClassVar[bool] = True
+    needs_k_for_bias: ClassVar[bool] = True
+    replaces_content_logits: ClassVar[bool] = True
+    context_extensions: ClassVar[tuple[str, ...]] = ()
+    method: str = "rerope"
+    window: int = 512
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.method, "method", rectified.RECTIFIED_METHODS, "windowed_rope")
+        if as_int(self.window, "window", "windowed_rope") < 1:
+            raise ValueError(f"windowed_rope needs window >= 1; got window={self.window!r}")
+        factor = positive_float(self.factor, "factor", "windowed_rope")
+        if factor < 1 or (self.method == "self_extend" and factor != int(factor)):
+            kind = "an integer group size" if self.method == "self_extend" else "a number"
+            raise ValueError(
+                f"windowed_rope ({self.method}) needs factor >= 1, {kind}; got factor={factor!r}"
+            )
+
+    def rotate(self, params, q, k, q_positions, k_positions):
+        return q, k  # both rotations happen in the logit hook
+
+    def logit_bias(self, params, q, q_positions, k_positions, *, k):
+        inv_freq, attention_factor = self._frequencies(q.shape[-1])
+        rotate = dict(inv_freq=inv_freq, attention_factor=attention_factor, layout=self.layout)
+        return rectified.rectified_rope_logits(
+            q,
+            k,
+            q_positions,
+            k_positions,
+            method=self.method,
+            window=self.window,
+            factor=self.factor,
+            rotate=lambda x, positions: rope.apply_rope(x, positions, **rotate),
+        )

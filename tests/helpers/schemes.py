@@ -18,6 +18,12 @@ SCHEME_CASES: dict[str, dict] = {
     "rope-interleaved-partial": {"name": "rope", "layout": "interleaved", "rotary_fraction": 0.5},
     "rope-linear": {"name": "rope", "scaling": {"rope_type": "linear", "factor": 2.0}},
     "rope-p": {"name": "rope", "keep_fraction": 0.5},
+    "windowed-rope": {
+        "name": "windowed_rope",
+        "method": "leaky_rerope",
+        "window": 3,
+        "factor": 2.5,
+    },
     "rope-yarn": {
         "name": "rope",
         "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},

@@ -1,0 +1,137 @@
+"""Training-free RoPE extensions that cap or compress the distance beyond a window.
+
+Within a window of ``w`` positions, a query and key see their true RoPE distance; beyond
+it they see a distance that stays inside what training covered. Each method is a pair of
+position maps for the far logits, applied to the query and key positions::
+
+    logits_ij = RoPE(q, i) . RoPE(k, j)              if i - j < w     (neighbours)
+              = RoPE(q, f(i)) . RoPE(k, g(j))        otherwise        (far keys)
+
+- ReRoPE (Su 2023): f(i) = w, g(j) = 0, so every far key sits at distance w.
+- Leaky ReRoPE (Su 2023): f(i) = (i + w (k - 1)) / k, g(j) = j / k, distance
+  w + (i - j - w) / k: slope 1 inside the window, 1/k beyond.
+- SelfExtend (Jin et al. 2024): f(i) = floor(i / G) + w - floor(w / G), g(j) =
+  floor(j / G): grouped positions beyond the neighbour window, shifted so the two
+  meet at distance w.
+
+The far term rotates q and k again with the mapped positions, so the logits cost two
+q.k products (the reference's two-pass attention). Keys enter unrotated; a KV cache keeps
+them so.
+
+Shape legend: B batch, T queries, S keys, N heads, H head dim.
+
+References: Su 2023, "Rectified Rotary Position Embeddings" (kexue.fm/archives/9708;
+reference code bojone/rerope, rerope_patch.py: ``query_states2 =
+apply_rotary_pos_emb(query_states, ..., position_ids * 0 + window)`` against unrotated keys,
+``rectified_mask = (position_ids[:, -q_len:, None] - position_ids[:, None]).abs() < window``,
+``torch.where(rectified_mask, attn_weights1, attn_weights2)``; leaky_rerope_patch.py: the
+far query at ``position_ids + window * (scaling_factor - 1)`` and the far key at
+``position_ids``, both under linear scaling by ``scaling_factor``); Jin et al. 2024,
+"LLM Maybe LongLM: Self-Extend LLM Context Window Without Tuning" (ICML 2024, arXiv
+2401.01325).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from posenc_jax.rope.rotation import apply_rope
+
+__all__ = ["RECTIFIED_METHODS", "far_positions", "rectified_rope_logits"]
+
+RECTIFIED_METHODS = ("rerope", "leaky_rerope", "self_extend")
+
+
+def far_positions(
+    method: str, q_positions: jax.Array, k_positions: jax.Array, *, window: int, factor: float
+) -> tuple[jax.Array, jax.Array]:
+    """The positions the far logits rotate q and k with: (f(i), g(j)).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> fq, fk = far_positions("self_extend", jnp.array([10]), jnp.array([0, 3, 4]),
+        ...                        window=4, factor=2)
+        >>> (fq - fk).tolist()  # floor(10/2) + 4 - floor(4/2) - floor(j/2)
+        [7, 6, 5]
+
+    Args:
+      method: one of `RECTIFIED_METHODS`.
+      q_positions: [T] or [B, T]; k_positions: [S] or [B, S].
+      window: w, the neighbour window.
+      factor: k of Leaky ReRoPE (slope 1/k beyond the window) or G of SelfExtend (the
+        group size); unused by ReRoPE.
+
+    Returns:
+      Query and key positions of the far term (float32 for Leaky ReRoPE, int32 else).
+    """
+    q_positions, k_positions = jnp.asarray(q_positions), jnp.asarray(k_positions)
+    if method == "rerope":
+        return jnp.full_like(q_positions, window), jnp.zeros_like(k_positions)
+    if method == "leaky_rerope":
+        q = (q_positions.astype(jnp.float32) + window * (factor - 1.0)) / factor
+        return q, k_positions.astype(jnp.float32) / factor
+    if method == "self_extend":
+        group = int(factor)
+        shift = window - window // group
+        return q_positions // group + shift, k_positions // group
+    raise ValueError(f"unknown rectified RoPE method {method!r}; valid: {list(RECTIFIED_METHODS)}")
+
+
+def rectified_rope_logits(
+    q: jax.Array,
+    k: jax.Array,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    *,
+    method: str,
+    window: int,
+    factor: float = 1.0,
+    rotate: Callable[..., jax.Array] | None = None,
+    inv_freq: jax.Array | None = None,
+) -> jax.Array:
+    """q . k logits under ReRoPE, Leaky ReRoPE or SelfExtend: [B, N, T, S] float32.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from posenc_jax.rope import rope_frequencies
+        >>> q = k = jnp.ones((1, 6, 1, 4))
+        >>> inv_freq, _ = rope_frequencies(4)
+        >>> logits = rectified_rope_logits(q, k, jnp.arange(6), jnp.arange(6),
+        ...                                method="rerope", window=2, inv_freq=inv_freq)
+        >>> bool(jnp.allclose(logits[0, 0, 5, :4], logits[0, 0, 2, 0]))  # all at distance 2
+        True
+
+    Args:
+      q: [B, T, N, H] unrotated queries (already scaled by the caller if it scales);
+        k: [B, S, N, H] unrotated keys.
+      q_positions: [T] or [B, T]; k_positions: [S] or [B, S] (integer).
+      method, window, factor: see `far_positions`.
+      rotate: ``rotate(x, positions) -> x`` with RoPE's settings (frequencies, layout,
+        partial rotary); default `apply_rope` with ``inv_freq``.
+      inv_freq: the frequencies for the default ``rotate``.
+
+    Returns:
+      [B, N, T, S] float32: the near logits for ``i - j < window``, the far ones elsewhere.
+    """
+    if rotate is None:
+        if inv_freq is None:
+            raise ValueError("rectified_rope_logits needs rotate or inv_freq")
+
+        def rotate(x, positions):
+            return apply_rope(x, positions, inv_freq=inv_freq)
+
+    def dot(a, b):
+        return jnp.einsum("btnh,bsnh->bnts", a, b, preferred_element_type=jnp.float32)
+
+    near = dot(rotate(q, q_positions), rotate(k, k_positions))
+    fq, fk = far_positions(method, q_positions, k_positions, window=window, factor=factor)
+    far = dot(rotate(q, fq), rotate(k, fk))
+    qp = jnp.asarray(q_positions)
+    kp = jnp.asarray(k_positions)
+    qp = qp[None] if qp.ndim == 1 else qp
+    kp = kp[None] if kp.ndim == 1 else kp
+    distance = qp[:, None, :, None] - kp[:, None, None, :]  # [B, 1, T, S]
+    return jnp.where(jnp.abs(distance) < window, near, far)
