@@ -23,6 +23,7 @@ from posenc_jax.attention import (
     explain_implementation,
     select_implementation,
 )
+from posenc_jax.cope import cope_bias, cope_interpolate, cope_positions
 from posenc_jax.deberta import (
     deberta_c2p,
     deberta_log_bucket,
@@ -31,7 +32,9 @@ from posenc_jax.deberta import (
     deberta_span,
 )
 from posenc_jax.fire import fire_bias, fire_normalized_distance, init_fire_params
+from posenc_jax.fox import cumulative_log_forget, fox_bias, log_forget_gates
 from posenc_jax.kerple import KERPLE_KINDS, init_kerple_params, kerple_bias
+from posenc_jax.pope import apply_pope, pope_frequencies
 from posenc_jax.relative import (
     shaw_key_logits,
     shaw_relative_index,
@@ -52,6 +55,7 @@ from posenc_jax.rope import (
     rope_from_hf_config,
     rotary_dim,
 )
+from posenc_jax.rope.rectified import RECTIFIED_METHODS, far_positions, rectified_rope_logits
 from posenc_jax.schemes import (
     SCHEMES,
     Scheme,
@@ -71,6 +75,7 @@ from posenc_jax.softmax_scale import (
     scale_queries,
     ssmax_multiplier,
 )
+from posenc_jax.stick_breaking import stick_breaking_log_weights, stick_breaking_weights
 from posenc_jax.transformer_xl import xl_relative_logits
 from posenc_jax.tupe import tupe_bias, tupe_positional_logits
 from posenc_jax.xpos import apply_xpos, xpos_zeta
@@ -82,6 +87,7 @@ __all__ = [
     "LAYOUTS",
     "MASK_VALUE",
     "OUT_OF_RANGE_POLICIES",
+    "RECTIFIED_METHODS",
     "ROPE_TYPES",
     "SCHEMES",
     "SOFTMAX_SCALES",
@@ -93,6 +99,7 @@ __all__ = [
     "SoftmaxScale",
     "alibi_bias",
     "alibi_slopes",
+    "apply_pope",
     "apply_rope",
     "apply_xpos",
     "attend",
@@ -101,6 +108,10 @@ __all__ = [
     "causal_key_count",
     "context_extension_names",
     "convert_rope_layout",
+    "cope_bias",
+    "cope_interpolate",
+    "cope_positions",
+    "cumulative_log_forget",
     "deberta_c2p",
     "deberta_log_bucket",
     "deberta_p2c",
@@ -108,8 +119,10 @@ __all__ = [
     "deberta_span",
     "dense_attention",
     "explain_implementation",
+    "far_positions",
     "fire_bias",
     "fire_normalized_distance",
+    "fox_bias",
     "init_fire_params",
     "init_kerple_params",
     "init_learned_table",
@@ -117,11 +130,14 @@ __all__ = [
     "learned_lookup",
     "list_schemes",
     "llama4_multiplier",
+    "log_forget_gates",
     "logn_multiplier",
     "make_scheme",
     "make_softmax_scale",
     "p_rope_keep_count",
+    "pope_frequencies",
     "qwen_logn_multiplier",
+    "rectified_rope_logits",
     "register_scheme",
     "rope_decay_bound",
     "rope_frequencies",
@@ -134,6 +150,8 @@ __all__ = [
     "shaw_value_term",
     "sinusoidal",
     "ssmax_multiplier",
+    "stick_breaking_log_weights",
+    "stick_breaking_weights",
     "t5_bias",
     "t5_relative_bucket",
     "tupe_bias",

@@ -7,22 +7,28 @@ from posenc_jax import (
     absolute,
     alibi,
     attention,
+    cope,
     deberta,
     fire,
+    fox,
     kerple,
+    pope,
     relative,
     rope,
     schemes,
     softmax_scale,
+    stick_breaking,
     transformer_xl,
     tupe,
     xpos,
 )
+from posenc_jax.rope import rectified
 
 
 def test_every_public_name_resolves_to_its_module_object():
     modules = [absolute, alibi, attention, deberta, fire, kerple, relative, rope, schemes]
     modules += [softmax_scale, transformer_xl, tupe, xpos]
+    modules += [cope, fox, pope, stick_breaking, rectified]
     for name in posenc_jax.__all__:
         obj = getattr(posenc_jax, name)
         homes = [m for m in modules if name in getattr(m, "__all__", ())]

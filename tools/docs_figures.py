@@ -171,6 +171,17 @@ def alibi_lm(runs: Path) -> dict[str, Figure]:
     return {"length_lm.png": length_figure(records, title)}
 
 
+def recent_schemes_lm(runs: Path) -> dict[str, Figure]:
+    name = "recent_schemes_lm"
+    records = run_records(runs, name)
+    from_runs = records is not None
+    if not from_runs:
+        records = records_by_length(DOCS / "reproductions" / f"{name}.md", task="lm",
+                                    metric="perplexity")  # fmt: skip
+    title = f"{name}: validation perplexity per byte ({_source_note(from_runs, name)})"
+    return {"length_lm.png": length_figure(records, title)}
+
+
 ROPE_EXTENSION_LABELS = {
     "rope": "none",
     "rope+linear": "linear (PI)",
@@ -291,6 +302,7 @@ def chomsky(runs: Path) -> dict[str, Figure]:
 
 REPRODUCTIONS: dict[str, Callable[[Path], dict[str, Figure]]] = {
     "alibi_lm": alibi_lm,
+    "recent_schemes_lm": recent_schemes_lm,
     "kazemnejad": kazemnejad,
     "chomsky": chomsky,
     "rope_extension": rope_extension,
