@@ -238,6 +238,17 @@ def _reads_q_or_k(scheme: Scheme) -> bool:
     )
 
 
+def _sink(sink_logits: jax.Array, num_heads: int) -> jax.Array:
+    """Checked sink logits: [N] float32, one per query head."""
+    sink = jnp.asarray(sink_logits, jnp.float32)
+    if sink.shape != (num_heads,):
+        raise ValueError(
+            f"sink_logits must have shape [N={num_heads}] (one per query head); got "
+            f"{list(sink.shape)}"
+        )
+    return sink
+
+
 def _repeat_kv(x: jax.Array, num_heads: int) -> jax.Array:
     """[B, S, K, H] -> [B, S, N, H] for grouped-query attention."""
     num_heads, kv_heads = check_heads(num_heads, x.shape[-2], "attention")
@@ -251,11 +262,16 @@ def _allowed(
     causal: bool,
     key_mask: jax.Array | None,
     segments: _Segments | None = None,
+    sliding_window: int | None = None,
 ) -> jax.Array:
-    """Boolean [B, 1, T, S] from positions ([B, T], [B, S]), key_mask [B, S] and segments."""
+    """Boolean [B, 1, T, S] from positions ([B, T], [B, S]), key_mask [B, S], segments and
+    a sliding window (``|q_pos - k_pos| < sliding_window``)."""
     allowed = jnp.ones((q_pos.shape[0], 1, q_pos.shape[1], k_pos.shape[1]), dtype=bool)
     if causal:
         allowed = allowed & (k_pos[:, None, None, :] <= q_pos[:, None, :, None])
+    if sliding_window is not None:
+        distance = q_pos[:, None, :, None] - k_pos[:, None, None, :]
+        allowed = allowed & (jnp.abs(distance) < sliding_window)
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, None, :].astype(bool)
     if segments is not None:
@@ -277,6 +293,7 @@ def _masked_logits(
     states: _States | None = None,
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
+    sliding_window: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits with every additive term, masked: [B, N, T, S] float32 and allowed [B, 1, T, S].
 
@@ -289,7 +306,14 @@ def _masked_logits(
         logits = jnp.zeros((), jnp.float32)
     else:
         logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
-    allowed = _allowed(q_pos, k_pos, causal=causal, key_mask=key_mask, segments=segments)
+    allowed = _allowed(
+        q_pos,
+        k_pos,
+        causal=causal,
+        key_mask=key_mask,
+        segments=segments,
+        sliding_window=sliding_window,
+    )
     if mask is not None:
         allowed = allowed & mask.astype(bool)
     if "logit_bias" in scheme.hooks:
@@ -321,6 +345,8 @@ def attention_weights(
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     scale: float | None = None,
+    sliding_window: int | None = None,
+    sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Softmax attention weights: the [B, N, T, S] array that every path multiplies v by.
 
@@ -353,9 +379,15 @@ def attention_weights(
       mask: optional extra bool mask broadcastable to [B, N, T, S].
       bias: optional extra additive bias broadcastable to [B, N, T, S].
       scale: logit scale, default 1/sqrt(H).
+      sliding_window: keys at ``|q_pos - k_pos| >= sliding_window`` are masked (local
+        attention; None: no window).
+      sink_logits: [N] float, one learned logit per query head for a virtual key with a
+        zero value (gpt-oss's attention sinks): the softmax runs over the keys and the
+        sink, so a row's weights sum to less than 1. None: no sink.
 
     Returns:
-      [B, N, T, S] float32 weights; each row sums to 1, or is 0 where no key is allowed.
+      [B, N, T, S] float32 weights; each row sums to 1 (less with a sink), or is 0
+      where no key is allowed.
 
     References: Vaswani et al. 2017 (arXiv 1706.03762).
     """
@@ -382,10 +414,18 @@ def attention_weights(
         states=states,
         mask=mask,
         bias=bias,
+        sliding_window=sliding_window,
     )  # [B, N, T, S], [B, 1, T, S]
     if scheme.normalization == "stick_breaking":  # masked keys take and break nothing
+        if sink_logits is not None:
+            raise ValueError("sink_logits need a softmax; stick-breaking attention has none")
         weights, _ = stick_breaking.stick_breaking_weights(logits)
         return weights
+    if sink_logits is not None:  # gpt-oss: softmax over [logits, sink], the sink dropped
+        sink = _sink(sink_logits, n)[None, :, None, None]  # [1, N, 1, 1]
+        top = jnp.maximum(jnp.max(logits, axis=-1, keepdims=True), sink)
+        e = jnp.exp(logits - top)
+        return e / (jnp.sum(e, axis=-1, keepdims=True) + jnp.exp(sink - top))
     weights = jax.nn.softmax(logits, axis=-1)
     return jnp.where(jnp.any(allowed, axis=-1, keepdims=True), weights, 0.0)
 
@@ -408,14 +448,16 @@ def dense_attention(
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     scale: float | None = None,
+    sliding_window: int | None = None,
+    sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """`attention_weights` times v (plus the scheme's value term); reference for the other paths.
 
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated by the scheme's q/k hook).
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
-        kv_segment_ids, q_state, k_state, mask, bias, scale: as in
-        `attention_weights`; the scheme also fills the value hook here.
+        kv_segment_ids, q_state, k_state, mask, bias, scale, sliding_window,
+        sink_logits: as in `attention_weights`; the scheme also fills the value hook here.
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -438,6 +480,8 @@ def dense_attention(
         mask=mask,
         bias=bias,
         scale=scale,
+        sliding_window=sliding_window,
+        sink_logits=sink_logits,
     )  # [B, N, T, S] float32
     weights = weights32.astype(v.dtype)
     v = _repeat_kv(v, q.shape[2])  # [B, S, N, H]
@@ -583,6 +627,7 @@ def explain_implementation(
     blockwise_threshold: int | None = 4096,
     low_precision_bias: bool = False,
     value_head_dim: int | None = None,
+    has_sinks: bool = False,
 ) -> ImplementationChoice:
     """The path ``implementation="auto"`` takes for one attention call, and the reason.
 
@@ -611,6 +656,7 @@ def explain_implementation(
         float16 ``dtype`` (see `AttentionConfig`).
       value_head_dim: v's head dim when it differs from q's and k's (PoPE's q and k
         are twice as wide); None: the same as ``head_dim``.
+      has_sinks: the call has learned sink logits (no fused kernel takes them).
 
     Returns:
       ``ImplementationChoice(implementation, reason)``, implementation one of
@@ -637,6 +683,8 @@ def explain_implementation(
         aligned=aligned,
         low_precision_bias=low_precision_bias,
     )
+    if refusal is None and has_sinks:
+        refusal = "learned sink logits: jax.nn.dot_product_attention has no sink"
     if refusal is None and value_head_dim not in (None, head_dim):
         refusal = (
             f"q and k have head dim {head_dim} and v {value_head_dim}; the cuDNN path takes "
@@ -689,13 +737,15 @@ class _OnlineSoftmax(NamedTuple):
     any_ok: jax.Array  # [B, tq] bool: some key was allowed
 
     @classmethod
-    def empty(cls, b: int, tq: int, n: int, h: int) -> _OnlineSoftmax:
-        return cls(
-            jnp.zeros((b, tq, n, h), jnp.float32),
-            jnp.full((b, n, tq), -jnp.inf, jnp.float32),
-            jnp.zeros((b, n, tq), jnp.float32),
-            jnp.zeros((b, tq), bool),
-        )
+    def empty(
+        cls, b: int, tq: int, n: int, h: int, sink: jax.Array | None = None
+    ) -> _OnlineSoftmax:
+        """The carry before any key; with a sink [N], its exp(sink - m) starts the sum."""
+        if sink is None:
+            m, l = jnp.full((b, n, tq), -jnp.inf, jnp.float32), jnp.zeros((b, n, tq), jnp.float32)
+        else:
+            m, l = jnp.broadcast_to(sink[None, :, None], (b, n, tq)), jnp.ones((b, n, tq))
+        return cls(jnp.zeros((b, tq, n, h), jnp.float32), m, l, jnp.zeros((b, tq), bool))
 
     def result(self) -> jax.Array:
         """[B, tq, N, H] float32 output; zeros for queries that saw no allowed key."""
@@ -722,7 +772,9 @@ def _online_softmax_update(state, logits, ok, vb, qpos, kpos, *, scheme, params)
     return _OnlineSoftmax(acc, m_new, l, any_ok)
 
 
-def _key_block_step(state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal):
+def _key_block_step(
+    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, sliding_window
+):
     """Scan body over key blocks.
 
     key_block = (k [B, tk, N, H], v, positions [B, tk], mask [B, tk], segment ids
@@ -743,13 +795,14 @@ def _key_block_step(state, key_block, *, qb, qpos, qseg, qstate, scheme, params,
         key_mask=kmask,
         segments=segments,
         states=states,
+        sliding_window=sliding_window,
     )  # [B, N, tq, tk], [B, 1, tq, tk]
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
 
 
 def _stick_breaking_key_block_step(
-    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal
+    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, sliding_window
 ):
     """Scan body over key blocks, nearest first, for stick-breaking weights."""
     kb, vb, kpos, kmask, kseg, kstate = key_block
@@ -764,11 +817,14 @@ def _stick_breaking_key_block_step(
         key_mask=kmask,
         segments=None if kseg is None else _Segments(qseg, kseg),
         states=None if kstate is None else _States(qstate, kstate),
+        sliding_window=sliding_window,
     )  # [B, N, tq, tk]
     return state.update(logits, vb), None
 
 
-def _query_block_attention(query_block, key_blocks, *, scheme, params, causal):
+def _query_block_attention(
+    query_block, key_blocks, *, scheme, params, causal, sliding_window, sink
+):
     """[B, tq, N, H] float32 attention of one query block over every key block.
 
     query_block: (q [B, tq, N, H] scaled, positions [B, tq], segment ids [B, tq] or
@@ -790,6 +846,7 @@ def _query_block_attention(query_block, key_blocks, *, scheme, params, causal):
         scheme=scheme,
         params=params,
         causal=causal,
+        sliding_window=sliding_window,
     )
     step = jax.checkpoint(step, prevent_cse=False)
     if stick:  # the key tiles from the nearest (last) to the farthest
@@ -799,7 +856,7 @@ def _query_block_attention(query_block, key_blocks, *, scheme, params, causal):
         if "remainder" in scheme.hooks:
             out = out + scheme.remainder_term(params, tiles.remainder()).astype(jnp.float32)
         return out
-    state, _ = jax.lax.scan(step, _OnlineSoftmax.empty(b, tq, n, h), key_blocks)
+    state, _ = jax.lax.scan(step, _OnlineSoftmax.empty(b, tq, n, h, sink), key_blocks)
     return state.result()
 
 
@@ -828,6 +885,8 @@ def blockwise_attention(
     scale: float | None = None,
     q_block: int = 512,
     k_block: int = 512,
+    sliding_window: int | None = None,
+    sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Memory-efficient attention: online softmax over key blocks, queries in blocks.
 
@@ -845,6 +904,8 @@ def blockwise_attention(
       q_state, k_state: [B, T, N] and [B, S, N] per-token states, as in
         `attention_weights` (sliced per tile like the positions).
       q_block, k_block: tile sizes; T and S need not be multiples of them.
+      sliding_window, sink_logits: as in `attention_weights` (the window masks each
+        tile; the sink starts each query block's running softmax sum).
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -871,6 +932,9 @@ def blockwise_attention(
     scheme = scheme.with_positions_checked(q_pos, k_pos)
     segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s)
     states = _states(scheme, q_state, k_state, batch=b, q_len=t, k_len=s, heads=n)
+    sink = None if sink_logits is None else _sink(sink_logits, n)
+    if sink is not None and scheme.normalization != "softmax":
+        raise ValueError("sink_logits need a softmax; stick-breaking attention has none")
     if key_mask is None:
         key_mask = jnp.ones((b, s), dtype=bool)
     q_block, k_block = min(q_block, t), min(k_block, s)
@@ -890,7 +954,13 @@ def blockwise_attention(
         None if states is None else _blocks(states.k, k_block),
     )
     one_query_block = functools.partial(
-        _query_block_attention, key_blocks=key_blocks, scheme=scheme, params=params, causal=causal
+        _query_block_attention,
+        key_blocks=key_blocks,
+        scheme=scheme,
+        params=params,
+        causal=causal,
+        sliding_window=sliding_window,
+        sink=sink,
     )
     out = jax.lax.map(jax.checkpoint(one_query_block), query_blocks)  # [nq, B, tq, N, H]
     out = out.swapaxes(0, 1).reshape(b, -1, n, v.shape[-1])[:, :t]  # [B, T, N, H]
@@ -915,6 +985,8 @@ def attend(
     scale: float | None = None,
     attention: AttentionConfig | None = None,
     aligned: bool = False,
+    sliding_window: int | None = None,
+    sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Dispatches to the fused, dense or blockwise path (all compute the same function).
 
@@ -928,7 +1000,8 @@ def attend(
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
-        kv_segment_ids, q_state, k_state, scale: as in `attention_weights`.
+        kv_segment_ids, q_state, k_state, scale, sliding_window, sink_logits: as in
+        `attention_weights` (a window or sinks keep the call off the cuDNN path).
       attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
@@ -947,7 +1020,8 @@ def attend(
             value_head_dim=v.shape[-1],
             q_len=q.shape[1],
             k_len=k.shape[1],
-            has_mask=key_mask is not None,
+            has_mask=key_mask is not None or sliding_window is not None,
+            has_sinks=sink_logits is not None,
             aligned=aligned,
             has_segment_ids=segment_ids is not None,
             blockwise_threshold=attention.blockwise_threshold,
@@ -964,7 +1038,13 @@ def attend(
         scale=scale,
     )
     states = dict(q_state=q_state, k_state=k_state)
+    local = dict(sliding_window=sliding_window, sink_logits=sink_logits)
     if implementation == "cudnn":
+        if sliding_window is not None or sink_logits is not None:
+            raise ValueError(
+                "implementation='cudnn' takes no sliding_window or sink_logits; use "
+                "AttentionConfig(implementation='dense') or 'blockwise'"
+            )
         if key_mask is not None:
             raise ValueError(
                 "implementation='cudnn' takes no key_mask; use AttentionConfig(implementation="
@@ -974,6 +1054,6 @@ def attend(
     if implementation == "blockwise":
         size = attention.block_size
         return blockwise_attention(
-            q, k, v, key_mask=key_mask, q_block=size, k_block=size, **states, **common
+            q, k, v, key_mask=key_mask, q_block=size, k_block=size, **states, **local, **common
         )
-    return dense_attention(q, k, v, key_mask=key_mask, **states, **common)
+    return dense_attention(q, k, v, key_mask=key_mask, **states, **local, **common)

@@ -96,6 +96,13 @@ class MultiHeadAttention(nnx.Module):
     attention and the count of its allowed keys (padding, segments) otherwise.
     SSMax's per-head s is the ``nnx.Param`` ``softmax_scale_params["s"]`` [N].
 
+    ``sliding_window`` (an int w) limits each query to keys less than w positions away
+    (local attention, as in Mistral, Gemma and gpt-oss's sliding layers);
+    ``attention_sinks=True`` adds gpt-oss's learned sink: one logit per head
+    (``nnx.Param`` ``sink_logits`` [N], zeros at init) for a virtual key with a zero
+    value, so a head can put weight on "nothing". Both act on every path (dense,
+    blockwise, KV-cache decoding) and keep the call off the cuDNN kernel.
+
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
         ...                           rngs=nnx.Rngs(0))
@@ -123,11 +130,21 @@ class MultiHeadAttention(nnx.Module):
         attention: AttentionConfig | None = None,
         sow_weights: bool = False,
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
+        sliding_window: int | None = None,
+        attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if sliding_window is not None and (
+            isinstance(sliding_window, bool)
+            or not isinstance(sliding_window, int)
+            or sliding_window < 1
+        ):
+            raise ValueError(f"sliding_window must be None or an int >= 1; got {sliding_window!r}")
+        if not isinstance(attention_sinks, bool):
+            raise ValueError(f"attention_sinks must be True or False; got {attention_sinks!r}")
         num_heads, num_kv_heads = check_heads(num_heads, num_kv_heads, "MultiHeadAttention")
         if head_dim is None:
             if d_model % num_heads:
@@ -165,6 +182,11 @@ class MultiHeadAttention(nnx.Module):
         if self.softmax_scale is not None:
             scale_params = self.softmax_scale.init_params(num_heads=num_heads)
         self.softmax_scale_params = nnx.data(nnx.Param(scale_params) if scale_params else None)
+        self.sliding_window = sliding_window
+        # gpt-oss: one learned sink logit per query head, zeros at init
+        self.sink_logits = nnx.data(
+            nnx.Param(jnp.zeros((num_heads,), jnp.float32)) if attention_sinks else None
+        )
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
         self.cache: dict[str, nnx.Cache] | None = None
 
@@ -293,6 +315,10 @@ class MultiHeadAttention(nnx.Module):
         if self.softmax_scale is not None:
             q = self._scale_queries(q, inputs)
         inputs.update(scheme=self.scheme, params=params, causal=self.causal)
+        if self.sliding_window is not None:
+            inputs.update(sliding_window=self.sliding_window)
+        if self.sink_logits is not None:
+            inputs.update(sink_logits=self.sink_logits.get_value())
         out = attend(q, k, v, attention=self.attention, aligned=not decode, **inputs)
         if self.sow_weights:
             weights = attention_weights(q, k, **inputs)  # [B, N, T, S]

@@ -98,6 +98,8 @@ class TransformerBlock(nnx.Module):
         dropout_rate: float = 0.0,
         attention: AttentionConfig | None = None,
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
+        sliding_window: int | None = None,
+        attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -113,6 +115,8 @@ class TransformerBlock(nnx.Module):
             dropout_rate=dropout_rate,
             attention=attention,
             softmax_scale=softmax_scale,
+            sliding_window=sliding_window,
+            attention_sinks=attention_sinks,
             **kw,
         )
         self.norm2 = _norm(norm, d_model, **kw)
@@ -163,6 +167,8 @@ class _Transformer(nnx.Module):
         dropout_rate: float = 0.0,
         attention: AttentionConfig | None = None,
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
+        sliding_window: int | None = None,
+        attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -204,6 +210,8 @@ class _Transformer(nnx.Module):
                     dropout_rate=dropout_rate,
                     attention=attention,
                     softmax_scale=softmax_scale,
+                    sliding_window=sliding_window,
+                    attention_sinks=attention_sinks,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
@@ -301,8 +309,9 @@ class TransformerLM(_Transformer):
       vocab_size: V, the number of token ids (input embedding and output head).
       **kwargs: the model settings (scheme, num_layers, d_model, num_heads,
         num_kv_heads, mlp_ratio, norm, dropout_rate, attention, softmax_scale
-        (a length-scaled softmax in every layer, see
-        `posenc_jax.nn.MultiHeadAttention`), dtype, param_dtype, rngs).
+        (a length-scaled softmax in every layer), sliding_window and
+        attention_sinks (local attention and gpt-oss's learned sinks in every layer;
+        see `posenc_jax.nn.MultiHeadAttention`), dtype, param_dtype, rngs).
 
     References: Radford et al. 2019 (GPT-2).
     """
