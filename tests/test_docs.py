@@ -80,6 +80,10 @@ def test_figures_tool_reads_every_results_table(tmp_path):
     assert len(alibi) == 8 * 5 and {r["train_length"] for r in alibi} == {64}
     schemes = {"sinusoidal", "rotary", "T5 bias", "ALiBi", "NoPE", "Transformer-XL", "DeBERTa"}
     assert {r["scheme"] for r in alibi} == schemes | {"TUPE"}
+    recent = figures.records_by_length(
+        pages / "recent_schemes_lm.md", task="lm", metric="perplexity"
+    )
+    assert len(recent) == 7 * 5 and {r["scheme"] for r in recent} >= {"FoX", "CoPE", "PoPE"}
     rope = figures.records_by_length(pages / "rope_extension.md", task="lm", metric="perplexity")
     assert len(rope) == 4 * 6 + 3 * 5 and sum(r["scheme"].endswith("+ft") for r in rope) == 15
     train = figures.KAZEMNEJAD_TRAIN
