@@ -184,7 +184,7 @@ def test_scheme_reads_q_and_k_so_no_fused_kernel():
     kw = dict(platform="gpu", dtype=jnp.bfloat16, head_dim=64, q_len=8, k_len=8)
     assert select_implementation(scheme=scheme, has_mask=False, aligned=True, **kw) == "dense"
     x = jnp.ones((1, 2, 1, 2))
-    with pytest.raises(ValueError, match="reads q or k"):
+    with pytest.raises(ValueError, match="reads q, k or the tokens"):
         fused_attention(
             x, x, x, q_positions=jnp.arange(2), k_positions=jnp.arange(2), scheme=scheme
         )
