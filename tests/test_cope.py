@@ -73,10 +73,11 @@ def test_attention_equals_the_reference_transcription(npos):
     assert float(jnp.max(jnp.abs(out - nope))) > 1e-2  # the position term matters here
 
 
-@settings(max_examples=25, deadline=None)
-@given(length=st.integers(1, 12), npos=st.integers(2, 16))
-def test_gates_of_one_give_clipped_relative_positions(length, npos):
+@settings(max_examples=15, deadline=None)
+@given(npos=st.integers(2, 16))
+def test_gates_of_one_give_clipped_relative_positions(npos):
     """Every gate 1: p_ij = i - j + 1 (clipped), the ordinary relative position."""
+    length = 12  # one shape; npos below and above it
     z = jnp.full((1, 1, length, length), 60.0)
     allowed = jnp.tril(jnp.ones((length, length), bool))[None, None]
     p = np.asarray(cope.cope_positions(z, allowed, npos=npos))[0, 0]
@@ -85,10 +86,11 @@ def test_gates_of_one_give_clipped_relative_positions(length, npos):
     np.testing.assert_allclose(p, want, atol=1e-5)
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), length=st.integers(1, 10))
-def test_positions_count_backwards_from_the_query(seed, length):
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_positions_count_backwards_from_the_query(seed):
     """p_ij >= 0, non-increasing in j up to the query, p_ii = g_ii < 1, 0 past the query."""
+    length = 10
     z = 3.0 * jax.random.normal(jax.random.PRNGKey(seed), (1, 1, length, length))
     allowed = jnp.tril(jnp.ones((length, length), bool))[None, None]
     p = np.asarray(cope.cope_positions(z, allowed, npos=1000))[0, 0]

@@ -58,9 +58,10 @@ def test_dense_and_blockwise_equal_gpt_oss(window):
         np.testing.assert_allclose(out[0], ref, atol=2e-5, rtol=2e-5)
 
 
-@settings(max_examples=15, deadline=None)
-@given(length=st.integers(1, 10), seed=st.integers(0, 2**16))
-def test_a_very_negative_sink_and_a_window_past_the_sequence_change_nothing(length, seed):
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_a_very_negative_sink_and_a_window_past_the_sequence_change_nothing(seed):
+    length = 7  # one shape: the examples share compiled operations
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
     q, k, v = (jax.random.normal(kk, (1, length, 2, 4)) for kk in keys)
     pos = jnp.arange(length)

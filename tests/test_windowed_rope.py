@@ -73,13 +73,13 @@ def test_attention_equals_the_reference_transcription(method, factor):
     np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     method=st.sampled_from(["rerope", "leaky_rerope", "self_extend"]),
-    length=st.integers(2, 12),
     seed=st.integers(0, 2**16),
 )
-def test_a_window_longer_than_the_sequence_is_plain_rope(method, length, seed):
+def test_a_window_longer_than_the_sequence_is_plain_rope(method, seed):
+    length = 9  # one shape: the examples share compiled operations
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
     q, k, v = (jax.random.normal(kk, (1, length, 2, 8)) for kk in keys)
     pos = jnp.arange(length)
