@@ -338,7 +338,8 @@ class WindowedRopeScheme(RopeScheme):
     (``replaces_content_logits``) from unrotated q and k, with RoPE's own settings
     (base, layout, partial rotary, scaling, p-RoPE) for both the near and the far
     rotation. The q/k hook leaves q and k as they are, so a KV cache keeps unrotated
-    keys and each decoding step computes both terms against them.
+    keys and each decoding step computes both terms against them. Causal only: the
+    methods are defined for decoder language models.
 
     Settings (besides `RopeScheme`'s):
       method: "rerope" (far keys at distance ``window``), "leaky_rerope" (slope
@@ -382,6 +383,14 @@ class WindowedRopeScheme(RopeScheme):
             raise ValueError(
                 f"windowed_rope ({self.method}) needs factor >= 1, {kind}; got factor={factor!r}"
             )
+
+    def configure(self, *, causal: bool) -> Scheme:
+        if not causal:
+            raise ValueError(
+                "windowed_rope (ReRoPE, Leaky ReRoPE, SelfExtend) extends causal RoPE "
+                "language models; use it in TransformerLM or a causal MultiHeadAttention"
+            )
+        return self
 
     def rotate(self, params, q, k, q_positions, k_positions):
         return q, k  # both rotations happen in the logit hook
