@@ -781,32 +781,19 @@ def _key_block_step(
     [B, tk] or None, token states [B, tk, N] or None); qseg: the query block's
     segment ids [B, tq] or None; qstate: its token states [B, tq, N] or None.
     """
-    kb, vb, kpos, kmask, kseg, kstate = key_block
-    segments = None if kseg is None else _Segments(qseg, kseg)
-    states = None if kstate is None else _States(qstate, kstate)
-    logits, ok = _masked_logits(
-        qb,
-        kb,
-        qpos,
-        kpos,
-        scheme=scheme,
-        params=params,
-        causal=causal,
-        key_mask=kmask,
-        segments=segments,
-        states=states,
+    vb, kpos = key_block[1], key_block[2]
+    logits, ok = _tile_logits(
+        qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
         sliding_window=sliding_window,
-    )  # [B, N, tq, tk], [B, 1, tq, tk]
+    )  # fmt: skip
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
 
 
-def _stick_breaking_key_block_step(
-    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, sliding_window
-):
-    """Scan body over key blocks, nearest first, for stick-breaking weights."""
-    kb, vb, kpos, kmask, kseg, kstate = key_block
-    logits, _ = _masked_logits(
+def _tile_logits(qb, qpos, qseg, qstate, key_block, *, scheme, params, causal, sliding_window):
+    """Masked logits [B, N, tq, tk] and allowed [B, 1, tq, tk] of one query and key tile."""
+    kb, _, kpos, kmask, kseg, kstate = key_block
+    return _masked_logits(
         qb,
         kb,
         qpos,
@@ -818,8 +805,18 @@ def _stick_breaking_key_block_step(
         segments=None if kseg is None else _Segments(qseg, kseg),
         states=None if kstate is None else _States(qstate, kstate),
         sliding_window=sliding_window,
-    )  # [B, N, tq, tk]
-    return state.update(logits, vb), None
+    )
+
+
+def _stick_breaking_key_block_step(
+    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, sliding_window
+):
+    """Scan body over key blocks, nearest first, for stick-breaking weights."""
+    logits, _ = _tile_logits(
+        qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
+        sliding_window=sliding_window,
+    )  # fmt: skip
+    return state.update(logits, key_block[1]), None
 
 
 def _query_block_attention(

@@ -160,8 +160,8 @@ def _source_note(from_runs: bool, name: str) -> str:
     return f"from runs/{name}/results.jsonl" if from_runs else "drawn from the table"
 
 
-def alibi_lm(runs: Path) -> dict[str, Figure]:
-    name = "alibi_lm"
+def _lm_perplexity_page(name: str, runs: Path) -> dict[str, Figure]:
+    """The length figure of a byte-LM page: from its run when present, else its table."""
     records = run_records(runs, name)
     from_runs = records is not None
     if not from_runs:
@@ -169,17 +169,14 @@ def alibi_lm(runs: Path) -> dict[str, Figure]:
                                     metric="perplexity")  # fmt: skip
     title = f"{name}: validation perplexity per byte ({_source_note(from_runs, name)})"
     return {"length_lm.png": length_figure(records, title)}
+
+
+def alibi_lm(runs: Path) -> dict[str, Figure]:
+    return _lm_perplexity_page("alibi_lm", runs)
 
 
 def recent_schemes_lm(runs: Path) -> dict[str, Figure]:
-    name = "recent_schemes_lm"
-    records = run_records(runs, name)
-    from_runs = records is not None
-    if not from_runs:
-        records = records_by_length(DOCS / "reproductions" / f"{name}.md", task="lm",
-                                    metric="perplexity")  # fmt: skip
-    title = f"{name}: validation perplexity per byte ({_source_note(from_runs, name)})"
-    return {"length_lm.png": length_figure(records, title)}
+    return _lm_perplexity_page("recent_schemes_lm", runs)
 
 
 ROPE_EXTENSION_LABELS = {
