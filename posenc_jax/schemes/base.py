@@ -62,7 +62,8 @@ class Scheme:
     reads keys outside their blockwise tile (CoPE), so only the dense path serves it.
     ``replaces_content_logits``: the logit hook returns the whole logit, q . k
     included (windowed RoPE: near and far rotations), so attention adds no q . k of
-    its own. ``normalization`` is
+    its own. ``causal_only``: why the scheme serves causal attention only (None: both);
+    `configure` then refuses ``causal=False`` with that reason. ``normalization`` is
     "softmax", or "stick_breaking" for a scheme whose weights break a stick from
     the nearest key back (`posenc_jax.stick_breaking`); such a scheme may fill the
     ``remainder`` hook, an output term from the stick no key took.
@@ -76,12 +77,22 @@ class Scheme:
     replaces_content_logits: ClassVar[bool] = False
     normalization: ClassVar[str] = "softmax"
     tiles: ClassVar[bool] = True
+    causal_only: ClassVar[str | None] = None
     context_extensions: ClassVar[tuple[str, ...]] = ()
 
     # -- settings ---------------------------------------------------------
     def configure(self, *, causal: bool) -> Scheme:
-        """Resolves settings that depend on the model (e.g. bidirectional = not causal)."""
-        del causal
+        """Resolves settings that depend on the model (e.g. bidirectional = not causal).
+
+        Raises:
+          ValueError: ``causal=False`` for a scheme whose ``causal_only`` gives the
+            reason it serves causal attention only.
+        """
+        if self.causal_only is not None and not causal:
+            raise ValueError(
+                f"{self.name} is causal only ({self.causal_only}); use it in TransformerLM "
+                "or a causal MultiHeadAttention"
+            )
         return self
 
     def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:

@@ -57,18 +57,11 @@ class FoxScheme(Scheme):
 
     name: ClassVar[str] = "fox"
     hooks: ClassVar[frozenset[str]] = frozenset({"token_state", "logit_bias"})
+    causal_only: ClassVar[str | None] = "its decay runs from each key forward to the query"
     bias_init: float = 0.0
 
     def __post_init__(self) -> None:
         finite_float(self.bias_init, "bias_init", "fox")
-
-    def configure(self, *, causal: bool) -> Scheme:
-        if not causal:
-            raise ValueError(
-                "fox is causal only (its decay runs from each key forward to the query); "
-                "use it in TransformerLM or a causal MultiHeadAttention"
-            )
-        return self
 
     def init_token_params(self, key, *, d_model, num_heads):
         # modeling_forgetting_transformer.py: nn.init.normal_(weight, std=0.02), zeros_(bias)
@@ -119,6 +112,9 @@ class StickBreakingScheme(Scheme):
     name: ClassVar[str] = "stick_breaking"
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias", "remainder"})
     normalization: ClassVar[str] = "stick_breaking"
+    causal_only: ClassVar[str | None] = (
+        "each query breaks its stick from the nearest earlier key back"
+    )
     attend_current: bool = False
     remainder: str = "bias"
 
@@ -128,14 +124,6 @@ class StickBreakingScheme(Scheme):
                 f"stick_breaking: attend_current must be True or False; got {self.attend_current!r}"
             )
         check_choice(self.remainder, "remainder", ("bias", "drop"), "stick_breaking")
-
-    def configure(self, *, causal: bool) -> Scheme:
-        if not causal:
-            raise ValueError(
-                "stick_breaking is causal only (each query breaks its stick from the nearest "
-                "earlier key back); use it in TransformerLM or a causal MultiHeadAttention"
-            )
-        return self
 
     def init_attention_params(self, key, *, num_heads, head_dim):
         del key
@@ -192,20 +180,13 @@ class CopeScheme(Scheme):
     needs_k_for_bias: ClassVar[bool] = True
     needs_mask_for_bias: ClassVar[bool] = True
     tiles: ClassVar[bool] = False
+    causal_only: ClassVar[str | None] = "a key's position counts the keys from it to the query"
     npos: int = 64
 
     def __post_init__(self) -> None:
         npos = as_int(self.npos, "npos", "cope")
         if npos < 2:
             raise ValueError(f"cope needs npos >= 2 position embeddings; got npos={self.npos!r}")
-
-    def configure(self, *, causal: bool) -> Scheme:
-        if not causal:
-            raise ValueError(
-                "cope is causal only (a key's position counts the keys from it to the query); "
-                "use it in TransformerLM or a causal MultiHeadAttention"
-            )
-        return self
 
     def init_attention_params(self, key, *, num_heads, head_dim):
         del key, num_heads  # context_position.py: torch.zeros(1, head_dim, npos)

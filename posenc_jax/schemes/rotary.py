@@ -367,6 +367,7 @@ class WindowedRopeScheme(RopeScheme):
     needs_q_for_bias: ClassVar[bool] = True
     needs_k_for_bias: ClassVar[bool] = True
     replaces_content_logits: ClassVar[bool] = True
+    causal_only: ClassVar[str | None] = "ReRoPE and SelfExtend extend decoder language models"
     context_extensions: ClassVar[tuple[str, ...]] = ()
     method: str = "rerope"
     window: int = 512
@@ -383,14 +384,6 @@ class WindowedRopeScheme(RopeScheme):
             raise ValueError(
                 f"windowed_rope ({self.method}) needs factor >= 1, {kind}; got factor={factor!r}"
             )
-
-    def configure(self, *, causal: bool) -> Scheme:
-        if not causal:
-            raise ValueError(
-                "windowed_rope (ReRoPE, Leaky ReRoPE, SelfExtend) extends causal RoPE "
-                "language models; use it in TransformerLM or a causal MultiHeadAttention"
-            )
-        return self
 
     def rotate(self, params, q, k, q_positions, k_positions):
         return q, k  # both rotations happen in the logit hook
