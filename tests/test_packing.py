@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import scheme_models
+from helpers.scheme_models import WIDTH
 from helpers.schemes import SCHEME_CASES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,10 +30,9 @@ from posenc_jax.attention import (
 from posenc_jax.nn import TransformerEncoder, TransformerLM, positions_from_segments
 from posenc_jax.schemes import make_scheme
 
-VOCAB = 11
 PATHS = {
     "dense": AttentionConfig(implementation="dense"),
-    # Tiles of 3 straddle the boundary between the two documents of 4 tokens.
+    # Tiles of 3 straddle the boundary between packed documents (tokens 7 | 8 of 10 below).
     "blockwise": AttentionConfig(implementation="blockwise", block_size=3),
 }
 # Every scheme in the decoder; a bias, a value-term and a rotation scheme in the encoder.
@@ -42,34 +43,40 @@ MODELS = [(c, TransformerLM) for c in SCHEME_CASES] + [
 
 @pytest.mark.parametrize(("case", "cls"), MODELS, ids=[f"{c}-{cls.__name__}" for c, cls in MODELS])
 def test_packed_document_logits_ignore_the_other_document_and_equal_unpacked(case, cls):
-    model = cls(VOCAB, scheme=SCHEME_CASES[case], num_layers=1, d_model=16, num_heads=2,
-                rngs=nnx.Rngs(0))  # fmt: skip
-    doc_a, doc_b = jnp.array([3, 1, 4, 1]), jnp.array([5, 9, 2, 6])
-    other_a, other_b = jnp.array([7, 7, 8, 2]), jnp.array([0, 10, 10, 4])
-    packed = jnp.stack(
+    doc_a, doc_b = np.array([3, 1, 4, 1, 5, 9, 2]), np.array([6, 5, 3])
+    other_a, other_b = np.array([7, 7, 8, 2, 0, 10, 4]), np.array([0, 10, 10])
+    packed = np.stack(
         [
-            jnp.concatenate([doc_a, doc_b]),
-            jnp.concatenate([doc_a, other_b]),
-            jnp.concatenate([other_a, doc_b]),
+            np.concatenate([doc_a, doc_b]),
+            np.concatenate([doc_a, other_b]),
+            np.concatenate([other_a, doc_b]),
         ]
-    )  # [3, 8]: [A B], [A B'], [A' B]
-    segment_ids = jnp.array([[0] * 4 + [1] * 4])  # default positions restart: 0..3, 0..3
-    alone = model(jnp.stack([doc_a, doc_b]))  # [2, 4, C]
-    # Eager calls: most operations are shared by every scheme, so they compile once
-    # for the whole file (cheaper here than one jit program per scheme).
-    for path, config in PATHS.items():
-        if config.implementation == "blockwise" and not model.scheme.tiles:
-            continue  # CoPE: dense only (tests/test_schemes.py checks the refusal)
-        for block in model.blocks:
-            block.attn.attention = config  # same weights, another path
-        logits = model(packed, segment_ids=segment_ids)  # [3, 8, C]
-        a, b = logits[:, :4], logits[:, 4:]
+    )  # [3, 10]: [A B], [A B'], [A' B]
+    segment_ids = np.array([[0] * 7 + [1] * 3] * 3)
+    inputs = dict(positions=positions_from_segments(segment_ids), segment_ids=segment_ids)
+    # The case's shared model (tests/helpers/scheme_models.py), whose default "auto"
+    # attention takes the dense path on these inputs; the same weights on the blockwise one.
+    attn = scheme_models.model(case, cls).blocks[0].attn
+    choice = explain_implementation(
+        scheme=attn.scheme, platform=jax.devices()[0].platform, dtype=jnp.float32,
+        head_dim=attn.head_dim, q_len=WIDTH, k_len=WIDTH, has_mask=True, aligned=True,
+        has_segment_ids=True,
+    )  # fmt: skip
+    assert choice.implementation == "dense", choice
+    paths = {"dense": scheme_models.logits(case, cls, packed, **inputs)}
+    if attn.scheme.tiles:  # CoPE does not: dense only (tests/test_schemes.py checks the refusal)
+        paths["blockwise"] = scheme_models.logits_on_path(
+            case, cls, PATHS["blockwise"], packed, **inputs
+        )
+    alone_a, alone_b = scheme_models.alone(case, cls, [doc_a, doc_b])
+    for path, logits in paths.items():
+        a, b = logits[:, :7], logits[:, 7:]
         # Changing one document's tokens leaves the other document's logits alone...
         np.testing.assert_allclose(a[1], a[0], atol=1e-6, err_msg=f"{path}: B leaks into A")
         np.testing.assert_allclose(b[2], b[0], atol=1e-6, err_msg=f"{path}: A leaks into B")
         # ...and each equals the document run on its own.
-        np.testing.assert_allclose(a[0], alone[0], atol=2e-5, err_msg=f"{path}: A != alone")
-        np.testing.assert_allclose(b[0], alone[1], atol=2e-5, err_msg=f"{path}: B != alone")
+        np.testing.assert_allclose(a[0], alone_a, atol=2e-5, err_msg=f"{path}: A != alone")
+        np.testing.assert_allclose(b[0], alone_b, atol=2e-5, err_msg=f"{path}: B != alone")
 
 
 def test_positions_restart_per_segment_and_skip_padding():
@@ -207,19 +214,19 @@ def test_auto_sends_segment_ids_to_a_path_that_takes_them():
 
 
 def test_decoding_a_packed_prompt_equals_the_packed_forward():
-    model = TransformerLM(
-        VOCAB, scheme="rope", num_layers=1, d_model=16, num_heads=2, rngs=nnx.Rngs(0)
+    tokens = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]])
+    segment_ids = jnp.array([[0] * 5 + [1] * 5])
+    positions = positions_from_segments(segment_ids)  # [[0 1 2 3 4 0 1 2 3 4]]
+    full = scheme_models.logits(  # the packed forward (shared, see the test above)
+        "rope", TransformerLM, tokens, positions=positions, segment_ids=segment_ids
     )
-    tokens = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6]])
-    segment_ids = jnp.array([[0, 0, 0, 0, 1, 1, 1, 1]])
-    positions = positions_from_segments(segment_ids)  # [[0 1 2 3 0 1 2 3]]
-    full = model(tokens, positions=positions, segment_ids=segment_ids)
-    model.init_cache(1, 10)
+    model = nnx.clone(scheme_models.model("rope", TransformerLM))
+    model.init_cache(1, WIDTH + 1)
     step = nnx.jit(lambda m, x, p, s: m(x, positions=p, segment_ids=s, decode=True))
     cont = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))  # continues the last segment
-    outs = [step(model, tokens[:, :6], positions[:, :6], segment_ids[:, :6])]
-    outs.append(step(model, tokens[:, 6:7], positions[:, 6:7], segment_ids[:, 6:7]))
-    outs.append(cont(model, tokens[:, 7:], positions[:, 7:]))
+    outs = [step(model, tokens[:, :7], positions[:, :7], segment_ids[:, :7])]
+    outs.append(step(model, tokens[:, 7:8], positions[:, 7:8], segment_ids[:, 7:8]))
+    outs += [cont(model, tokens[:, i : i + 1], positions[:, i : i + 1]) for i in (8, 9)]
     np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=2e-5)
     # A third document starts in the cache with token 3 at position 0: it sees none of
     # the first two, so its logits are those of the first token of the sequence.
