@@ -55,7 +55,12 @@ from posenc_jax.rope import (
     rope_from_hf_config,
     rotary_dim,
 )
-from posenc_jax.rope.rectified import RECTIFIED_METHODS, far_positions, rectified_rope_logits
+from posenc_jax.rope.rectified import (
+    RECTIFIED_METHODS,
+    dual_chunk_positions,
+    far_positions,
+    rectified_rope_logits,
+)
 from posenc_jax.schemes import (
     SCHEMES,
     Scheme,
@@ -118,6 +123,7 @@ __all__ = [
     "deberta_relative_index",
     "deberta_span",
     "dense_attention",
+    "dual_chunk_positions",
     "explain_implementation",
     "far_positions",
     "fire_bias",

@@ -134,7 +134,7 @@ def test_rope_context_extensions_follow_the_training_length():
     rope = make_scheme({"name": "rope", "base": 500.0})
     assert set(rope.context_extensions) == {
         *("linear", "ntk", "dynamic", "yarn"),
-        *("rerope", "leaky_rerope", "self_extend"),
+        *("rerope", "leaky_rerope", "self_extend", "dual_chunk"),
     }
     yarn = rope.extend_context("yarn", train_length=48, eval_length=192)
     assert yarn.base == 500.0
@@ -165,6 +165,10 @@ def test_rope_context_extensions_follow_the_training_length():
         far = np.asarray(fq)[:, None] - np.asarray(fk)[None, :]
         causal = np.tril(np.ones((1024, 1024), bool), -32)
         assert far[causal].max() <= 63 + 1e-3, method  # float32 rounding of j / k
+    # Dual Chunk Attention: ChunkLlama's defaults, chunk 3L/4 - L/16 and window L/16.
+    dca = rope.extend_context("dual_chunk", train_length=64, eval_length=1024)
+    assert (dca.name, dca.method, dca.window, dca.local_window) == ("windowed_rope", "dual_chunk",
+                                                                    44, 4)  # fmt: skip
 
 
 @pytest.mark.parametrize("spec", CASES, ids=CASE_IDS)

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posenc_jax.attention import dense_attention
+from posenc_jax.attention import blockwise_attention, dense_attention
+from posenc_jax.rope.rectified import dual_chunk_positions
 from posenc_jax.schemes import make_scheme
 
 
@@ -97,9 +98,129 @@ def test_a_window_longer_than_the_sequence_is_plain_rope(method, seed):
 
 
 def test_bad_settings_are_clear_errors():
-    with pytest.raises(ValueError, match=r"method.*\['rerope', 'leaky_rerope', 'self_extend'\]"):
+    valid = r"\['rerope', 'leaky_rerope', 'self_extend', 'dual_chunk'\]"
+    with pytest.raises(ValueError, match=r"method.*" + valid):
         make_scheme({"name": "windowed_rope", "method": "rope"})
     with pytest.raises(ValueError, match="needs window >= 1"):
         make_scheme({"name": "windowed_rope", "window": 0})
     with pytest.raises(ValueError, match="an integer group size"):
         make_scheme({"name": "windowed_rope", "method": "self_extend", "factor": 2.5})
+    with pytest.raises(ValueError, match="local_window >= 0"):
+        make_scheme({"name": "windowed_rope", "method": "dual_chunk", "local_window": -1})
+
+
+# -- Dual Chunk Attention -------------------------------------------------------------------
+
+
+def _dca_tables(n, chunk_len, local_window):
+    """ChunkLlama's position tables (chunkllama_attn_replace.py, ``_set_cos_sin_cache``,
+    scaling factor 1): q_t, qc_t and k_t."""
+    q_t = np.arange(chunk_len, dtype=np.float64)
+    qc_t = np.minimum(q_t + chunk_len, chunk_len + local_window)  # .clamp(max=chunk_size)
+    k_t = np.arange(n, dtype=np.float64) % chunk_len
+    return q_t, qc_t, k_t
+
+
+def dca_prefill_reference(q, k, v, chunk_len, local_window):
+    """[T, H] output of one head: ChunkLlama's ``forward`` without a cache, in float64.
+
+    Each chunk's queries attend causally to their own chunk (intra), to the whole previous
+    chunk with the successive rotation, and to every earlier key with the inter rotation;
+    the flash-attention partial outputs merge by their log-sum-exp (``merge_attn_outputs``).
+    """
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    t, h = q.shape
+    q_t, qc_t, k_t = _dca_tables(t, chunk_len, local_window)
+    pos = np.arange(t)
+    key = _rope64(k, k_t[pos])
+    rel = pos % chunk_len
+
+    def flash(qs, ks, vs, causal):  # (output, lse), flash_attn_func's default 1/sqrt(H)
+        s = qs @ ks.T / np.sqrt(h)
+        if causal:
+            s = np.where(np.tril(np.ones(s.shape, bool)), s, -np.inf)
+        m = s.max(-1, keepdims=True)
+        e = np.exp(s - m)
+        return e @ vs / e.sum(-1, keepdims=True), (m + np.log(e.sum(-1, keepdims=True)))[:, 0]
+
+    outs = [flash(_rope64(q[:chunk_len], q_t[rel[:chunk_len]]), key[:chunk_len],
+                  v[:chunk_len], True)[0]]  # fmt: skip
+    prev = slice(0, chunk_len)
+    for begin in range(chunk_len, t, chunk_len):
+        end = min(begin + chunk_len, t)
+        cur = slice(begin, end)
+        parts = [flash(_rope64(q[cur], q_t[rel[cur]]), key[cur], v[cur], True)]
+        parts.append(flash(_rope64(q[cur], qc_t[rel[cur]]), key[prev], v[prev], False))
+        if begin - chunk_len > 0:
+            inter_q = _rope64(q[cur], np.full(end - begin, qc_t[chunk_len - 1]))
+            parts.append(flash(inter_q, key[: begin - chunk_len], v[: begin - chunk_len], False))
+        lse = np.exp(np.stack([p[1] for p in parts]))
+        weights = lse / lse.sum(0)
+        outs.append(sum(w[:, None] * p[0] for w, p in zip(weights, parts, strict=True)))
+        prev = cur
+    return np.concatenate(outs)
+
+
+def dca_decode_reference(q, k, v, chunk_len, local_window):
+    """[H] output of one head for the last query attending to all T keys: ChunkLlama's
+    ``forward`` with a KV cache (the intra, successive and inter scores concatenated)."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    t, h = k.shape
+    q_t, qc_t, k_t = _dca_tables(t, chunk_len, local_window)
+    key = _rope64(k, k_t[np.arange(t)])
+    rel = np.array([(t - 1) % chunk_len])
+    curr = (t - 1) // chunk_len
+    scores = [_rope64(q, q_t[rel]) @ key[chunk_len * curr :].T]
+    if curr >= 1:
+        succ = key[chunk_len * (curr - 1) : chunk_len * curr]
+        scores.insert(0, _rope64(q, qc_t[rel]) @ succ.T)
+    if curr >= 2:
+        inter = _rope64(q, qc_t[[chunk_len - 1]]) @ key[: chunk_len * (curr - 1)].T
+        scores.insert(0, inter)
+    s = np.concatenate(scores, -1)[0] / np.sqrt(h)
+    w = np.exp(s - s.max())
+    return (w / w.sum()) @ v
+
+
+def test_dual_chunk_attention_equals_the_reference_transcriptions():
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    t, h, chunk, local = 23, 16, 5, 2  # 5 chunks, the last one partial
+    q, k, v = (jax.random.normal(kk, (1, t, 1, h)) for kk in keys)
+    scheme = make_scheme({"name": "windowed_rope", "method": "dual_chunk", "window": chunk,
+                          "local_window": local})  # fmt: skip
+    pos = jnp.arange(t)
+    out = dense_attention(q, k, v, q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
+    ref = dca_prefill_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], chunk, local)
+    np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5)
+    # One decoding step per query position against the keys so far (the cached form).
+    for last in (3, 7, 12, 22):
+        step = dense_attention(q[:, last : last + 1], k[:, : last + 1], v[:, : last + 1],
+                               q_positions=pos[last : last + 1], k_positions=pos[: last + 1],
+                               scheme=scheme, causal=True)  # fmt: skip
+        ref = dca_decode_reference(q[0, last : last + 1, 0], k[0, : last + 1, 0],
+                                   v[0, : last + 1, 0], chunk, local)  # fmt: skip
+        np.testing.assert_allclose(step[0, 0, 0], ref, atol=3e-5, rtol=3e-5, err_msg=str(last))
+
+
+def test_dual_chunk_attention_blockwise_equals_dense_and_never_rotates_past_its_range():
+    keys = jax.random.split(jax.random.PRNGKey(6), 3)
+    t, chunk, local = 19, 4, 1
+    q = jax.random.normal(keys[0], (2, t, 4, 8))
+    k, v = (jax.random.normal(kk, (2, t, 2, 8)) for kk in keys[1:])
+    pos = jnp.stack([jnp.arange(t), jnp.arange(t) + 7])  # a second row at an offset
+    scheme = make_scheme({"name": "windowed_rope", "method": "dual_chunk", "window": chunk,
+                          "local_window": local})  # fmt: skip
+    kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
+    dense = dense_attention(q, k, v, **kw)
+    block = blockwise_attention(q, k, v, **kw, q_block=5, k_block=3)  # tiles straddle chunks
+    np.testing.assert_allclose(block, dense, atol=2e-5, rtol=2e-5)
+    q3, kp, chunks = dual_chunk_positions(pos, pos, chunk_size=chunk, local_window=local)
+    distance = np.asarray(q3)[..., None, :] - np.asarray(kp)[..., None, :, None]  # [B,T,S,3]
+    term = np.clip(np.asarray(chunks), 0, 2)  # intra, successive, inter
+    used = np.take_along_axis(distance, term[..., None], -1)[..., 0]
+    causal = np.asarray(pos)[:, :, None] >= np.asarray(pos)[:, None, :]
+    assert used[causal].max() == chunk + local and used[causal].min() == 0
+    # Within a chunk, and up to the local window into the next one, the true distance.
+    true = np.asarray(pos)[:, :, None] - np.asarray(pos)[:, None, :]
+    near = causal & ((term == 0) | ((term == 1) & (np.asarray(q3)[..., 1:2] < chunk + local)))
+    np.testing.assert_array_equal(used[near], true[near])

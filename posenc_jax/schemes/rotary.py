@@ -66,7 +66,8 @@ class RopeScheme(Scheme):
     context and factor = evaluation length / training length (at least 1;
     "dynamic" grows its base with the length it sees from factor 1). "rerope",
     "leaky_rerope" and "self_extend" return a `WindowedRopeScheme` (true distances
-    within half the training length, capped or compressed beyond).
+    within half the training length, capped or compressed beyond); "dual_chunk" one
+    with Dual Chunk Attention's chunks.
 
     Example:
         >>> s = RopeScheme().extend_context("yarn", train_length=64, eval_length=256)
@@ -135,13 +136,19 @@ class RopeScheme(Scheme):
 
     def _windowed(self, method: str, *, train_length: int, eval_length: int) -> Scheme:
         """ReRoPE, Leaky ReRoPE or SelfExtend with w = L // 2 and the smallest factor that
-        keeps the far distance of the longest query-key pair (E - 1) within L - 1."""
+        keeps the far distance of the longest query-key pair (E - 1) within L - 1; Dual
+        Chunk Attention with the reference's defaults (chunk s = 3L/4 - L/16, local
+        window L/16: ChunkLlama's ``replace_with_chunkllama``)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(RopeScheme)}
+        if method == "dual_chunk":
+            local = train_length // 16
+            chunk = max(1, train_length * 3 // 4 - local)
+            return WindowedRopeScheme(**fields, method=method, window=chunk, local_window=local)
         window = max(1, train_length // 2)
         reach = max(1, train_length - 1 - window)
         factor = max(1.0, (eval_length - 1 - window) / reach)
         if method == "self_extend":  # floor(i/G) - floor(j/G) can exceed (i - j)/G by 1
             factor = float(max(1, math.ceil((eval_length - 1 - window) / max(1, reach - 1))))
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(RopeScheme)}
         return WindowedRopeScheme(**fields, method=method, window=window, factor=factor)
 
     def rotate(self, params, q, k, q_positions, k_positions):
@@ -333,8 +340,8 @@ class PopeScheme(Scheme):
 class WindowedRopeScheme(RopeScheme):
     """RoPE with true distances inside a window and capped or grouped ones beyond it.
 
-    The training-free extensions ReRoPE, Leaky ReRoPE and SelfExtend
-    (`posenc_jax.rope.rectified`): the logit hook computes the whole q . k term
+    The training-free extensions ReRoPE, Leaky ReRoPE, SelfExtend and Dual Chunk
+    Attention (`posenc_jax.rope.rectified`): the logit hook computes the whole q . k term
     (``replaces_content_logits``) from unrotated q and k, with RoPE's own settings
     (base, layout, partial rotary, scaling, p-RoPE) for both the near and the far
     rotation. The q/k hook leaves q and k as they are, so a KV cache keeps unrotated
@@ -343,15 +350,18 @@ class WindowedRopeScheme(RopeScheme):
 
     Settings (besides `RopeScheme`'s):
       method: "rerope" (far keys at distance ``window``), "leaky_rerope" (slope
-        1/``factor`` beyond the window) or "self_extend" (positions grouped by
-        ``factor`` beyond the window).
-      window: w, the neighbour window (> 0).
+        1/``factor`` beyond the window), "self_extend" (positions grouped by
+        ``factor`` beyond the window) or "dual_chunk" (chunks of ``window``).
+      window: w, the neighbour window (> 0); Dual Chunk Attention's chunk size s.
       factor: Leaky ReRoPE's k or SelfExtend's group size G (>= 1; integer for
-        SelfExtend); unused by ReRoPE.
+        SelfExtend); unused by ReRoPE and Dual Chunk Attention.
+      local_window: Dual Chunk Attention's w (>= 0): keys in the previous chunk keep
+        their true distance up to ``window + local_window``; unused by the others.
 
     `RopeScheme.extend_context` builds it for a training length L and an evaluation
     length E: w = L // 2; Leaky ReRoPE's k and SelfExtend's G the smallest that keep
-    the far distance of E - 1 within L - 1.
+    the far distance of E - 1 within L - 1; Dual Chunk Attention with the reference's
+    s = 3L/4 - L/16 and w = L/16, whatever E.
 
     Example:
         >>> s = RopeScheme().extend_context("self_extend", train_length=64, eval_length=256)
@@ -359,7 +369,8 @@ class WindowedRopeScheme(RopeScheme):
         ('self_extend', 32, 8.0)
 
     References: Su 2023, ReRoPE and Leaky ReRoPE (kexue.fm/archives/9708); Jin et al.
-    2024, SelfExtend (arXiv 2401.01325).
+    2024, SelfExtend (arXiv 2401.01325); An et al. 2024, Dual Chunk Attention (arXiv
+    2402.17463).
     """
 
     name: ClassVar[str] = "windowed_rope"
@@ -367,17 +378,24 @@ class WindowedRopeScheme(RopeScheme):
     needs_q_for_bias: ClassVar[bool] = True
     needs_k_for_bias: ClassVar[bool] = True
     replaces_content_logits: ClassVar[bool] = True
-    causal_only: ClassVar[str | None] = "ReRoPE and SelfExtend extend decoder language models"
+    causal_only: ClassVar[str | None] = (
+        "ReRoPE, SelfExtend and Dual Chunk Attention extend decoder language models"
+    )
     context_extensions: ClassVar[tuple[str, ...]] = ()
     method: str = "rerope"
     window: int = 512
     factor: float = 1.0
+    local_window: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.method, "method", rectified.RECTIFIED_METHODS, "windowed_rope")
         if as_int(self.window, "window", "windowed_rope") < 1:
             raise ValueError(f"windowed_rope needs window >= 1; got window={self.window!r}")
+        if as_int(self.local_window, "local_window", "windowed_rope") < 0:
+            raise ValueError(
+                f"windowed_rope needs local_window >= 0; got local_window={self.local_window!r}"
+            )
         factor = positive_float(self.factor, "factor", "windowed_rope")
         if factor < 1 or (self.method == "self_extend" and factor != int(factor)):
             kind = "an integer group size" if self.method == "self_extend" else "a number"
@@ -399,5 +417,6 @@ class WindowedRopeScheme(RopeScheme):
             method=self.method,
             window=self.window,
             factor=self.factor,
+            local_window=self.local_window,
             rotate=lambda x, positions: rope.apply_rope(x, positions, **rotate),
         )
