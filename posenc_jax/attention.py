@@ -263,15 +263,22 @@ def _allowed(
     key_mask: jax.Array | None,
     segments: _Segments | None = None,
     sliding_window: int | None = None,
+    attention_chunk: int | None = None,
 ) -> jax.Array:
-    """Boolean [B, 1, T, S] from positions ([B, T], [B, S]), key_mask [B, S], segments and
-    a sliding window (``|q_pos - k_pos| < sliding_window``)."""
+    """Boolean [B, 1, T, S] from positions ([B, T], [B, S]), key_mask [B, S], segments, a
+    sliding window (``|q_pos - k_pos| < sliding_window``) and chunks (``q_pos //
+    attention_chunk == k_pos // attention_chunk``)."""
     allowed = jnp.ones((q_pos.shape[0], 1, q_pos.shape[1], k_pos.shape[1]), dtype=bool)
     if causal:
         allowed = allowed & (k_pos[:, None, None, :] <= q_pos[:, None, :, None])
     if sliding_window is not None:
         distance = q_pos[:, None, :, None] - k_pos[:, None, None, :]
         allowed = allowed & (jnp.abs(distance) < sliding_window)
+    if attention_chunk is not None:
+        same = (q_pos // attention_chunk)[:, None, :, None] == (k_pos // attention_chunk)[
+            :, None, None, :
+        ]
+        allowed = allowed & same
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, None, :].astype(bool)
     if segments is not None:
@@ -294,6 +301,7 @@ def _masked_logits(
     mask: jax.Array | None = None,
     bias: jax.Array | None = None,
     sliding_window: int | None = None,
+    attention_chunk: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits with every additive term, masked: [B, N, T, S] float32 and allowed [B, 1, T, S].
 
@@ -313,6 +321,7 @@ def _masked_logits(
         key_mask=key_mask,
         segments=segments,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
     )
     if mask is not None:
         allowed = allowed & mask.astype(bool)
@@ -346,6 +355,7 @@ def attention_weights(
     bias: jax.Array | None = None,
     scale: float | None = None,
     sliding_window: int | None = None,
+    attention_chunk: int | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Softmax attention weights: the [B, N, T, S] array that every path multiplies v by.
@@ -381,6 +391,8 @@ def attention_weights(
       scale: logit scale, default 1/sqrt(H).
       sliding_window: keys at ``|q_pos - k_pos| >= sliding_window`` are masked (local
         attention; None: no window).
+      attention_chunk: keys outside the query's chunk (``pos // attention_chunk``) are
+        masked (Llama 4's chunked local attention; None: no chunks).
       sink_logits: [N] float, one learned logit per query head for a virtual key with a
         zero value (gpt-oss's attention sinks): the softmax runs over the keys and the
         sink, so a row's weights sum to less than 1. None: no sink.
@@ -415,6 +427,7 @@ def attention_weights(
         mask=mask,
         bias=bias,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
     )  # [B, N, T, S], [B, 1, T, S]
     if scheme.normalization == "stick_breaking":  # masked keys take and break nothing
         if sink_logits is not None:
@@ -449,6 +462,7 @@ def dense_attention(
     bias: jax.Array | None = None,
     scale: float | None = None,
     sliding_window: int | None = None,
+    attention_chunk: int | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """`attention_weights` times v (plus the scheme's value term); reference for the other paths.
@@ -457,7 +471,8 @@ def dense_attention(
       q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated by the scheme's q/k hook).
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
         kv_segment_ids, q_state, k_state, mask, bias, scale, sliding_window,
-        sink_logits: as in `attention_weights`; the scheme also fills the value hook here.
+        attention_chunk, sink_logits: as in `attention_weights`; the scheme also fills
+        the value hook here.
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -481,6 +496,7 @@ def dense_attention(
         bias=bias,
         scale=scale,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
         sink_logits=sink_logits,
     )  # [B, N, T, S] float32
     weights = weights32.astype(v.dtype)
@@ -773,7 +789,18 @@ def _online_softmax_update(state, logits, ok, vb, qpos, kpos, *, scheme, params)
 
 
 def _key_block_step(
-    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, sliding_window
+    state,
+    key_block,
+    *,
+    qb,
+    qpos,
+    qseg,
+    qstate,
+    scheme,
+    params,
+    causal,
+    sliding_window,
+    attention_chunk,
 ):
     """Scan body over key blocks.
 
@@ -785,12 +812,15 @@ def _key_block_step(
     logits, ok = _tile_logits(
         qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
     )  # fmt: skip
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
 
 
-def _tile_logits(qb, qpos, qseg, qstate, key_block, *, scheme, params, causal, sliding_window):
+def _tile_logits(
+    qb, qpos, qseg, qstate, key_block, *, scheme, params, causal, sliding_window, attention_chunk
+):
     """Masked logits [B, N, tq, tk] and allowed [B, 1, tq, tk] of one query and key tile."""
     kb, _, kpos, kmask, kseg, kstate = key_block
     return _masked_logits(
@@ -805,22 +835,35 @@ def _tile_logits(qb, qpos, qseg, qstate, key_block, *, scheme, params, causal, s
         segments=None if kseg is None else _Segments(qseg, kseg),
         states=None if kstate is None else _States(qstate, kstate),
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
     )
 
 
 def _stick_breaking_key_block_step(
-    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, sliding_window
+    state,
+    key_block,
+    *,
+    qb,
+    qpos,
+    qseg,
+    qstate,
+    scheme,
+    params,
+    causal,
+    sliding_window,
+    attention_chunk,
 ):
     """Scan body over key blocks, nearest first, for stick-breaking weights."""
     logits, _ = _tile_logits(
         qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
     )  # fmt: skip
     return state.update(logits, key_block[1]), None
 
 
 def _query_block_attention(
-    query_block, key_blocks, *, scheme, params, causal, sliding_window, sink
+    query_block, key_blocks, *, scheme, params, causal, sliding_window, attention_chunk, sink
 ):
     """[B, tq, N, H] float32 attention of one query block over every key block.
 
@@ -844,6 +887,7 @@ def _query_block_attention(
         params=params,
         causal=causal,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
     )
     step = jax.checkpoint(step, prevent_cse=False)
     if stick:  # the key tiles from the nearest (last) to the farthest
@@ -883,6 +927,7 @@ def blockwise_attention(
     q_block: int = 512,
     k_block: int = 512,
     sliding_window: int | None = None,
+    attention_chunk: int | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Memory-efficient attention: online softmax over key blocks, queries in blocks.
@@ -901,8 +946,9 @@ def blockwise_attention(
       q_state, k_state: [B, T, N] and [B, S, N] per-token states, as in
         `attention_weights` (sliced per tile like the positions).
       q_block, k_block: tile sizes; T and S need not be multiples of them.
-      sliding_window, sink_logits: as in `attention_weights` (the window masks each
-        tile; the sink starts each query block's running softmax sum).
+      sliding_window, attention_chunk, sink_logits: as in `attention_weights` (the
+        window and chunks mask each tile; the sink starts each query block's running
+        softmax sum).
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -957,6 +1003,7 @@ def blockwise_attention(
         params=params,
         causal=causal,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
         sink=sink,
     )
     out = jax.lax.map(jax.checkpoint(one_query_block), query_blocks)  # [nq, B, tq, N, H]
@@ -983,6 +1030,7 @@ def attend(
     attention: AttentionConfig | None = None,
     aligned: bool = False,
     sliding_window: int | None = None,
+    attention_chunk: int | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Dispatches to the fused, dense or blockwise path (all compute the same function).
@@ -997,8 +1045,9 @@ def attend(
     Args:
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
-        kv_segment_ids, q_state, k_state, scale, sliding_window, sink_logits: as in
-        `attention_weights` (a window or sinks keep the call off the cuDNN path).
+        kv_segment_ids, q_state, k_state, scale, sliding_window, attention_chunk,
+        sink_logits: as in `attention_weights` (a window, chunks or sinks keep the call
+        off the cuDNN path).
       attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
@@ -1017,7 +1066,9 @@ def attend(
             value_head_dim=v.shape[-1],
             q_len=q.shape[1],
             k_len=k.shape[1],
-            has_mask=key_mask is not None or sliding_window is not None,
+            has_mask=key_mask is not None
+            or sliding_window is not None
+            or attention_chunk is not None,
             has_sinks=sink_logits is not None,
             aligned=aligned,
             has_segment_ids=segment_ids is not None,
@@ -1035,11 +1086,14 @@ def attend(
         scale=scale,
     )
     states = dict(q_state=q_state, k_state=k_state)
-    local = dict(sliding_window=sliding_window, sink_logits=sink_logits)
+    local = dict(
+        sliding_window=sliding_window, attention_chunk=attention_chunk, sink_logits=sink_logits
+    )
     if implementation == "cudnn":
-        if sliding_window is not None or sink_logits is not None:
+        if any(value is not None for value in local.values()):
             raise ValueError(
-                "implementation='cudnn' takes no sliding_window or sink_logits; use "
+                "implementation='cudnn' takes no sliding_window, attention_chunk or "
+                "sink_logits; use "
                 "AttentionConfig(implementation='dense') or 'blockwise'"
             )
         if key_mask is not None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from posenc_jax.schemes import context_extension_names
+from posenc_jax.nn.patterns import layer_pattern
+from posenc_jax.schemes import context_extension_names, make_scheme
 from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale
 
 __all__ = [
@@ -46,6 +47,12 @@ class ModelConfig:
     ``softmax_scale``: a length-scaled softmax on top of every scheme of the config
     (`posenc_jax.softmax_scale`): null, a kind name (``logn``, ``qwen``, ``ssmax``,
     ``llama4``) or a mapping with ``kind`` and its settings.
+
+    ``layer_pattern``: per-layer overrides repeated over the depth (`posenc_jax.nn.patterns`):
+    null, a list of mappings with keys among ``scheme``, ``sliding_window``,
+    ``attention_chunk``, ``softmax_scale`` and ``attention_sinks``, or a preset
+    ``{preset: gemma3, sliding_window: 32}`` / ``{preset: llama4, attention_chunk: 32}``.
+    Layers that set no scheme take the row's scheme (and its context extensions).
     """
 
     num_layers: int = 2
@@ -57,6 +64,7 @@ class ModelConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     softmax_scale: Any = None
+    layer_pattern: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +206,8 @@ def build_section(cls: type, data: Any, where: str) -> Any:
             kwargs[key] = _learning_rate(value, path)
         elif cls is ModelConfig and key == "softmax_scale":
             kwargs[key] = _softmax_scale(value, path)
+        elif cls is ModelConfig and key == "layer_pattern":
+            kwargs[key] = _layer_pattern(value, path)
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
@@ -220,6 +230,24 @@ def _softmax_scale(value: Any, where: str) -> SoftmaxScale | None:
     """A `SoftmaxScale` (hashable, frozen) from null, a kind name or a mapping."""
     try:
         return make_softmax_scale(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _layer_pattern(value: Any, where: str) -> tuple[dict[str, Any], ...] | None:
+    """The per-layer overrides (a preset expanded), each layer's scheme and softmax scale
+    checked here rather than when the first model is built."""
+    try:
+        pattern = layer_pattern(value)
+        for i, entry in enumerate(pattern or ()):
+            try:
+                if "scheme" in entry:
+                    make_scheme(entry["scheme"])
+                if "softmax_scale" in entry:
+                    make_softmax_scale(entry["softmax_scale"])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"layer_pattern[{i}]: {e}") from None
+        return pattern
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 

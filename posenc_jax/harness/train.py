@@ -80,6 +80,7 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
             dropout_rate=mcfg.dropout,
             attention=attention,
             softmax_scale=mcfg.softmax_scale,
+            layer_pattern=mcfg.layer_pattern,
             dtype=dtype,
             rngs=nnx.Rngs(params=pkey, dropout=dkey),
         )

@@ -9,13 +9,25 @@ from posenc_jax.nn.models import (
     positions_from_padding,
     positions_from_segments,
 )
+from posenc_jax.nn.patterns import (
+    LAYER_KEYS,
+    LAYER_PRESETS,
+    gemma3_pattern,
+    layer_pattern,
+    llama4_pattern,
+)
 
 __all__ = [
+    "LAYER_KEYS",
+    "LAYER_PRESETS",
     "MultiHeadAttention",
     "TransformerBlock",
     "TransformerEncoder",
     "TransformerLM",
+    "gemma3_pattern",
     "generate",
+    "layer_pattern",
+    "llama4_pattern",
     "positions_from_padding",
     "positions_from_segments",
 ]

@@ -98,10 +98,12 @@ class MultiHeadAttention(nnx.Module):
 
     ``sliding_window`` (an int w) limits each query to keys less than w positions away
     (local attention, as in Mistral, Gemma and gpt-oss's sliding layers);
-    ``attention_sinks=True`` adds gpt-oss's learned sink: one logit per head
-    (``nnx.Param`` ``sink_logits`` [N], zeros at init) for a virtual key with a zero
-    value, so a head can put weight on "nothing". Both act on every path (dense,
-    blockwise, KV-cache decoding) and keep the call off the cuDNN kernel.
+    ``attention_chunk`` (an int C) to keys of its own chunk of C positions (``pos //
+    C``; Llama 4's chunked attention in its RoPE layers); ``attention_sinks=True``
+    adds gpt-oss's learned sink: one logit per head (``nnx.Param`` ``sink_logits`` [N],
+    zeros at init) for a virtual key with a zero value, so a head can put weight on
+    "nothing". All three act on every path (dense, blockwise, KV-cache decoding) and
+    keep the call off the cuDNN kernel.
 
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
@@ -131,18 +133,21 @@ class MultiHeadAttention(nnx.Module):
         sow_weights: bool = False,
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         sliding_window: int | None = None,
+        attention_chunk: int | None = None,
         attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if sliding_window is not None and (
-            isinstance(sliding_window, bool)
-            or not isinstance(sliding_window, int)
-            or sliding_window < 1
+        for key, value in (
+            ("sliding_window", sliding_window),
+            ("attention_chunk", attention_chunk),
         ):
-            raise ValueError(f"sliding_window must be None or an int >= 1; got {sliding_window!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{key} must be None or an int >= 1; got {value!r}")
         if not isinstance(attention_sinks, bool):
             raise ValueError(f"attention_sinks must be True or False; got {attention_sinks!r}")
         num_heads, num_kv_heads = check_heads(num_heads, num_kv_heads, "MultiHeadAttention")
@@ -183,6 +188,7 @@ class MultiHeadAttention(nnx.Module):
             scale_params = self.softmax_scale.init_params(num_heads=num_heads)
         self.softmax_scale_params = nnx.data(nnx.Param(scale_params) if scale_params else None)
         self.sliding_window = sliding_window
+        self.attention_chunk = attention_chunk
         # gpt-oss: one learned sink logit per query head, zeros at init
         self.sink_logits = nnx.data(
             nnx.Param(jnp.zeros((num_heads,), jnp.float32)) if attention_sinks else None
@@ -317,6 +323,8 @@ class MultiHeadAttention(nnx.Module):
         inputs.update(scheme=self.scheme, params=params, causal=self.causal)
         if self.sliding_window is not None:
             inputs.update(sliding_window=self.sliding_window)
+        if self.attention_chunk is not None:
+            inputs.update(attention_chunk=self.attention_chunk)
         if self.sink_logits is not None:
             inputs.update(sink_logits=self.sink_logits.get_value())
         out = attend(q, k, v, attention=self.attention, aligned=not decode, **inputs)

@@ -5,6 +5,7 @@ Shape legend: B batch, T length, D model dim, V vocabulary, C output classes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -13,6 +14,7 @@ from flax import nnx
 
 from posenc_jax.attention import AttentionConfig
 from posenc_jax.nn.attention import MultiHeadAttention
+from posenc_jax.nn.patterns import layer_pattern
 from posenc_jax.schemes import Scheme, make_scheme
 from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale
 
@@ -99,6 +101,7 @@ class TransformerBlock(nnx.Module):
         attention: AttentionConfig | None = None,
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         sliding_window: int | None = None,
+        attention_chunk: int | None = None,
         attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
@@ -116,6 +119,7 @@ class TransformerBlock(nnx.Module):
             attention=attention,
             softmax_scale=softmax_scale,
             sliding_window=sliding_window,
+            attention_chunk=attention_chunk,
             attention_sinks=attention_sinks,
             **kw,
         )
@@ -168,7 +172,9 @@ class _Transformer(nnx.Module):
         attention: AttentionConfig | None = None,
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         sliding_window: int | None = None,
+        attention_chunk: int | None = None,
         attention_sinks: bool = False,
+        layer_pattern: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -187,6 +193,14 @@ class _Transformer(nnx.Module):
         self.scheme = make_scheme(scheme).configure(causal=self.causal)
         self.scheme.validate(num_heads=num_heads, head_dim=d_model // num_heads, d_model=d_model)
         softmax_scale = make_softmax_scale(softmax_scale)  # one validation for every layer
+        model_layer = dict(
+            scheme=self.scheme,
+            sliding_window=sliding_window,
+            attention_chunk=attention_chunk,
+            softmax_scale=softmax_scale,
+            attention_sinks=attention_sinks,
+        )
+        layers = self._layers(layer_pattern, model_layer, num_layers, num_heads, d_model)
         self.d_model = d_model
         self.embed = nnx.Embed(
             vocab_size,
@@ -202,21 +216,18 @@ class _Transformer(nnx.Module):
                 TransformerBlock(
                     d_model,
                     num_heads=num_heads,
-                    scheme=self.scheme,
                     num_kv_heads=num_kv_heads,
                     mlp_ratio=mlp_ratio,
                     norm=norm,
                     causal=self.causal,
                     dropout_rate=dropout_rate,
                     attention=attention,
-                    softmax_scale=softmax_scale,
-                    sliding_window=sliding_window,
-                    attention_sinks=attention_sinks,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
+                    **layer,
                 )
-                for _ in range(num_layers)
+                for layer in layers
             ]
         )
         self.final_norm = _norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -273,6 +284,33 @@ class _Transformer(nnx.Module):
             )
         return self.head(self.final_norm(x)).astype(jnp.float32)
 
+    def _layers(self, pattern, model_layer, num_layers, num_heads, d_model) -> list[dict]:
+        """Each layer's scheme, window, chunk, softmax scale and sinks: the model's,
+        overridden by ``pattern`` (see `posenc_jax.nn.patterns`)."""
+        pattern = layer_pattern(pattern)
+        if pattern is None:
+            return [dict(model_layer) for _ in range(num_layers)]
+        entries = []
+        for j, entry in enumerate(pattern):
+            layer = {**model_layer, **entry}
+            try:
+                if "scheme" in entry:
+                    layer["scheme"] = make_scheme(entry["scheme"]).configure(causal=self.causal)
+                    layer["scheme"].validate(
+                        num_heads=num_heads, head_dim=d_model // num_heads, d_model=d_model
+                    )
+                    if "embed" in layer["scheme"].hooks:
+                        raise ValueError(
+                            f"{layer['scheme'].name} acts on the embeddings, once per model: "
+                            "make it the model's scheme"
+                        )
+                if "softmax_scale" in entry:
+                    layer["softmax_scale"] = make_softmax_scale(entry["softmax_scale"])
+            except ValueError as e:
+                raise ValueError(f"layer_pattern[{j}]: {e}") from None
+            entries.append(layer)
+        return [dict(entries[i % len(entries)]) for i in range(num_layers)]
+
     @staticmethod
     def _default_positions(t, segment_ids, padding_mask, *, decode: bool) -> jax.Array:
         """[T] or [B, T] positions when the caller gives none (see `__call__`)."""
@@ -309,9 +347,11 @@ class TransformerLM(_Transformer):
       vocab_size: V, the number of token ids (input embedding and output head).
       **kwargs: the model settings (scheme, num_layers, d_model, num_heads,
         num_kv_heads, mlp_ratio, norm, dropout_rate, attention, softmax_scale
-        (a length-scaled softmax in every layer), sliding_window and
-        attention_sinks (local attention and gpt-oss's learned sinks in every layer;
-        see `posenc_jax.nn.MultiHeadAttention`), dtype, param_dtype, rngs).
+        (a length-scaled softmax in every layer), sliding_window, attention_chunk and
+        attention_sinks (local attention, chunked attention and gpt-oss's learned
+        sinks in every layer; see `posenc_jax.nn.MultiHeadAttention`), layer_pattern
+        (per-layer overrides of those, e.g. Gemma 3's or Llama 4's; see
+        `posenc_jax.nn.patterns`), dtype, param_dtype, rngs).
 
     References: Radford et al. 2019 (GPT-2).
     """
