@@ -22,6 +22,7 @@ from posenc_jax.nn import (
     TransformerLM,
     gemma3_pattern,
     layer_pattern,
+    layer_pattern_from_hf_config,
     llama4_pattern,
     positions_from_padding,
 )
@@ -137,3 +138,64 @@ def test_config_key_expands_presets_and_names_the_key_at_fault():
         config_from_dict({"model": {"layer_pattern": [{"softmax_scale": "log2"}]}})
     with pytest.raises(ConfigError, match=r"model\.layer_pattern: .*preset"):
         config_from_dict({"model": {"layer_pattern": {"preset": None}}})
+
+
+# -- Hugging Face configs: layer_types, per-type RoPE, Llama 4's NoPE layers ----------------
+# Expected patterns follow transformers' own derivations: Gemma 3
+# (configuration_gemma3.py) ``"sliding_attention" if bool((i + 1) %
+# sliding_window_pattern) else "full_attention"``, pattern 6, local layers at
+# ``rope_local_base_freq`` with default (no) scaling; Llama 4 (configuration_llama4.py)
+# ``no_rope_layers = [int((i + 1) % no_rope_layer_interval != 0) ...]``, interval 4,
+# ``"chunked_attention" if no_rope else "full_attention"``, and the NoPE layers' query
+# temperature when ``attn_temperature_tuning``.
+
+
+def test_gemma3_config_without_layer_types_gives_five_local_layers_per_global():
+    pattern = layer_pattern_from_hf_config({"text_config": {
+        "model_type": "gemma3_text", "num_hidden_layers": 12, "head_dim": 16,
+        "rope_theta": 1e6, "rope_local_base_freq": 1e4, "sliding_window": 1024,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0}}})  # fmt: skip
+    assert [p.get("sliding_window") for p in pattern] == ([1024] * 5 + [None]) * 2
+    local, glob = pattern[0]["scheme"], pattern[5]["scheme"]
+    assert (local["base"], local["scaling"]) == (1e4, None)
+    assert (glob["base"], glob["scaling"]["rope_type"], glob["scaling"]["factor"]) == (
+        1e6, "linear", 8.0)  # fmt: skip
+
+
+def test_per_type_rope_parameters_and_explicit_layer_types_are_read():
+    pattern = layer_pattern_from_hf_config({
+        "model_type": "gemma3_text", "num_hidden_layers": 3, "head_dim": 16,
+        "sliding_window": 8, "layer_types": ["full_attention", "sliding_attention",
+                                             "sliding_attention"],
+        "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 5e5},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 1e3}},
+    })  # fmt: skip
+    assert [(p.get("sliding_window"), p["scheme"]["base"]) for p in pattern] == [
+        (None, 5e5), (8, 1e3), (8, 1e3)]  # fmt: skip
+    with pytest.raises(ValueError, match=r"layer_types\[1\]: 'linear_attention' is not one of"):
+        types = ["full_attention", "linear_attention"]
+        layer_pattern_from_hf_config({"num_hidden_layers": 2, "head_dim": 8, "layer_types": types})
+    assert layer_pattern_from_hf_config({"model_type": "llama", "num_hidden_layers": 2}) is None
+
+
+def test_llama4_config_gives_chunked_rope_layers_and_nope_layers_with_temperature():
+    config = {"model_type": "llama4_text", "num_hidden_layers": 8, "head_dim": 16,
+              "rope_theta": 5e5, "attention_chunk_size": 8192, "floor_scale": 8192,
+              "attn_scale": 0.1}  # fmt: skip
+    pattern = layer_pattern_from_hf_config(config)
+    assert [p["scheme"]["name"] for p in pattern] == ["rope", "rope", "rope", "nope"] * 2
+    assert [p.get("attention_chunk") for p in pattern] == [8192, 8192, 8192, None] * 2
+    assert pattern[3]["softmax_scale"] == {"kind": "llama4", "floor_scale": 8192.0,
+                                           "attn_scale": 0.1}  # fmt: skip
+    # A model builds from it; no_rope_layers given explicitly win over the interval.
+    explicit = layer_pattern_from_hf_config(
+        {
+            **config,
+            "num_hidden_layers": 2,
+            "no_rope_layers": [0, 1],
+            "attn_temperature_tuning": False,
+        }
+    )
+    assert [sorted(p) for p in explicit] == [["scheme"], ["attention_chunk", "scheme"]]
+    TransformerLM(11, num_layers=2, d_model=32, num_heads=2, layer_pattern=explicit,
+                  rngs=nnx.Rngs(0))  # fmt: skip

@@ -14,6 +14,7 @@ from posenc_jax.nn.patterns import (
     LAYER_PRESETS,
     gemma3_pattern,
     layer_pattern,
+    layer_pattern_from_hf_config,
     llama4_pattern,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "gemma3_pattern",
     "generate",
     "layer_pattern",
+    "layer_pattern_from_hf_config",
     "llama4_pattern",
     "positions_from_padding",
     "positions_from_segments",

@@ -28,11 +28,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from posenc_jax.rope.hf import rope_from_hf_config
+
 __all__ = [
+    "HF_LAYER_TYPES",
     "LAYER_KEYS",
     "LAYER_PRESETS",
     "gemma3_pattern",
     "layer_pattern",
+    "layer_pattern_from_hf_config",
     "layer_settings",
     "llama4_pattern",
 ]
@@ -144,3 +148,99 @@ def layer_settings(pattern: Any, num_layers: int) -> list[dict[str, Any]]:
     if pattern is None:
         return [{} for _ in range(num_layers)]
     return [dict(pattern[i % len(pattern)]) for i in range(num_layers)]
+
+
+HF_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+def _hf_layer_types(config: Mapping[str, Any], num_layers: int) -> list[str] | None:
+    """``layer_types`` as transformers derives it when a config.json leaves it out."""
+    if config.get("layer_types") is not None:
+        return list(config["layer_types"])
+    model_type = str(config.get("model_type", ""))
+    if model_type.startswith("gemma3") or model_type.startswith("gemma2"):
+        every = int(config.get("sliding_window_pattern") or (6 if "3" in model_type else 2))
+        return [
+            "sliding_attention" if (i + 1) % every else "full_attention" for i in range(num_layers)
+        ]
+    if model_type.startswith("llama4"):
+        rope = _hf_rope_layers(config, num_layers)
+        return ["chunked_attention" if r else "full_attention" for r in rope]
+    return None
+
+
+def _hf_rope_layers(config: Mapping[str, Any], num_layers: int) -> list[int]:
+    """Llama 4's ``no_rope_layers`` (1 = RoPE, 0 = NoPE), default every 4th layer NoPE."""
+    layers = config.get("no_rope_layers")
+    if layers:
+        return [int(x) for x in layers]
+    interval = int(config.get("no_rope_layer_interval", 4))
+    return [int((i + 1) % interval != 0) for i in range(num_layers)]
+
+
+def _hf_rope_of_type(config: Mapping[str, Any], layer_type: str) -> dict[str, Any]:
+    """The RoPE scheme config of one layer type: per-type ``rope_parameters`` (transformers
+    5), Gemma's ``rope_local_base_freq`` for sliding layers (no scaling), else the
+    model's RoPE."""
+    params = config.get("rope_parameters")
+    if isinstance(params, Mapping) and layer_type in params:
+        sub = {**config, "rope_parameters": params[layer_type], "rope_scaling": None}
+        return rope_from_hf_config(sub).to_scheme_config()
+    if layer_type == "sliding_attention" and config.get("rope_local_base_freq") is not None:
+        sub = {**config, "rope_theta": config["rope_local_base_freq"]}
+        sub.update(rope_scaling=None, rope_parameters=None)
+        return rope_from_hf_config(sub).to_scheme_config()
+    return rope_from_hf_config(config).to_scheme_config()
+
+
+def layer_pattern_from_hf_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], ...] | None:
+    """Per-layer overrides (one entry per layer) read from a Hugging Face ``config.json``.
+
+    Reads ``layer_types`` (or derives it as transformers does: Gemma 2/3 from
+    ``sliding_window_pattern``, Llama 4 from ``no_rope_layers``), ``sliding_window``,
+    ``attention_chunk_size``, per-type ``rope_parameters`` or Gemma's
+    ``rope_local_base_freq``, and Llama 4's NoPE layers with their temperature
+    (``attn_temperature_tuning``, ``floor_scale``, ``attn_scale``). A multimodal config's
+    ``text_config`` is read. None when every layer is alike.
+
+    Example:
+        >>> pattern = layer_pattern_from_hf_config({
+        ...     "model_type": "gemma3_text", "num_hidden_layers": 6, "head_dim": 8,
+        ...     "rope_theta": 1e6, "rope_local_base_freq": 1e4, "sliding_window": 512})
+        >>> [(p.get("sliding_window"), p["scheme"]["base"]) for p in pattern[4:]]
+        [(512, 10000.0), (None, 1000000.0)]
+
+    Raises:
+      ValueError: a layer type other than `HF_LAYER_TYPES`, or a type's setting missing.
+    """
+    config = config.get("text_config") or config
+    num_layers = int(config.get("num_hidden_layers", 0))
+    types = _hf_layer_types(config, num_layers)
+    if types is None:
+        return None
+    rope_layers = [1] * len(types)
+    if str(config.get("model_type", "")).startswith("llama4"):
+        rope_layers = _hf_rope_layers(config, len(types))
+    out = []
+    for i, (layer_type, rope) in enumerate(zip(types, rope_layers, strict=False)):
+        if layer_type not in HF_LAYER_TYPES:
+            raise ValueError(
+                f"layer_types[{i}]: {layer_type!r} is not one of {list(HF_LAYER_TYPES)}"
+            )
+        entry: dict[str, Any] = {}
+        if layer_type == "sliding_attention":
+            entry["sliding_window"] = int(config["sliding_window"])
+        if layer_type == "chunked_attention":
+            entry["attention_chunk"] = int(config["attention_chunk_size"])
+        if rope:
+            entry["scheme"] = _hf_rope_of_type(config, layer_type)
+        else:
+            entry["scheme"] = {"name": "nope"}
+            if config.get("attn_temperature_tuning", True):
+                entry["softmax_scale"] = {
+                    "kind": "llama4",
+                    "floor_scale": float(config.get("floor_scale", 8192)),
+                    "attn_scale": float(config.get("attn_scale", 0.1)),
+                }
+        out.append(entry)
+    return tuple(out)
