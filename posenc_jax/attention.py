@@ -264,6 +264,7 @@ def _allowed(
     segments: _Segments | None = None,
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
+    sink_tokens: int = 0,
 ) -> jax.Array:
     """Boolean [B, 1, T, S] from positions ([B, T], [B, S]), key_mask [B, S], segments, a
     sliding window (``|q_pos - k_pos| < sliding_window``) and chunks (``q_pos //
@@ -273,7 +274,10 @@ def _allowed(
         allowed = allowed & (k_pos[:, None, None, :] <= q_pos[:, None, :, None])
     if sliding_window is not None:
         distance = q_pos[:, None, :, None] - k_pos[:, None, None, :]
-        allowed = allowed & (jnp.abs(distance) < sliding_window)
+        near = jnp.abs(distance) < sliding_window
+        if sink_tokens:  # StreamingLLM: the first tokens stay visible
+            near = near | (k_pos < sink_tokens)[:, None, None, :]
+        allowed = allowed & near
     if attention_chunk is not None:
         same = (q_pos // attention_chunk)[:, None, :, None] == (k_pos // attention_chunk)[
             :, None, None, :
@@ -302,6 +306,7 @@ def _masked_logits(
     bias: jax.Array | None = None,
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
+    sink_tokens: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits with every additive term, masked: [B, N, T, S] float32 and allowed [B, 1, T, S].
 
@@ -322,6 +327,7 @@ def _masked_logits(
         segments=segments,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
     )
     if mask is not None:
         allowed = allowed & mask.astype(bool)
@@ -356,6 +362,7 @@ def attention_weights(
     scale: float | None = None,
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
+    sink_tokens: int = 0,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Softmax attention weights: the [B, N, T, S] array that every path multiplies v by.
@@ -393,6 +400,8 @@ def attention_weights(
         attention; None: no window).
       attention_chunk: keys outside the query's chunk (``pos // attention_chunk``) are
         masked (Llama 4's chunked local attention; None: no chunks).
+      sink_tokens: with a sliding window, keys at positions below it stay visible
+        (StreamingLLM's attention sinks: the first tokens of the stream); 0: none.
       sink_logits: [N] float, one learned logit per query head for a virtual key with a
         zero value (gpt-oss's attention sinks): the softmax runs over the keys and the
         sink, so a row's weights sum to less than 1. None: no sink.
@@ -428,6 +437,7 @@ def attention_weights(
         bias=bias,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
     )  # [B, N, T, S], [B, 1, T, S]
     if scheme.normalization == "stick_breaking":  # masked keys take and break nothing
         if sink_logits is not None:
@@ -463,6 +473,7 @@ def dense_attention(
     scale: float | None = None,
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
+    sink_tokens: int = 0,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """`attention_weights` times v (plus the scheme's value term); reference for the other paths.
@@ -471,8 +482,8 @@ def dense_attention(
       q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated by the scheme's q/k hook).
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
         kv_segment_ids, q_state, k_state, mask, bias, scale, sliding_window,
-        attention_chunk, sink_logits: as in `attention_weights`; the scheme also fills
-        the value hook here.
+        attention_chunk, sink_tokens, sink_logits: as in `attention_weights`; the
+        scheme also fills the value hook here.
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -497,6 +508,7 @@ def dense_attention(
         scale=scale,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
         sink_logits=sink_logits,
     )  # [B, N, T, S] float32
     weights = weights32.astype(v.dtype)
@@ -801,6 +813,7 @@ def _key_block_step(
     causal,
     sliding_window,
     attention_chunk,
+    sink_tokens,
 ):
     """Scan body over key blocks.
 
@@ -813,13 +826,25 @@ def _key_block_step(
         qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
     )  # fmt: skip
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
 
 
 def _tile_logits(
-    qb, qpos, qseg, qstate, key_block, *, scheme, params, causal, sliding_window, attention_chunk
+    qb,
+    qpos,
+    qseg,
+    qstate,
+    key_block,
+    *,
+    scheme,
+    params,
+    causal,
+    sliding_window,
+    attention_chunk,
+    sink_tokens,
 ):
     """Masked logits [B, N, tq, tk] and allowed [B, 1, tq, tk] of one query and key tile."""
     kb, _, kpos, kmask, kseg, kstate = key_block
@@ -836,6 +861,7 @@ def _tile_logits(
         states=None if kstate is None else _States(qstate, kstate),
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
     )
 
 
@@ -852,18 +878,29 @@ def _stick_breaking_key_block_step(
     causal,
     sliding_window,
     attention_chunk,
+    sink_tokens,
 ):
     """Scan body over key blocks, nearest first, for stick-breaking weights."""
     logits, _ = _tile_logits(
         qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
     )  # fmt: skip
     return state.update(logits, key_block[1]), None
 
 
 def _query_block_attention(
-    query_block, key_blocks, *, scheme, params, causal, sliding_window, attention_chunk, sink
+    query_block,
+    key_blocks,
+    *,
+    scheme,
+    params,
+    causal,
+    sliding_window,
+    attention_chunk,
+    sink_tokens,
+    sink,
 ):
     """[B, tq, N, H] float32 attention of one query block over every key block.
 
@@ -888,6 +925,7 @@ def _query_block_attention(
         causal=causal,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
     )
     step = jax.checkpoint(step, prevent_cse=False)
     if stick:  # the key tiles from the nearest (last) to the farthest
@@ -928,6 +966,7 @@ def blockwise_attention(
     k_block: int = 512,
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
+    sink_tokens: int = 0,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Memory-efficient attention: online softmax over key blocks, queries in blocks.
@@ -946,9 +985,9 @@ def blockwise_attention(
       q_state, k_state: [B, T, N] and [B, S, N] per-token states, as in
         `attention_weights` (sliced per tile like the positions).
       q_block, k_block: tile sizes; T and S need not be multiples of them.
-      sliding_window, attention_chunk, sink_logits: as in `attention_weights` (the
-        window and chunks mask each tile; the sink starts each query block's running
-        softmax sum).
+      sliding_window, attention_chunk, sink_tokens, sink_logits: as in
+        `attention_weights` (the window and chunks mask each tile; the sink starts each
+        query block's running softmax sum).
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -1004,6 +1043,7 @@ def blockwise_attention(
         causal=causal,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
         sink=sink,
     )
     out = jax.lax.map(jax.checkpoint(one_query_block), query_blocks)  # [nq, B, tq, N, H]
@@ -1031,6 +1071,7 @@ def attend(
     aligned: bool = False,
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
+    sink_tokens: int = 0,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Dispatches to the fused, dense or blockwise path (all compute the same function).
@@ -1046,8 +1087,8 @@ def attend(
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
         kv_segment_ids, q_state, k_state, scale, sliding_window, attention_chunk,
-        sink_logits: as in `attention_weights` (a window, chunks or sinks keep the call
-        off the cuDNN path).
+        sink_tokens, sink_logits: as in `attention_weights` (a window, chunks or sinks
+        keep the call off the cuDNN path).
       attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
@@ -1102,6 +1143,7 @@ def attend(
                 "'dense') or 'blockwise'"
             )
         return fused_attention(q, k, v, implementation="cudnn", **common)
+    local.update(sink_tokens=sink_tokens)  # only with a window, which cuDNN refuses above
     if implementation == "blockwise":
         size = attention.block_size
         return blockwise_attention(

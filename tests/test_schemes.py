@@ -134,7 +134,7 @@ def test_rope_context_extensions_follow_the_training_length():
     rope = make_scheme({"name": "rope", "base": 500.0})
     assert set(rope.context_extensions) == {
         *("linear", "ntk", "dynamic", "yarn"),
-        *("rerope", "leaky_rerope", "self_extend", "dual_chunk"),
+        *("rerope", "leaky_rerope", "self_extend", "dual_chunk", "streaming_llm"),
     }
     yarn = rope.extend_context("yarn", train_length=48, eval_length=192)
     assert yarn.base == 500.0

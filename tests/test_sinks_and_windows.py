@@ -101,3 +101,38 @@ def test_bad_use_is_a_clear_error():
                                     dtype=jnp.bfloat16, head_dim=64, q_len=256, k_len=256,
                                     has_mask=False, aligned=True, has_sinks=True)  # fmt: skip
     assert choice.implementation == "dense" and "sink" in choice.reason
+
+
+# -- a ring-buffer cache: StreamingLLM's sinks + window in constant memory ------------------
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        {"name": "windowed_rope", "method": "streaming_llm", "window": 4, "sink_tokens": 2},
+        {"name": "alibi"},
+    ],
+    ids=["streaming_llm", "alibi"],
+)
+def test_rolling_cache_decodes_a_long_stream_as_the_full_forward(scheme):
+    model = TransformerLM(11, scheme=scheme, num_layers=1, d_model=16, num_heads=2,
+                          sliding_window=4, sink_tokens=2, rngs=nnx.Rngs(0))  # fmt: skip
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 23), 0, 11)
+    full = model(tokens)
+    model.init_rolling_cache(2)
+    assert model.blocks[0].attn.cache["k"].shape[1] == 2 + 4 - 1  # sinks + window - 1
+    step = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))
+    outs = [step(model, tokens[:, :7], jnp.arange(7))]  # a prompt longer than the ring
+    outs += [step(model, tokens[:, i : i + 1], jnp.array([i])) for i in range(7, 23)]
+    np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=2e-5)
+    # The ring holds the sinks and the last window - 1 tokens of the stream.
+    held = np.sort(np.asarray(model.blocks[0].attn.cache["positions"][...][0]))
+    np.testing.assert_array_equal(held, [0, 1, 20, 21, 22])
+
+
+def test_rolling_cache_needs_a_window_and_sink_tokens_need_one_too():
+    with pytest.raises(ValueError, match="sink_tokens=2 keeps the first tokens visible"):
+        MultiHeadAttention(16, num_heads=2, sink_tokens=2, rngs=nnx.Rngs(0))
+    model = TransformerLM(11, num_layers=1, d_model=16, num_heads=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="layer 0 has no sliding_window"):
+        model.init_rolling_cache(1)

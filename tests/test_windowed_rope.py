@@ -98,7 +98,7 @@ def test_a_window_longer_than_the_sequence_is_plain_rope(method, seed):
 
 
 def test_bad_settings_are_clear_errors():
-    valid = r"\['rerope', 'leaky_rerope', 'self_extend', 'dual_chunk'\]"
+    valid = r"\['rerope', 'leaky_rerope', 'self_extend', 'dual_chunk', 'streaming_llm'\]"
     with pytest.raises(ValueError, match=r"method.*" + valid):
         make_scheme({"name": "windowed_rope", "method": "rope"})
     with pytest.raises(ValueError, match="needs window >= 1"):
@@ -224,3 +224,48 @@ def test_dual_chunk_attention_blockwise_equals_dense_and_never_rotates_past_its_
     true = np.asarray(pos)[:, :, None] - np.asarray(pos)[:, None, :]
     near = causal & ((term == 0) | ((term == 1) & (np.asarray(q3)[..., 1:2] < chunk + local)))
     np.testing.assert_array_equal(used[near], true[near])
+
+
+# -- StreamingLLM: sinks, a window and positions within the cache -----------------------------
+
+
+def streaming_llm_reference(q, k, v, start_size, recent_size):
+    """[T, H] outputs of one head decoded token by token as StreamingLLM does, float64.
+
+    mit-han-lab/streaming-llm: the cache keeps unrotated keys (pos_shift/modify_llama.py,
+    ``past_key_value = (key_states, value_states)`` before rotation); each step's query
+    sits at the cache length (transformers' ``position_ids`` = past length), the keys at
+    ``torch.arange(kv_seq_len)``; after the step ``StartRecentKVCache`` keeps the first
+    ``start_size`` and the last ``recent_size`` entries (kv_cache.py, ``__call__``).
+    """
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    h = q.shape[-1]
+    cache, out = [], []
+    for n in range(q.shape[0]):
+        keys = [*cache, n]
+        qr = _rope64(q[n : n + 1], [len(cache)])
+        kr = _rope64(k[keys], np.arange(len(keys)))
+        s = (qr @ kr.T)[0] / np.sqrt(h)
+        w = np.exp(s - s.max())
+        out.append((w / w.sum()) @ v[keys])
+        if len(keys) > start_size + recent_size:
+            keys = keys[:start_size] + keys[len(keys) - recent_size :]
+        cache = keys
+    return np.stack(out)
+
+
+def test_streaming_llm_equals_the_reference_decoding():
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    t, h, sinks, window = 26, 16, 2, 5  # the reference's recent_size = window - 1
+    q, k, v = (jax.random.normal(kk, (1, t, 1, h)) for kk in keys)
+    scheme = make_scheme({"name": "windowed_rope", "method": "streaming_llm", "window": window,
+                          "sink_tokens": sinks})  # fmt: skip
+    pos = jnp.arange(t)
+    ref = streaming_llm_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], sinks, window - 1)
+    kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
+    # The scheme alone masks the evicted keys; a window with sink tokens masks them too.
+    for extra in ({}, {"sliding_window": window, "sink_tokens": sinks}):
+        out = dense_attention(q, k, v, **kw, **extra)
+        np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5, err_msg=str(extra))
+    block = blockwise_attention(q, k, v, **kw, q_block=4, k_block=3)
+    np.testing.assert_allclose(block[0, :, 0], ref, atol=3e-5, rtol=3e-5)

@@ -99,7 +99,10 @@ class MultiHeadAttention(nnx.Module):
     ``sliding_window`` (an int w) limits each query to keys less than w positions away
     (local attention, as in Mistral, Gemma and gpt-oss's sliding layers);
     ``attention_chunk`` (an int C) to keys of its own chunk of C positions (``pos //
-    C``; Llama 4's chunked attention in its RoPE layers); ``attention_sinks=True``
+    C``; Llama 4's chunked attention in its RoPE layers); ``sink_tokens`` (an int s,
+    with a window) keeps the keys at positions below s visible (StreamingLLM's attention
+    sinks; `init_rolling_cache` then decodes a stream of any length in s + w - 1
+    cache slots); ``attention_sinks=True``
     adds gpt-oss's learned sink: one logit per head (``nnx.Param`` ``sink_logits`` [N],
     zeros at init) for a virtual key with a zero value, so a head can put weight on
     "nothing". All three act on every path (dense, blockwise, KV-cache decoding) and
@@ -134,6 +137,7 @@ class MultiHeadAttention(nnx.Module):
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         sliding_window: int | None = None,
         attention_chunk: int | None = None,
+        sink_tokens: int = 0,
         attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
@@ -148,6 +152,13 @@ class MultiHeadAttention(nnx.Module):
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValueError(f"{key} must be None or an int >= 1; got {value!r}")
+        if isinstance(sink_tokens, bool) or not isinstance(sink_tokens, int) or sink_tokens < 0:
+            raise ValueError(f"sink_tokens must be an int >= 0; got {sink_tokens!r}")
+        if sink_tokens and sliding_window is None:
+            raise ValueError(
+                f"sink_tokens={sink_tokens} keeps the first tokens visible beyond a sliding "
+                "window: set sliding_window too"
+            )
         if not isinstance(attention_sinks, bool):
             raise ValueError(f"attention_sinks must be True or False; got {attention_sinks!r}")
         num_heads, num_kv_heads = check_heads(num_heads, num_kv_heads, "MultiHeadAttention")
@@ -189,6 +200,8 @@ class MultiHeadAttention(nnx.Module):
         self.softmax_scale_params = nnx.data(nnx.Param(scale_params) if scale_params else None)
         self.sliding_window = sliding_window
         self.attention_chunk = attention_chunk
+        self.sink_tokens = sink_tokens
+        self.rolling = False  # set by init_rolling_cache
         # gpt-oss: one learned sink logit per query head, zeros at init
         self.sink_logits = nnx.data(
             nnx.Param(jnp.zeros((num_heads,), jnp.float32)) if attention_sinks else None
@@ -215,6 +228,33 @@ class MultiHeadAttention(nnx.Module):
         Writing past ``max_length`` is an error (see `__call__`), never a silent
         overwrite.
         """
+        self.rolling = False
+        self._allocate_cache(batch_size, max_length, dtype)
+
+    def init_rolling_cache(self, batch_size: int, *, dtype=jnp.float32) -> None:
+        """Allocates a ring-buffer KV cache that decodes a stream of any length.
+
+        With a sliding window w (and ``sink_tokens`` s), a query never sees keys other
+        than the first s and the last w - 1 before it, so the cache holds s + w - 1
+        slots (at least s + 1): the first s tokens stay, later ones overwrite the
+        oldest slot of the ring. Memory is constant in the stream length; each step
+        attends to the cache and the new tokens, sorted by age (StreamingLLM's
+        ``StartRecentKVCache``; Mistral's rolling buffer without sinks).
+
+        Raises:
+          ValueError: without ``sliding_window`` (every key would have to stay).
+        """
+        if self.sliding_window is None:
+            raise ValueError(
+                "init_rolling_cache needs sliding_window (and optionally sink_tokens): "
+                "without a window every key stays visible; use init_cache(batch, max_length)"
+            )
+        self.rolling = True
+        slots = self.sink_tokens + max(self.sliding_window - 1, 1)
+        self._allocate_cache(batch_size, slots, dtype)
+        self.cache["written"] = nnx.Cache(jnp.full((slots,), -1, jnp.int32))  # token count
+
+    def _allocate_cache(self, batch_size: int, max_length: int, dtype) -> None:
         shape = (batch_size, max_length, self.num_kv_heads, self.head_dim)
         k_shape = (*shape[:-1], self.scheme.rotated_dim(self.head_dim))  # PoPE: 2H
         cache = {
@@ -235,8 +275,41 @@ class MultiHeadAttention(nnx.Module):
         """[B, T]: the segment id of each row's last cached key (0 for an empty cache)."""
         c = self.cache
         last = jnp.maximum(c["index"][...] - 1, 0)
+        if self.rolling:
+            last = self._ring_slot(last)
         ids = jax.lax.dynamic_slice_in_dim(c["segment_ids"][...], last, 1, axis=1)  # [B, 1]
         return jnp.broadcast_to(ids, (b, t))
+
+    def _ring_slot(self, count: jax.Array) -> jax.Array:
+        """The rolling cache's slot of the token written ``count``-th (0-based)."""
+        sinks = self.sink_tokens
+        ring = self.cache["k"].shape[1] - sinks
+        return jnp.where(count < sinks, count, sinks + (count - sinks) % ring)
+
+    def _update_rolling_cache(self, k, v, positions, key_mask, segment_ids, states=None):
+        """Attends over the cache (sorted by age) and the new tokens, then writes the
+        new tokens into the ring; returns what `_update_cache` returns, S = slots + T."""
+        c = self.cache
+        idx, t, size = c["index"][...], k.shape[1], c["k"].shape[1]
+        order = jnp.argsort(c["written"][...])  # oldest first; empty slots (-1) lead
+        # Token idx + i goes to its ring slot unless a later new token takes that slot.
+        count = idx + jnp.arange(t)
+        keep = (count < self.sink_tokens) | (count >= idx + t - (size - self.sink_tokens))
+        slots = jnp.where(keep, self._ring_slot(count), size)  # size: dropped
+        new = {"k": k, "v": v, "positions": positions, "valid": key_mask,
+               "segment_ids": segment_ids}  # fmt: skip
+        if states is not None:
+            new["token_state"] = states
+        out = {}
+        for name, value in new.items():
+            old = c[name][...]
+            value = value.astype(old.dtype)
+            out[name] = jnp.concatenate([jnp.take(old, order, axis=1), value], axis=1)
+            c[name][...] = old.at[:, slots].set(value, mode="drop")
+        c["written"][...] = c["written"][...].at[slots].set(count, mode="drop")
+        c["index"][...] = idx + t
+        names = ("k", "v", "positions", "valid", "segment_ids")
+        return (*(out[name] for name in names), out.get("token_state"))
 
     def _update_cache(self, k, v, positions, key_mask, segment_ids, states=None):
         """Writes the new keys at the cache index; returns the whole cache.
@@ -245,6 +318,8 @@ class MultiHeadAttention(nnx.Module):
         or None. Returns k, v [B, S, K, H] and positions, valid, segment ids [B, S]
         (S = max_length), and the cached states [B, S, N] (None without states).
         """
+        if self.rolling:
+            return self._update_rolling_cache(k, v, positions, key_mask, segment_ids, states)
         c = self.cache
         idx = c["index"][...]
         _check_cache_room(idx, k.shape[1], c["k"].shape[1])
@@ -325,6 +400,8 @@ class MultiHeadAttention(nnx.Module):
             inputs.update(sliding_window=self.sliding_window)
         if self.attention_chunk is not None:
             inputs.update(attention_chunk=self.attention_chunk)
+        if self.sink_tokens:
+            inputs.update(sink_tokens=self.sink_tokens)
         if self.sink_logits is not None:
             inputs.update(sink_logits=self.sink_logits.get_value())
         out = attend(q, k, v, attention=self.attention, aligned=not decode, **inputs)

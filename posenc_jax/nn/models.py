@@ -102,6 +102,7 @@ class TransformerBlock(nnx.Module):
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         sliding_window: int | None = None,
         attention_chunk: int | None = None,
+        sink_tokens: int = 0,
         attention_sinks: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
@@ -120,6 +121,7 @@ class TransformerBlock(nnx.Module):
             softmax_scale=softmax_scale,
             sliding_window=sliding_window,
             attention_chunk=attention_chunk,
+            sink_tokens=sink_tokens,
             attention_sinks=attention_sinks,
             **kw,
         )
@@ -173,6 +175,7 @@ class _Transformer(nnx.Module):
         softmax_scale: SoftmaxScale | str | dict[str, Any] | None = None,
         sliding_window: int | None = None,
         attention_chunk: int | None = None,
+        sink_tokens: int = 0,
         attention_sinks: bool = False,
         layer_pattern: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
@@ -197,6 +200,7 @@ class _Transformer(nnx.Module):
             scheme=self.scheme,
             sliding_window=sliding_window,
             attention_chunk=attention_chunk,
+            sink_tokens=sink_tokens,
             softmax_scale=softmax_scale,
             attention_sinks=attention_sinks,
         )
@@ -331,6 +335,19 @@ class _Transformer(nnx.Module):
         for block in self.blocks:
             block.attn.init_cache(batch_size, max_length, dtype=dtype)
 
+    def init_rolling_cache(self, batch_size: int, *, dtype=jnp.float32) -> None:
+        """Allocates ring-buffer KV caches: decoding a stream of any length in constant
+        memory (see `MultiHeadAttention.init_rolling_cache`); every layer needs a
+        sliding window."""
+        for i, block in enumerate(self.blocks):
+            if block.attn.sliding_window is None:
+                raise ValueError(
+                    f"init_rolling_cache: layer {i} has no sliding_window, so its cache "
+                    "must keep every key; use init_cache(batch, max_length)"
+                )
+        for block in self.blocks:
+            block.attn.init_rolling_cache(batch_size, dtype=dtype)
+
 
 class TransformerLM(_Transformer):
     """Decoder-only (causal) tiny language model with a positional scheme.
@@ -347,9 +364,10 @@ class TransformerLM(_Transformer):
       vocab_size: V, the number of token ids (input embedding and output head).
       **kwargs: the model settings (scheme, num_layers, d_model, num_heads,
         num_kv_heads, mlp_ratio, norm, dropout_rate, attention, softmax_scale
-        (a length-scaled softmax in every layer), sliding_window, attention_chunk and
-        attention_sinks (local attention, chunked attention and gpt-oss's learned
-        sinks in every layer; see `posenc_jax.nn.MultiHeadAttention`), layer_pattern
+        (a length-scaled softmax in every layer), sliding_window, attention_chunk,
+        sink_tokens and attention_sinks (local attention, chunked attention,
+        StreamingLLM's sink tokens and gpt-oss's learned sinks in every layer; see
+        `posenc_jax.nn.MultiHeadAttention`), layer_pattern
         (per-layer overrides of those, e.g. Gemma 3's or Llama 4's; see
         `posenc_jax.nn.patterns`), dtype, param_dtype, rngs).
 

@@ -41,7 +41,14 @@ __all__ = [
     "llama4_pattern",
 ]
 
-LAYER_KEYS = ("scheme", "sliding_window", "attention_chunk", "softmax_scale", "attention_sinks")
+LAYER_KEYS = (
+    "scheme",
+    "sliding_window",
+    "attention_chunk",
+    "sink_tokens",
+    "softmax_scale",
+    "attention_sinks",
+)
 
 
 def gemma3_pattern(

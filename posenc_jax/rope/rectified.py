@@ -13,6 +13,10 @@ position maps for the far logits, applied to the query and key positions::
 - SelfExtend (Jin et al. 2024): f(i) = floor(i / G) + w - floor(w / G), g(j) =
   floor(j / G): grouped positions beyond the neighbour window, shifted so the two
   meet at distance w.
+- StreamingLLM (Xiao et al. 2024), positions within the cache: only the first s keys
+  (attention sinks) and the window are kept; the far term covers the sinks, seen from
+  f(i) = min(i, s + w - 1), g(j) = j, and every other far key is masked out. (In the
+  cache the window keys keep their distances; a sink at j sits s + w - 1 - j away.)
 
 The far term rotates q and k again with the mapped positions, so the logits cost two
 q.k products (the reference's two-pass attention). Keys enter unrotated; a KV cache keeps
@@ -44,7 +48,11 @@ far query at ``position_ids + window * (scaling_factor - 1)`` and the far key at
 Models" (Dual Chunk Attention, ICML 2024, arXiv 2402.17463; reference code
 HKUNLP/ChunkLlama, chunkllama_attn_replace.py: ``chunk_len = chunk_size - local_window``,
 ``qc_t = (q_t + chunk_len).clamp(max=chunk_size)``, ``k_t = arange % chunk_len``, the
-inter-chunk query at ``qc_t[chunk_len - 1]``).
+inter-chunk query at ``qc_t[chunk_len - 1]``); Xiao et al. 2024, "Efficient Streaming
+Language Models with Attention Sinks" (ICLR 2024, arXiv 2309.17453; reference code
+mit-han-lab/streaming-llm, pos_shift/modify_llama.py: the query rotated at its
+``position_ids``, ``key_position_ids = torch.arange(kv_seq_len)``; kv_cache.py,
+``StartRecentKVCache``: the first ``start_size`` and the last ``recent_size`` keys).
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.rope.rotation import apply_rope
+from posenc_jax.stick_breaking import MASK_VALUE
 
 __all__ = [
     "RECTIFIED_METHODS",
@@ -63,11 +72,17 @@ __all__ = [
     "rectified_rope_logits",
 ]
 
-RECTIFIED_METHODS = ("rerope", "leaky_rerope", "self_extend", "dual_chunk")
+RECTIFIED_METHODS = ("rerope", "leaky_rerope", "self_extend", "dual_chunk", "streaming_llm")
 
 
 def far_positions(
-    method: str, q_positions: jax.Array, k_positions: jax.Array, *, window: int, factor: float
+    method: str,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    *,
+    window: int,
+    factor: float,
+    sink_tokens: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """The positions the far logits rotate q and k with: (f(i), g(j)) (two-term methods).
 
@@ -79,11 +94,12 @@ def far_positions(
         [7, 6, 5]
 
     Args:
-      method: "rerope", "leaky_rerope" or "self_extend".
+      method: "rerope", "leaky_rerope", "self_extend" or "streaming_llm".
       q_positions: [T] or [B, T]; k_positions: [S] or [B, S].
       window: w, the neighbour window.
       factor: k of Leaky ReRoPE (slope 1/k beyond the window) or G of SelfExtend (the
-        group size); unused by ReRoPE.
+        group size); unused by ReRoPE and StreamingLLM.
+      sink_tokens: StreamingLLM's s, the sinks kept before the window.
 
     Returns:
       Query and key positions of the far term (float32 for Leaky ReRoPE, int32 else).
@@ -93,6 +109,8 @@ def far_positions(
         raise ValueError("dual_chunk has three position maps: use dual_chunk_positions")
     if method == "rerope":
         return jnp.full_like(q_positions, window), jnp.zeros_like(k_positions)
+    if method == "streaming_llm":
+        return jnp.minimum(q_positions, sink_tokens + window - 1), k_positions
     if method == "leaky_rerope":
         q = (q_positions.astype(jnp.float32) + window * (factor - 1.0)) / factor
         return q, k_positions.astype(jnp.float32) / factor
@@ -148,10 +166,12 @@ def rectified_rope_logits(
     window: int,
     factor: float = 1.0,
     local_window: int = 0,
+    sink_tokens: int = 0,
     rotate: Callable[..., jax.Array] | None = None,
     inv_freq: jax.Array | None = None,
 ) -> jax.Array:
-    """q . k logits under ReRoPE, Leaky ReRoPE, SelfExtend or Dual Chunk Attention.
+    """q . k logits under ReRoPE, Leaky ReRoPE, SelfExtend, Dual Chunk Attention or
+    StreamingLLM.
 
     Example:
         >>> import jax.numpy as jnp
@@ -172,6 +192,8 @@ def rectified_rope_logits(
         size s (``factor`` unused).
       local_window: Dual Chunk Attention's w (see `dual_chunk_positions`); unused by
         the others.
+      sink_tokens: StreamingLLM's s: far keys at positions >= s get ``MASK_VALUE``
+        (evicted from its cache); unused by the others.
       rotate: ``rotate(x, positions) -> x`` with RoPE's settings (frequencies, layout,
         partial rotary); default `apply_rope` with ``inv_freq``.
       inv_freq: the frequencies for the default ``rotate``.
@@ -199,11 +221,15 @@ def rectified_rope_logits(
         chunks = chunks[None, None] if chunks.ndim == 2 else chunks[:, None]  # [B|1, 1, T, S]
         return jnp.where(chunks <= 0, intra, jnp.where(chunks == 1, succ, inter))
     near = dot(rotate(q, q_positions), rotate(k, k_positions))
-    fq, fk = far_positions(method, q_positions, k_positions, window=window, factor=factor)
+    fq, fk = far_positions(
+        method, q_positions, k_positions, window=window, factor=factor, sink_tokens=sink_tokens
+    )
     far = dot(rotate(q, fq), rotate(k, fk))
     qp = jnp.asarray(q_positions)
     kp = jnp.asarray(k_positions)
     qp = qp[None] if qp.ndim == 1 else qp
     kp = kp[None] if kp.ndim == 1 else kp
     distance = qp[:, None, :, None] - kp[:, None, None, :]  # [B, 1, T, S]
+    if method == "streaming_llm":  # far keys other than the sinks are evicted
+        far = jnp.where(kp[:, None, None, :] < sink_tokens, far, MASK_VALUE)
     return jnp.where(jnp.abs(distance) < window, near, far)

@@ -67,7 +67,8 @@ class RopeScheme(Scheme):
     "dynamic" grows its base with the length it sees from factor 1). "rerope",
     "leaky_rerope" and "self_extend" return a `WindowedRopeScheme` (true distances
     within half the training length, capped or compressed beyond); "dual_chunk" one
-    with Dual Chunk Attention's chunks.
+    with Dual Chunk Attention's chunks; "streaming_llm" one with StreamingLLM's sinks
+    and window (positions within its cache).
 
     Example:
         >>> s = RopeScheme().extend_context("yarn", train_length=64, eval_length=256)
@@ -138,12 +139,17 @@ class RopeScheme(Scheme):
         """ReRoPE, Leaky ReRoPE or SelfExtend with w = L // 2 and the smallest factor that
         keeps the far distance of the longest query-key pair (E - 1) within L - 1; Dual
         Chunk Attention with the reference's defaults (chunk s = 3L/4 - L/16, local
-        window L/16: ChunkLlama's ``replace_with_chunkllama``)."""
+        window L/16: ChunkLlama's ``replace_with_chunkllama``); StreamingLLM with 4 sinks
+        and a cache of L positions (sinks + window = L)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(RopeScheme)}
         if method == "dual_chunk":
             local = train_length // 16
             chunk = max(1, train_length * 3 // 4 - local)
             return WindowedRopeScheme(**fields, method=method, window=chunk, local_window=local)
+        if method == "streaming_llm":  # 4 sinks (the reference's start_size), cache of L
+            sinks = min(4, max(0, train_length - 2))
+            window = max(1, train_length - sinks)
+            return WindowedRopeScheme(**fields, method=method, window=window, sink_tokens=sinks)
         window = max(1, train_length // 2)
         reach = max(1, train_length - 1 - window)
         factor = max(1.0, (eval_length - 1 - window) / reach)
@@ -351,17 +357,24 @@ class WindowedRopeScheme(RopeScheme):
     Settings (besides `RopeScheme`'s):
       method: "rerope" (far keys at distance ``window``), "leaky_rerope" (slope
         1/``factor`` beyond the window), "self_extend" (positions grouped by
-        ``factor`` beyond the window) or "dual_chunk" (chunks of ``window``).
+        ``factor`` beyond the window), "dual_chunk" (chunks of ``window``) or
+        "streaming_llm" (sinks and a window of ``window``).
       window: w, the neighbour window (> 0); Dual Chunk Attention's chunk size s.
       factor: Leaky ReRoPE's k or SelfExtend's group size G (>= 1; integer for
         SelfExtend); unused by ReRoPE and Dual Chunk Attention.
       local_window: Dual Chunk Attention's w (>= 0): keys in the previous chunk keep
         their true distance up to ``window + local_window``; unused by the others.
+      sink_tokens: StreamingLLM's s (>= 0): the first s keys stay visible beyond the
+        window, at distance ``s + window - 1 - j``; the other far keys are masked.
+        Unused by the others. (A model with ``sliding_window=window`` and
+        ``sink_tokens=s`` can then decode with a ring-buffer cache:
+        `posenc_jax.nn.TransformerLM.init_rolling_cache`.)
 
     `RopeScheme.extend_context` builds it for a training length L and an evaluation
     length E: w = L // 2; Leaky ReRoPE's k and SelfExtend's G the smallest that keep
     the far distance of E - 1 within L - 1; Dual Chunk Attention with the reference's
-    s = 3L/4 - L/16 and w = L/16, whatever E.
+    s = 3L/4 - L/16 and w = L/16, whatever E; StreamingLLM with 4 sinks and a window
+    of L - 4.
 
     Example:
         >>> s = RopeScheme().extend_context("self_extend", train_length=64, eval_length=256)
@@ -370,7 +383,7 @@ class WindowedRopeScheme(RopeScheme):
 
     References: Su 2023, ReRoPE and Leaky ReRoPE (kexue.fm/archives/9708); Jin et al.
     2024, SelfExtend (arXiv 2401.01325); An et al. 2024, Dual Chunk Attention (arXiv
-    2402.17463).
+    2402.17463); Xiao et al. 2024, StreamingLLM (arXiv 2309.17453).
     """
 
     name: ClassVar[str] = "windowed_rope"
@@ -379,23 +392,25 @@ class WindowedRopeScheme(RopeScheme):
     needs_k_for_bias: ClassVar[bool] = True
     replaces_content_logits: ClassVar[bool] = True
     causal_only: ClassVar[str | None] = (
-        "ReRoPE, SelfExtend and Dual Chunk Attention extend decoder language models"
+        "ReRoPE, SelfExtend, Dual Chunk Attention and StreamingLLM extend decoder language models"
     )
     context_extensions: ClassVar[tuple[str, ...]] = ()
     method: str = "rerope"
     window: int = 512
     factor: float = 1.0
     local_window: int = 0
+    sink_tokens: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.method, "method", rectified.RECTIFIED_METHODS, "windowed_rope")
         if as_int(self.window, "window", "windowed_rope") < 1:
             raise ValueError(f"windowed_rope needs window >= 1; got window={self.window!r}")
-        if as_int(self.local_window, "local_window", "windowed_rope") < 0:
-            raise ValueError(
-                f"windowed_rope needs local_window >= 0; got local_window={self.local_window!r}"
-            )
+        for key in ("local_window", "sink_tokens"):
+            if as_int(getattr(self, key), key, "windowed_rope") < 0:
+                raise ValueError(
+                    f"windowed_rope needs {key} >= 0; got {key}={getattr(self, key)!r}"
+                )
         factor = positive_float(self.factor, "factor", "windowed_rope")
         if factor < 1 or (self.method == "self_extend" and factor != int(factor)):
             kind = "an integer group size" if self.method == "self_extend" else "a number"
@@ -418,5 +433,6 @@ class WindowedRopeScheme(RopeScheme):
             window=self.window,
             factor=self.factor,
             local_window=self.local_window,
+            sink_tokens=self.sink_tokens,
             rotate=lambda x, positions: rope.apply_rope(x, positions, **rotate),
         )
