@@ -819,6 +819,16 @@ def test_passkey_position_is_spread():
     assert where.min() <= 10 and where.max() >= 90
 
 
+@pytest.mark.parametrize(("depth", "where"), [(0.0, 0), (0.5, 50), (0.25, 25), (1.0, 100)])
+def test_passkey_depth_fixes_the_key_position(depth, where):
+    task = get_task("passkey", digits=3, depth=depth)
+    batch = task.sample_batch(rng(1), 8, 100)
+    found = np.argmax(batch.tokens == task.token_id("KEY"), axis=1) - 1  # after <bos>
+    np.testing.assert_array_equal(found, where)
+    with pytest.raises(ValueError, match=r"depth must be None or a fraction in \[0, 1\]"):
+        get_task("passkey", depth=1.5)
+
+
 # ------------------------------------------------------------------------------------------------
 # Byte-level language modelling.
 

@@ -439,8 +439,10 @@ class Passkey(DecoderTask):
     ``"f9"``. Prompt: ``length`` filler tokens with ``KEY d_1 .. d_k`` (``k = digits`` uniform
     digits) inserted at a uniform position 0..length, then ``<sep>``; answer ``d_1 .. d_k``. With
     ``filler="cycle"`` the filler is the fixed cycle ``f0 f1 .. f9 f0 ..`` (the repeated
-    sentences of the original test), with ``filler="random"`` uniform filler symbols. Training
-    lengths 1..256, evaluation 512..4096 filler tokens.
+    sentences of the original test), with ``filler="random"`` uniform filler symbols.
+    ``depth`` (a fraction in [0, 1]) puts the key at ``round(depth * length)`` instead of
+    a uniform position: the needle depth of the passkey heat maps (Jin et al. 2024,
+    SelfExtend, Fig. 3). Training lengths 1..256, evaluation 512..4096 filler tokens.
 
     Example (digits=3, filler="cycle", position 2):
       ``<bos> f0 f1 KEY 4 0 7 f2 f3 <sep> 4 0 7 <eos>``.
@@ -455,10 +457,17 @@ class Passkey(DecoderTask):
     _FILLERS = ("cycle", "random")
     _NUM_FILLER = 10
 
-    def __init__(self, *, digits: int = 5, filler: str = "cycle") -> None:
+    def __init__(
+        self, *, digits: int = 5, filler: str = "cycle", depth: float | None = None
+    ) -> None:
         self.digits = check_int("digits", digits, minimum=1)
         check_choice("filler", filler, self._FILLERS)
         self.filler = filler
+        if depth is not None and (
+            isinstance(depth, bool) or not isinstance(depth, int | float) or not 0 <= depth <= 1
+        ):
+            raise ValueError(f"depth must be None or a fraction in [0, 1]; got depth={depth!r}")
+        self.depth = None if depth is None else float(depth)
         self.symbols = (*_DIGITS, "KEY", *(f"f{i}" for i in range(self._NUM_FILLER)))
 
     def prompt_length(self, length: int) -> int:
@@ -475,6 +484,8 @@ class Passkey(DecoderTask):
             fill = rng.integers(0, self._NUM_FILLER, size=(batch_size, length))
         fill = first_filler + fill
         where = rng.integers(0, length + 1, size=batch_size)[:, None]  # [B, 1]
+        if self.depth is not None:
+            where = np.full_like(where, round(self.depth * length))
         key = NUM_SPECIAL + rng.integers(0, 10, size=(batch_size, self.digits))
         span = self.digits + 1
         pos = np.arange(length + span)  # [length + k + 1]
