@@ -54,10 +54,12 @@ def test_chunked_attention_equals_hugging_face_masks_with_left_padding():
     mask = jnp.arange(t)[None] >= jnp.array(pads)[:, None]  # [2, T], left padding
     pos = positions_from_padding(mask)
     kw = dict(q_positions=pos, k_positions=pos, causal=True, key_mask=mask, attention_chunk=chunk)
-    outs = {
-        "dense": dense_attention(q, k, v, **kw),
-        "blockwise": blockwise_attention(q, k, v, q_block=4, k_block=5, **kw),
-    }
+    outs = jax.jit(
+        lambda q, k, v: {
+            "dense": dense_attention(q, k, v, **kw),
+            "blockwise": blockwise_attention(q, k, v, q_block=4, k_block=5, **kw),
+        }
+    )(q, k, v)
     for b, pad in enumerate(pads):
         ref = reference_chunked_attention(q[b, :, 0], k[b, :, 0], v[b, :, 0], chunk, pad)
         for path, out in outs.items():
@@ -81,7 +83,8 @@ def test_llama4_pattern_builds_its_layers_and_decodes_as_the_full_forward():
     assert (nope.scheme.name, nope.attention_chunk) == ("nope", None)
     assert nope.softmax_scale.kind == "llama4"
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 10), 0, 11)
-    full = model(tokens)
+    forward = nnx.jit(lambda m, x: m(x))  # compiled: cheaper than eager operations here
+    full = forward(model, tokens)
     model.init_cache(2, 10)
     step = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))
     outs = [step(model, tokens[:, :4], jnp.arange(4))]
@@ -89,7 +92,7 @@ def test_llama4_pattern_builds_its_layers_and_decodes_as_the_full_forward():
     np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=2e-5)
     # The chunks matter: the same weights without them give other logits past the first chunk.
     rope.attention_chunk = None
-    unchunked = model(tokens)
+    unchunked = forward(model, tokens)
     np.testing.assert_allclose(unchunked[:, :3], full[:, :3], atol=2e-5)
     assert float(jnp.max(jnp.abs(unchunked[:, 3:] - full[:, 3:]))) > 1e-3
 

@@ -76,7 +76,7 @@ def test_kv_cache_decoding_with_sinks_and_a_window_equals_the_full_forward():
                           sliding_window=3, attention_sinks=True, rngs=nnx.Rngs(0))  # fmt: skip
     model.blocks[0].attn.sink_logits.set_value(jnp.array([1.5, -0.5]))
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 9), 0, 11)
-    full = model(tokens, positions=jnp.arange(9) + 7)
+    full = nnx.jit(lambda m, x, p: m(x, positions=p))(model, tokens, jnp.arange(9) + 7)
     model.init_cache(2, 9)
     step = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))
     outs = [step(model, tokens[:, :4], jnp.arange(4) + 7)]
@@ -118,7 +118,7 @@ def test_rolling_cache_decodes_a_long_stream_as_the_full_forward(scheme):
     model = TransformerLM(11, scheme=scheme, num_layers=1, d_model=16, num_heads=2,
                           sliding_window=4, sink_tokens=2, rngs=nnx.Rngs(0))  # fmt: skip
     tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 23), 0, 11)
-    full = model(tokens)
+    full = nnx.jit(lambda m, x: m(x))(model, tokens)  # compiled: cheaper than eager here
     model.init_rolling_cache(2)
     assert model.blocks[0].attn.cache["k"].shape[1] == 2 + 4 - 1  # sinks + window - 1
     step = nnx.jit(lambda m, x, p: m(x, positions=p, decode=True))

@@ -15,6 +15,8 @@ The scheme-generic checks (blockwise = dense, KV-cache decoding, left padding, p
 training) run through tests/helpers/schemes.py.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,12 +68,30 @@ def test_attention_equals_the_reference_transcription(method, factor):
     scheme = make_scheme({"name": "windowed_rope", "method": method, "window": window,
                           "factor": factor})  # fmt: skip
     pos = jnp.arange(t)
-    out = dense_attention(q, k, v, q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
+    attention = jax.jit(functools.partial(dense_attention, scheme=scheme, causal=True))
+    out = attention(q, k, v, q_positions=pos, k_positions=pos)
     logits = reference_logits(q[0, :, 0], k[0, :, 0], method, window, factor)
     logits = np.where(np.tril(np.ones((t, t), bool)), logits, -np.inf)
     w = np.exp(logits - logits.max(-1, keepdims=True))
     ref = (w / w.sum(-1, keepdims=True)) @ np.asarray(v[0, :, 0], np.float64)
     np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5)
+
+
+@functools.cache
+def _rope_attention(name, method=None, window=None):
+    """A compiled causal attention of rotated q, k at positions 0..T-1 (shared by examples)."""
+    spec = {"name": name}
+    if method is not None:
+        spec.update(method=method, window=window, factor=2.0)
+    scheme = make_scheme(spec).configure(causal=True)
+
+    def attend(q, k, v):
+        pos = jnp.arange(q.shape[1])
+        qr, kr = scheme.rotate({}, q, k, pos, pos)
+        return dense_attention(qr, kr, v, q_positions=pos, k_positions=pos, scheme=scheme,
+                               causal=True)  # fmt: skip
+
+    return jax.jit(attend)
 
 
 @settings(max_examples=6, deadline=None)
@@ -83,18 +103,8 @@ def test_a_window_longer_than_the_sequence_is_plain_rope(method, seed):
     length = 9  # one shape: the examples share compiled operations
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
     q, k, v = (jax.random.normal(kk, (1, length, 2, 8)) for kk in keys)
-    pos = jnp.arange(length)
-
-    def attend(spec):
-        scheme = make_scheme(spec).configure(causal=True)
-        qr, kr = scheme.rotate({}, q, k, pos, pos)
-        return dense_attention(
-            qr, kr, v, q_positions=pos, k_positions=pos, scheme=scheme, causal=True
-        )
-
-    windowed = attend({"name": "windowed_rope", "method": method, "window": length,
-                       "factor": 2.0})  # fmt: skip
-    np.testing.assert_allclose(windowed, attend({"name": "rope"}), atol=2e-5, rtol=2e-5)
+    windowed = _rope_attention("windowed_rope", method, length)(q, k, v)
+    np.testing.assert_allclose(windowed, _rope_attention("rope")(q, k, v), atol=2e-5, rtol=2e-5)
 
 
 def test_bad_settings_are_clear_errors():
@@ -189,17 +199,19 @@ def test_dual_chunk_attention_equals_the_reference_transcriptions():
     scheme = make_scheme({"name": "windowed_rope", "method": "dual_chunk", "window": chunk,
                           "local_window": local})  # fmt: skip
     pos = jnp.arange(t)
-    out = dense_attention(q, k, v, q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
+    # One compiled program for both calls below (cheaper than eager operations here).
+    attention = jax.jit(functools.partial(dense_attention, scheme=scheme, causal=True))
+    out = attention(q, k, v, q_positions=pos, k_positions=pos)
     ref = dca_prefill_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], chunk, local)
     np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5)
-    # One decoding step per query position against the keys so far (the cached form).
-    for last in (3, 7, 12, 22):
-        step = dense_attention(q[:, last : last + 1], k[:, : last + 1], v[:, : last + 1],
-                               q_positions=pos[last : last + 1], k_positions=pos[: last + 1],
-                               scheme=scheme, causal=True)  # fmt: skip
-        ref = dca_decode_reference(q[0, last : last + 1, 0], k[0, : last + 1, 0],
-                                   v[0, : last + 1, 0], chunk, local)  # fmt: skip
-        np.testing.assert_allclose(step[0, 0, 0], ref, atol=3e-5, rtol=3e-5, err_msg=str(last))
+    # Decoding: queries at a few positions, each against every key (causal: those so
+    # far), in one call; the reference's cached form takes one query at a time.
+    last = jnp.array([3, 7, 12, 22])
+    steps = attention(q[:, last], k, v, q_positions=last, k_positions=pos)
+    for i, n in enumerate(last.tolist()):
+        ref = dca_decode_reference(q[0, n : n + 1, 0], k[0, : n + 1, 0], v[0, : n + 1, 0],
+                                   chunk, local)  # fmt: skip
+        np.testing.assert_allclose(steps[0, i, 0], ref, atol=3e-5, rtol=3e-5, err_msg=str(n))
 
 
 def test_dual_chunk_attention_blockwise_equals_dense_and_never_rotates_past_its_range():
@@ -211,8 +223,12 @@ def test_dual_chunk_attention_blockwise_equals_dense_and_never_rotates_past_its_
     scheme = make_scheme({"name": "windowed_rope", "method": "dual_chunk", "window": chunk,
                           "local_window": local})  # fmt: skip
     kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
-    dense = dense_attention(q, k, v, **kw)
-    block = blockwise_attention(q, k, v, **kw, q_block=5, k_block=3)  # tiles straddle chunks
+    dense, block = jax.jit(
+        lambda q, k, v: (
+            dense_attention(q, k, v, **kw),
+            blockwise_attention(q, k, v, **kw, q_block=5, k_block=3),  # tiles straddle chunks
+        )
+    )(q, k, v)
     np.testing.assert_allclose(block, dense, atol=2e-5, rtol=2e-5)
     q3, kp, chunks = dual_chunk_positions(pos, pos, chunk_size=chunk, local_window=local)
     distance = np.asarray(q3)[..., None, :] - np.asarray(kp)[..., None, :, None]  # [B,T,S,3]
@@ -263,9 +279,14 @@ def test_streaming_llm_equals_the_reference_decoding():
     pos = jnp.arange(t)
     ref = streaming_llm_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], sinks, window - 1)
     kw = dict(q_positions=pos, k_positions=pos, scheme=scheme, causal=True)
-    # The scheme alone masks the evicted keys; a window with sink tokens masks them too.
-    for extra in ({}, {"sliding_window": window, "sink_tokens": sinks}):
-        out = dense_attention(q, k, v, **kw, **extra)
-        np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5, err_msg=str(extra))
-    block = blockwise_attention(q, k, v, **kw, q_block=4, k_block=3)
+    # The scheme alone masks the evicted keys (dense); a window with sink tokens masks them
+    # too (blockwise, as a model with sliding_window and sink_tokens runs it).
+    out, block = jax.jit(
+        lambda q, k, v: (
+            dense_attention(q, k, v, **kw),
+            blockwise_attention(q, k, v, **kw, q_block=4, k_block=3, sliding_window=window,
+                                sink_tokens=sinks),
+        )
+    )(q, k, v)  # fmt: skip
+    np.testing.assert_allclose(out[0, :, 0], ref, atol=3e-5, rtol=3e-5)
     np.testing.assert_allclose(block[0, :, 0], ref, atol=3e-5, rtol=3e-5)
