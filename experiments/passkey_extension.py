@@ -10,11 +10,11 @@ et al. 2023 (YaRN) show passkey results. The score is the whole key retrieved
 method) and ``heatmap.png`` (one panel per method) to ``--out`` (default
 ``runs/passkey_extension``).
 
-In the docs: docs/reproductions/rope_extension.md.
+In the docs: docs/reproductions/passkey_extension.md.
 From the repository root:
 
-    python experiments/passkey_heatmap.py
-    python experiments/passkey_heatmap.py train.steps=100 --out /tmp/pk   # overrides, as --set
+    python experiments/passkey_extension.py
+    python experiments/passkey_extension.py train.steps=100 --out /tmp/pk   # overrides, as --set
 """
 
 from __future__ import annotations
