@@ -800,21 +800,7 @@ def _online_softmax_update(state, logits, ok, vb, qpos, kpos, *, scheme, params)
     return _OnlineSoftmax(acc, m_new, l, any_ok)
 
 
-def _key_block_step(
-    state,
-    key_block,
-    *,
-    qb,
-    qpos,
-    qseg,
-    qstate,
-    scheme,
-    params,
-    causal,
-    sliding_window,
-    attention_chunk,
-    sink_tokens,
-):
+def _key_block_step(state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, local):
     """Scan body over key blocks.
 
     key_block = (k [B, tk, N, H], v, positions [B, tk], mask [B, tk], segment ids
@@ -823,30 +809,17 @@ def _key_block_step(
     """
     vb, kpos = key_block[1], key_block[2]
     logits, ok = _tile_logits(
-        qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
-        sliding_window=sliding_window,
-        attention_chunk=attention_chunk,
-        sink_tokens=sink_tokens,
-    )  # fmt: skip
+        qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal, local=local
+    )
     state = _online_softmax_update(state, logits, ok, vb, qpos, kpos, scheme=scheme, params=params)
     return state, None
 
 
-def _tile_logits(
-    qb,
-    qpos,
-    qseg,
-    qstate,
-    key_block,
-    *,
-    scheme,
-    params,
-    causal,
-    sliding_window,
-    attention_chunk,
-    sink_tokens,
-):
-    """Masked logits [B, N, tq, tk] and allowed [B, 1, tq, tk] of one query and key tile."""
+def _tile_logits(qb, qpos, qseg, qstate, key_block, *, scheme, params, causal, local):
+    """Masked logits [B, N, tq, tk] and allowed [B, 1, tq, tk] of one query and key tile.
+
+    local: the window, chunk and sink-token settings of `_masked_logits`.
+    """
     kb, _, kpos, kmask, kseg, kstate = key_block
     return _masked_logits(
         qb,
@@ -859,49 +832,21 @@ def _tile_logits(
         key_mask=kmask,
         segments=None if kseg is None else _Segments(qseg, kseg),
         states=None if kstate is None else _States(qstate, kstate),
-        sliding_window=sliding_window,
-        attention_chunk=attention_chunk,
-        sink_tokens=sink_tokens,
+        **local,
     )
 
 
 def _stick_breaking_key_block_step(
-    state,
-    key_block,
-    *,
-    qb,
-    qpos,
-    qseg,
-    qstate,
-    scheme,
-    params,
-    causal,
-    sliding_window,
-    attention_chunk,
-    sink_tokens,
+    state, key_block, *, qb, qpos, qseg, qstate, scheme, params, causal, local
 ):
     """Scan body over key blocks, nearest first, for stick-breaking weights."""
     logits, _ = _tile_logits(
-        qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal,
-        sliding_window=sliding_window,
-        attention_chunk=attention_chunk,
-        sink_tokens=sink_tokens,
-    )  # fmt: skip
+        qb, qpos, qseg, qstate, key_block, scheme=scheme, params=params, causal=causal, local=local
+    )
     return state.update(logits, key_block[1]), None
 
 
-def _query_block_attention(
-    query_block,
-    key_blocks,
-    *,
-    scheme,
-    params,
-    causal,
-    sliding_window,
-    attention_chunk,
-    sink_tokens,
-    sink,
-):
+def _query_block_attention(query_block, key_blocks, *, scheme, params, causal, local, sink):
     """[B, tq, N, H] float32 attention of one query block over every key block.
 
     query_block: (q [B, tq, N, H] scaled, positions [B, tq], segment ids [B, tq] or
@@ -923,9 +868,7 @@ def _query_block_attention(
         scheme=scheme,
         params=params,
         causal=causal,
-        sliding_window=sliding_window,
-        attention_chunk=attention_chunk,
-        sink_tokens=sink_tokens,
+        local=local,
     )
     step = jax.checkpoint(step, prevent_cse=False)
     if stick:  # the key tiles from the nearest (last) to the farthest
@@ -1041,9 +984,9 @@ def blockwise_attention(
         scheme=scheme,
         params=params,
         causal=causal,
-        sliding_window=sliding_window,
-        attention_chunk=attention_chunk,
-        sink_tokens=sink_tokens,
+        local=dict(
+            sliding_window=sliding_window, attention_chunk=attention_chunk, sink_tokens=sink_tokens
+        ),
         sink=sink,
     )
     out = jax.lax.map(jax.checkpoint(one_query_block), query_blocks)  # [nq, B, tq, N, H]
