@@ -242,9 +242,10 @@ def test_layer_attention_weights_are_the_weights_that_layer_sows(spec, cls):
     positions = jnp.arange(9) + 3
     mask = jnp.ones((2, 9), bool).at[1, :2].set(False)
     every_layer = nnx.view(model, sow_weights=True)
-    _, sown = nnx.capture(every_layer, nnx.Intermediate)(
-        tokens, positions=positions, padding_mask=mask
-    )
+    forward = nnx.jit(
+        nnx.capture(lambda m, *a: m(a[0], positions=a[1], padding_mask=a[2]), nnx.Intermediate)
+    )  # compiled: cheaper than eager here
+    _, sown = forward(every_layer, tokens, positions, mask)
     maps = []
     for layer in (0, 1):
         w = attention_maps.layer_attention_weights(
