@@ -39,9 +39,9 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "passkey_extension.ya
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def heatmaps(cfg, *, progress: bool = True) -> dict[str, np.ndarray]:
-    """{method: [depth, length] sequence accuracy, mean over seeds} for the config's run."""
-    (run,) = plan(cfg)
+def heatmaps(cfg, run, *, progress: bool = True) -> dict[str, np.ndarray]:
+    """{method: [depth, length] sequence accuracy, mean over seeds} for the config's one
+    run (``plan(cfg)``)."""
     scheme = run.scheme.configure(causal=True)
     graphdef, state, _ = train(
         run.task, scheme, cfg.seeds, cfg.model, run.train, cfg.eval, progress=progress
@@ -100,8 +100,8 @@ def main() -> None:
     args = p.parse_args()
     cfg = load_config(CONFIG, args.overrides)
     out = Path(args.out or Path("runs") / cfg.name)
-    maps = heatmaps(cfg, progress=sys.stderr.isatty())
     (run,) = plan(cfg)
+    maps = heatmaps(cfg, run, progress=sys.stderr.isatty())
     write(maps, run.eval_lengths, out, run.train.length)
     print((out / "heatmap.md").read_text())
 

@@ -201,7 +201,6 @@ class MultiHeadAttention(nnx.Module):
         self.sliding_window = sliding_window
         self.attention_chunk = attention_chunk
         self.sink_tokens = sink_tokens
-        self.rolling = False  # set by init_rolling_cache
         # gpt-oss: one learned sink logit per query head, zeros at init
         self.sink_logits = nnx.data(
             nnx.Param(jnp.zeros((num_heads,), jnp.float32)) if attention_sinks else None
@@ -228,7 +227,6 @@ class MultiHeadAttention(nnx.Module):
         Writing past ``max_length`` is an error (see `__call__`), never a silent
         overwrite.
         """
-        self.rolling = False
         self._allocate_cache(batch_size, max_length, dtype)
 
     def init_rolling_cache(self, batch_size: int, *, dtype=jnp.float32) -> None:
@@ -249,7 +247,6 @@ class MultiHeadAttention(nnx.Module):
                 "init_rolling_cache needs sliding_window (and optionally sink_tokens): "
                 "without a window every key stays visible; use init_cache(batch, max_length)"
             )
-        self.rolling = True
         slots = self.sink_tokens + max(self.sliding_window - 1, 1)
         self._allocate_cache(batch_size, slots, dtype)
         self.cache["written"] = nnx.Cache(jnp.full((slots,), -1, jnp.int32))  # token count
@@ -275,10 +272,15 @@ class MultiHeadAttention(nnx.Module):
         """[B, T]: the segment id of each row's last cached key (0 for an empty cache)."""
         c = self.cache
         last = jnp.maximum(c["index"][...] - 1, 0)
-        if self.rolling:
+        if self._rolling:
             last = self._ring_slot(last)
         ids = jax.lax.dynamic_slice_in_dim(c["segment_ids"][...], last, 1, axis=1)  # [B, 1]
         return jnp.broadcast_to(ids, (b, t))
+
+    @property
+    def _rolling(self) -> bool:
+        """Whether the cache is the ring buffer of `init_rolling_cache`."""
+        return self.cache is not None and "written" in self.cache
 
     def _ring_slot(self, count: jax.Array) -> jax.Array:
         """The rolling cache's slot of the token written ``count``-th (0-based)."""
@@ -318,7 +320,7 @@ class MultiHeadAttention(nnx.Module):
         or None. Returns k, v [B, S, K, H] and positions, valid, segment ids [B, S]
         (S = max_length), and the cached states [B, S, N] (None without states).
         """
-        if self.rolling:
+        if self._rolling:
             return self._update_rolling_cache(k, v, positions, key_mask, segment_ids, states)
         c = self.cache
         idx = c["index"][...]

@@ -14,8 +14,8 @@ Example:
     >>> pattern = llama4_pattern(attention_chunk=16)
     >>> [sorted(entry) for entry in pattern]
     [['attention_chunk'], ['attention_chunk'], ['attention_chunk'], ['scheme', 'softmax_scale']]
-    >>> [s.get("sliding_window") for s in layer_settings(gemma3_pattern(sliding_window=8), 7)]
-    [8, 8, 8, 8, 8, None, 8]
+    >>> [entry.get("sliding_window") for entry in gemma3_pattern(sliding_window=8)]
+    [8, 8, 8, 8, 8, None]
 
 References: Gemma Team 2025, "Gemma 3 Technical Report" (arXiv 2503.19786; 5 local
 layers of window 1024 and RoPE base 10k per global layer of base 1M); Meta 2025, "The
@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from posenc_jax.rope.hf import rope_from_hf_config
+from posenc_jax.schemes import make_scheme
+from posenc_jax.softmax_scale import make_softmax_scale
 
 __all__ = [
     "HF_LAYER_TYPES",
@@ -37,7 +39,6 @@ __all__ = [
     "gemma3_pattern",
     "layer_pattern",
     "layer_pattern_from_hf_config",
-    "layer_settings",
     "llama4_pattern",
 ]
 
@@ -116,7 +117,8 @@ def layer_pattern(spec: Any) -> tuple[dict[str, Any], ...] | None:
       A tuple of override dicts, or None.
 
     Raises:
-      ValueError: naming the preset, entry or key at fault and the valid choices.
+      ValueError: naming the preset, entry or key at fault and the valid choices (an
+        entry's scheme and softmax scale are built once to check them).
     """
     if spec is None:
         return None
@@ -145,16 +147,15 @@ def layer_pattern(spec: Any) -> tuple[dict[str, Any], ...] | None:
             raise ValueError(
                 f"layer_pattern[{i}]: unknown keys {unknown}; valid: {list(LAYER_KEYS)}"
             )
+        try:  # the entry stays as given (plain YAML); its settings are checked now
+            if "scheme" in entry:
+                make_scheme(entry["scheme"])
+            if "softmax_scale" in entry:
+                make_softmax_scale(entry["softmax_scale"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"layer_pattern[{i}]: {e}") from None
         out.append(dict(entry))
     return tuple(out)
-
-
-def layer_settings(pattern: Any, num_layers: int) -> list[dict[str, Any]]:
-    """The override dict of each of ``num_layers`` layers (``{}`` without a pattern)."""
-    pattern = layer_pattern(pattern)
-    if pattern is None:
-        return [{} for _ in range(num_layers)]
-    return [dict(pattern[i % len(pattern)]) for i in range(num_layers)]
 
 
 HF_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
@@ -166,7 +167,9 @@ def _hf_layer_types(config: Mapping[str, Any], num_layers: int) -> list[str] | N
         return list(config["layer_types"])
     model_type = str(config.get("model_type", ""))
     if model_type.startswith("gemma3") or model_type.startswith("gemma2"):
-        every = int(config.get("sliding_window_pattern") or (6 if "3" in model_type else 2))
+        every = int(
+            config.get("sliding_window_pattern") or (6 if model_type.startswith("gemma3") else 2)
+        )
         return [
             "sliding_attention" if (i + 1) % every else "full_attention" for i in range(num_layers)
         ]
