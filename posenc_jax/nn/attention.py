@@ -108,6 +108,11 @@ class MultiHeadAttention(nnx.Module):
     "nothing". All three act on every path (dense, blockwise, KV-cache decoding) and
     keep the call off the cuDNN kernel.
 
+    ``qkv_bias`` / ``out_bias`` add biases to the q, k, v / output projections;
+    ``qk_norm=True`` applies an RMSNorm (epsilon ``norm_eps``, a learned scale [H]
+    shared by the heads) to each head's query and key before the scheme's q/k hook
+    (Qwen3, Gemma 3).
+
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
         ...                           rngs=nnx.Rngs(0))
@@ -139,6 +144,10 @@ class MultiHeadAttention(nnx.Module):
         attention_chunk: int | None = None,
         sink_tokens: int = 0,
         attention_sinks: bool = False,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -177,11 +186,14 @@ class MultiHeadAttention(nnx.Module):
         self.causal = causal
         self.attention = AttentionConfig() if attention is None else attention
         self.sow_weights = sow_weights
-        linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q_proj = nnx.Linear(d_model, num_heads * head_dim, **linear)
-        self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
-        self.v_proj = nnx.Linear(d_model, num_kv_heads * head_dim, **linear)
-        self.o_proj = nnx.Linear(num_heads * head_dim, d_model, **linear)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = nnx.Linear(d_model, num_heads * head_dim, use_bias=qkv_bias, **kw)
+        self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, use_bias=qkv_bias, **kw)
+        self.v_proj = nnx.Linear(d_model, num_kv_heads * head_dim, use_bias=qkv_bias, **kw)
+        self.o_proj = nnx.Linear(num_heads * head_dim, d_model, use_bias=out_bias, **kw)
+        # Qwen3 / Gemma 3: RMSNorm over each head's H dims, before the positional hook
+        self.q_norm = nnx.data(nnx.RMSNorm(head_dim, epsilon=norm_eps, **kw) if qk_norm else None)
+        self.k_norm = nnx.data(nnx.RMSNorm(head_dim, epsilon=norm_eps, **kw) if qk_norm else None)
         pos_params = self.scheme.init_attention_params(
             rngs.params(), num_heads=num_heads, head_dim=head_dim
         )
@@ -381,6 +393,8 @@ class MultiHeadAttention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)  # [B, T, N, H]
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)  # [B, T, K, H]
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)  # [B, T, K, H]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
         if segment_ids is not None:
             segment_ids = jnp.broadcast_to(jnp.asarray(segment_ids), (b, t))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.attention import AttentionConfig
+from posenc_jax.nn.architecture import MLP, Architecture, embed_scale, make_architecture
 from posenc_jax.nn.attention import MultiHeadAttention
 from posenc_jax.nn.patterns import layer_pattern
 from posenc_jax.schemes import Scheme, make_scheme
@@ -72,16 +73,23 @@ def positions_from_segments(
     return jnp.maximum(count - before - 1, 0)
 
 
-def _norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+def _norm(
+    kind: str, d_model: int, *, eps: float = 1e-6, dtype, param_dtype, rngs: nnx.Rngs
+) -> nnx.Module:
+    kw = dict(epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     if kind == "layernorm":
-        return nnx.LayerNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        return nnx.LayerNorm(d_model, **kw)
     if kind == "rmsnorm":
-        return nnx.RMSNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        return nnx.RMSNorm(d_model, **kw)
     raise ValueError(f"norm must be one of {list(NORMS)}; got {kind!r}")
 
 
 class TransformerBlock(nnx.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
+    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    ``architecture`` (an `posenc_jax.nn.Architecture` or a mapping of its fields)
+    rewires it: parallel residuals (GPT-NeoX, GPT-J), post-norms (Gemma), a gated
+    MLP, biases, q/k norm.
 
     References: Xiong et al. 2020, "On Layer Normalization in the Transformer
     Architecture" (arXiv 2002.04745).
@@ -104,12 +112,15 @@ class TransformerBlock(nnx.Module):
         attention_chunk: int | None = None,
         sink_tokens: int = 0,
         attention_sinks: bool = False,
+        architecture: Architecture | Mapping[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
+        arch = make_architecture(architecture)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.norm1 = _norm(norm, d_model, **kw)
+        self.residual = arch.residual
+        self.norm1 = _norm(norm, d_model, eps=arch.norm_eps, **kw)  # before attention
         self.attn = MultiHeadAttention(
             d_model,
             num_heads=num_heads,
@@ -123,11 +134,23 @@ class TransformerBlock(nnx.Module):
             attention_chunk=attention_chunk,
             sink_tokens=sink_tokens,
             attention_sinks=attention_sinks,
+            head_dim=arch.head_dim,
+            qkv_bias=arch.attention_bias,
+            out_bias=arch.attention_out_bias,
+            qk_norm=arch.qk_norm,
+            norm_eps=arch.norm_eps,
             **kw,
         )
-        self.norm2 = _norm(norm, d_model, **kw)
-        self.mlp_in = nnx.Linear(d_model, mlp_ratio * d_model, **kw)
-        self.mlp_out = nnx.Linear(mlp_ratio * d_model, d_model, **kw)
+
+        def make_norm():
+            return _norm(norm, d_model, eps=arch.norm_eps, **kw)
+
+        shared = arch.residual == "parallel_shared_norm"
+        self.norm2 = nnx.data(None if shared else make_norm())
+        self.post_attn_norm = nnx.data(make_norm() if arch.post_norms else None)
+        self.post_mlp_norm = nnx.data(make_norm() if arch.post_norms else None)
+        hidden = mlp_ratio * d_model if arch.mlp_dim is None else arch.mlp_dim
+        self.mlp = MLP(d_model, hidden, arch=arch, **kw)
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
     def __call__(
@@ -141,16 +164,27 @@ class TransformerBlock(nnx.Module):
         deterministic: bool = True,
     ) -> jax.Array:
         """x: [B, T, D] -> [B, T, D]; keywords as in `MultiHeadAttention.__call__`."""
-        x = x + self.attn(
-            self.norm1(x),
+        h = self.norm1(x)
+        a = self.attn(
+            h,
             positions=positions,
             segment_ids=segment_ids,
             padding_mask=padding_mask,
             decode=decode,
             deterministic=deterministic,
         )
-        h = jax.nn.gelu(self.mlp_in(self.norm2(x)))
-        return x + self.dropout(self.mlp_out(h), deterministic=deterministic)
+        if self.post_attn_norm is not None:
+            a = self.post_attn_norm(a)
+        if self.residual == "sequential":
+            x = x + a
+            h = self.norm2(x)
+        elif self.norm2 is not None:  # parallel: both branches read the block's input
+            h = self.norm2(x)
+        m = self.mlp(h)
+        if self.post_mlp_norm is not None:
+            m = self.post_mlp_norm(m)
+        m = self.dropout(m, deterministic=deterministic)
+        return x + m if self.residual == "sequential" else x + a + m
 
 
 class _Transformer(nnx.Module):
@@ -178,10 +212,12 @@ class _Transformer(nnx.Module):
         sink_tokens: int = 0,
         attention_sinks: bool = False,
         layer_pattern: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        architecture: Architecture | Mapping[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
+        arch = make_architecture(architecture)
         for key, value in (
             ("vocab_size", vocab_size),
             ("num_classes", num_classes),
@@ -191,10 +227,16 @@ class _Transformer(nnx.Module):
         ):
             if int(value) < 1:
                 raise ValueError(f"{key} must be >= 1; got {value}")
-        if num_heads > d_model:
+        if num_heads > d_model and arch.head_dim is None:
             raise ValueError(f"num_heads ({num_heads}) must not exceed d_model ({d_model})")
+        if arch.tie_embeddings and num_classes != vocab_size:
+            raise ValueError(
+                f"architecture.tie_embeddings needs num_classes == vocab_size; got "
+                f"{num_classes} classes for {vocab_size} tokens"
+            )
+        head_dim = d_model // num_heads if arch.head_dim is None else arch.head_dim
         self.scheme = make_scheme(scheme).configure(causal=self.causal)
-        self.scheme.validate(num_heads=num_heads, head_dim=d_model // num_heads, d_model=d_model)
+        self.scheme.validate(num_heads=num_heads, head_dim=head_dim, d_model=d_model)
         softmax_scale = make_softmax_scale(softmax_scale)  # one validation for every layer
         model_layer = dict(
             scheme=self.scheme,
@@ -204,8 +246,9 @@ class _Transformer(nnx.Module):
             softmax_scale=softmax_scale,
             attention_sinks=attention_sinks,
         )
-        layers = self._layers(layer_pattern, model_layer, num_layers, num_heads, d_model)
+        layers = self._layers(layer_pattern, model_layer, num_layers, num_heads, d_model, head_dim)
         self.d_model = d_model
+        self.embed_scale = arch.embed_scale
         self.embed = nnx.Embed(
             vocab_size,
             d_model,
@@ -215,6 +258,8 @@ class _Transformer(nnx.Module):
             rngs=rngs,
         )
         self.pos_params = nnx.Param(self.scheme.init_embed_params(rngs.params(), d_model=d_model))
+        norm_kw = dict(eps=arch.norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.embed_norm = nnx.data(_norm(norm, d_model, **norm_kw) if arch.embed_norm else None)
         self.blocks = nnx.List(
             [
                 TransformerBlock(
@@ -226,6 +271,7 @@ class _Transformer(nnx.Module):
                     causal=self.causal,
                     dropout_rate=dropout_rate,
                     attention=attention,
+                    architecture=arch,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
@@ -234,9 +280,15 @@ class _Transformer(nnx.Module):
                 for layer in layers
             ]
         )
-        self.final_norm = _norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.head = nnx.Linear(
-            d_model, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        self.final_norm = _norm(norm, d_model, **norm_kw)
+        head_kw = dict(use_bias=arch.head_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.head = nnx.data(
+            None if arch.tie_embeddings else nnx.Linear(d_model, num_classes, **head_kw)
+        )
+        self.head_bias = nnx.data(
+            nnx.Param(jnp.zeros((num_classes,), param_dtype))
+            if arch.tie_embeddings and arch.head_bias
+            else None
         )
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
@@ -274,8 +326,10 @@ class _Transformer(nnx.Module):
         if positions is None:
             positions = self._default_positions(t, segment_ids, padding_mask, decode=decode)
         positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
-        x = self.embed(tokens)  # [B, T, D]
+        x = embed_scale(self.embed(tokens), self.embed_scale)  # [B, T, D]
         x = self.scheme.embed(self.pos_params.get_value(), x, positions)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.dropout(x, deterministic=deterministic)
         for block in self.blocks:
             x = block(
@@ -286,9 +340,15 @@ class _Transformer(nnx.Module):
                 decode=decode,
                 deterministic=deterministic,
             )
-        return self.head(self.final_norm(x)).astype(jnp.float32)
+        x = self.final_norm(x)
+        if self.head is not None:
+            return self.head(x).astype(jnp.float32)
+        logits = self.embed.attend(x)  # tied: x @ embedding.T
+        if self.head_bias is not None:
+            logits = logits + self.head_bias.get_value()
+        return logits.astype(jnp.float32)
 
-    def _layers(self, pattern, model_layer, num_layers, num_heads, d_model) -> list[dict]:
+    def _layers(self, pattern, model_layer, num_layers, num_heads, d_model, head_dim) -> list:
         """Each layer's scheme, window, chunk, softmax scale and sinks: the model's,
         overridden by ``pattern`` (see `posenc_jax.nn.patterns`)."""
         pattern = layer_pattern(pattern)
@@ -301,7 +361,7 @@ class _Transformer(nnx.Module):
                 if "scheme" in entry:
                     layer["scheme"] = make_scheme(entry["scheme"]).configure(causal=self.causal)
                     layer["scheme"].validate(
-                        num_heads=num_heads, head_dim=d_model // num_heads, d_model=d_model
+                        num_heads=num_heads, head_dim=head_dim, d_model=d_model
                     )
                     if "embed" in layer["scheme"].hooks:
                         raise ValueError(

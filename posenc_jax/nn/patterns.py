@@ -37,6 +37,7 @@ __all__ = [
     "LAYER_KEYS",
     "LAYER_PRESETS",
     "gemma3_pattern",
+    "hf_rope_of_type",
     "layer_pattern",
     "layer_pattern_from_hf_config",
     "llama4_pattern",
@@ -188,7 +189,7 @@ def _hf_rope_layers(config: Mapping[str, Any], num_layers: int) -> list[int]:
     return [int((i + 1) % interval != 0) for i in range(num_layers)]
 
 
-def _hf_rope_of_type(config: Mapping[str, Any], layer_type: str) -> dict[str, Any]:
+def hf_rope_of_type(config: Mapping[str, Any], layer_type: str) -> dict[str, Any]:
     """The RoPE scheme config of one layer type: per-type ``rope_parameters`` (transformers
     5), Gemma's ``rope_local_base_freq`` for sliding layers (no scaling), else the
     model's RoPE."""
@@ -243,7 +244,7 @@ def layer_pattern_from_hf_config(config: Mapping[str, Any]) -> tuple[dict[str, A
         if layer_type == "chunked_attention":
             entry["attention_chunk"] = int(config["attention_chunk_size"])
         if rope:
-            entry["scheme"] = _hf_rope_of_type(config, layer_type)
+            entry["scheme"] = hf_rope_of_type(config, layer_type)
         else:
             entry["scheme"] = {"name": "nope"}
             if config.get("attn_temperature_tuning", True):
