@@ -118,6 +118,8 @@ def _check_supported(config: Mapping[str, Any]) -> str:
             f"model_type {model_type!r} is not supported; supported: {list(HF_MODEL_TYPES)}"
         )
     for key, what in _UNSUPPORTED.items():
+        if key == "attn_logit_softcapping" and model_type == "gemma3_text":
+            continue  # stored by Gemma 3 configs, never used by its attention
         if config.get(key):
             raise _error(f"config.json sets {key}={config[key]!r} ({what}), which is not supported")
     return model_type

@@ -1,0 +1,173 @@
+"""Hugging Face checkpoints loaded with `posenc_jax.nn.from_hf` give transformers' logits.
+
+The directories under tests/data/hf are tiny random-weight models written once by
+tools/make_hf_fixtures.py with transformers and torch (their versions are in
+tests/data/hf/fixtures.json); each holds config.json, the safetensors weights and
+expected.npz: transformers' float32 logits for two 16-token rows (and 48 tokens for
+Llama and Phi-3, past Phi-3's original context, where LongRoPE switches factors) and
+its greedy generation of 10 tokens with the KV cache. Neither torch nor
+transformers is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from posenc_jax.nn import Architecture, TransformerLM, from_hf, generate, hf_model_settings
+
+DATA = Path(__file__).resolve().parent / "data" / "hf"
+CASES = sorted(p.name for p in DATA.iterdir() if p.is_dir() and (p / "expected.npz").is_file())
+SUPPORTED = [c for c in CASES if c != "gemma2"]
+
+
+@nnx.jit
+def _forward(model, tokens):
+    return model(tokens)  # one compiled program per model (faster than op-by-op here)
+
+
+def _expected(case: str) -> dict[str, np.ndarray]:
+    with np.load(DATA / case / "expected.npz") as data:
+        return dict(data)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, TransformerLM]:
+    return {case: from_hf(DATA / case, dtype=jnp.float32) for case in SUPPORTED}
+
+
+def test_every_family_has_a_fixture():
+    assert set(SUPPORTED) >= {
+        "llama", "mistral", "qwen2", "qwen3", "phi3", "gpt_neox", "gptj", "gpt2", "bloom",
+        "gemma3",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SUPPORTED)
+def test_logits_equal_transformers(models, case):
+    model, e = models[case], _expected(case)
+    logits = np.asarray(_forward(model, jnp.asarray(e["tokens"])))
+    np.testing.assert_allclose(logits, e["logits"], atol=1e-4, rtol=0)
+    if "tokens_long" in e:  # Llama 3 scaling and Phi-3 LongRoPE past the original length
+        long = np.asarray(_forward(model, jnp.asarray(e["tokens_long"])))
+        np.testing.assert_allclose(long, e["logits_long"], atol=1e-4, rtol=0)
+
+
+# Decoding with the KV cache: one family per positional kind (RoPE with Llama 3 scaling
+# and GQA, Gemma 3's per-layer windows and bases, ALiBi, learned positions); the cache
+# path is the same code for every architecture option, and KV-cache decoding equals
+# the full forward for every scheme in tests/test_scheme_models.py.
+@pytest.mark.parametrize("case", ["llama", "gemma3", "bloom", "gpt2"])
+def test_greedy_generation_equals_transformers_token_for_token(models, case):
+    e = _expected(case)
+    new = e["generated"].shape[1] - e["prompt"].shape[1]
+    out = generate(models[case], jnp.asarray(e["prompt"]), max_new_tokens=new)
+    np.testing.assert_array_equal(np.asarray(out), e["generated"])
+
+
+def _config(case: str) -> dict:
+    return json.loads((DATA / case / "config.json").read_text())
+
+
+def test_rope_settings_are_read_from_each_config(models):
+    llama = models["llama"].scheme
+    params = _config("llama")["rope_parameters"]
+    assert llama.name == "rope" and llama.base == params["rope_theta"]
+    assert llama.scaling["rope_type"] == "llama3" and llama.scaling["factor"] == params["factor"]
+    phi = models["phi3"].scheme.scaling
+    phi_params = _config("phi3")["rope_parameters"]
+    assert phi["rope_type"] == "longrope"
+    assert list(phi["long_factor"]) == phi_params["long_factor"]
+    assert list(phi["short_factor"]) == phi_params["short_factor"]
+    neox = models["gpt_neox"].scheme
+    assert neox.rotary_fraction == _config("gpt_neox")["rope_parameters"]["partial_rotary_factor"]
+    gptj = models["gptj"].scheme
+    cfg = _config("gptj")
+    assert gptj.layout == "interleaved"
+    assert gptj.rotary_fraction == cfg["rotary_dim"] / (cfg["n_embd"] // cfg["n_head"])
+    assert models["bloom"].scheme.name == "alibi" and models["gpt2"].scheme.name == "learned"
+    assert [b.attn.sliding_window for b in models["mistral"].blocks] == [6, 6]
+    gemma = _config("gemma3")
+    layers = [b.attn for b in models["gemma3"].blocks]
+    assert [a.sliding_window for a in layers] == [
+        gemma["sliding_window"] if t == "sliding_attention" else None for t in gemma["layer_types"]
+    ]
+    bases = {t: gemma["rope_parameters"][t]["rope_theta"] for t in gemma["layer_types"]}
+    assert [a.scheme.base for a in layers] == [bases[t] for t in gemma["layer_types"]]
+
+
+def test_bfloat16_weights_stay_bfloat16():
+    """qwen3's weights are stored in bfloat16: loaded as stored, every parameter is
+    bfloat16 (no float32 copy) and the logits are within bfloat16 rounding of the
+    float32 reference computed from the same weights."""
+    model = from_hf(DATA / "qwen3")
+    dtypes = {x.dtype for x in jax.tree.leaves(model) if isinstance(x, jax.Array) and x.ndim}
+    assert dtypes == {jnp.dtype(jnp.bfloat16)}
+    e = _expected("qwen3")
+    logits = np.asarray(_forward(model, jnp.asarray(e["tokens"])))
+    scale = np.abs(e["logits"]).max()
+    assert np.abs(logits - e["logits"]).max() < 0.05 * scale
+
+
+def test_settings_name_the_family_options():
+    s = hf_model_settings(_config("gpt_neox"))
+    assert s["architecture"].residual == "parallel" and s["norm"] == "layernorm"
+    assert hf_model_settings(_config("gptj"))["architecture"].residual == "parallel_shared_norm"
+    gemma = hf_model_settings(_config("gemma3"))["architecture"]
+    assert (
+        gemma.post_norms
+        and gemma.qk_norm
+        and gemma.embed_scale == pytest.approx(_config("gemma3")["hidden_size"] ** 0.5)
+    )
+    assert isinstance(gemma, Architecture)
+
+
+def _copy(case: str, tmp_path):
+    return shutil.copytree(DATA / case, tmp_path / case)
+
+
+def test_bad_directories_name_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match=r"no directory .*nothing is downloaded"):
+        from_hf(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"has no config\.json"):
+        from_hf(tmp_path / "empty")
+    d = _copy("gpt2", tmp_path)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"no \*\.safetensors weights"):
+        from_hf(d)
+
+
+def test_unsupported_model_type_or_option_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="model_type 'gemma2' is not supported; supported: "):
+        from_hf(DATA / "gemma2")
+    d = _copy("gpt2", tmp_path)
+    cfg = _config("gpt2") | {"scale_attn_by_inverse_layer_idx": True}
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
+        from_hf(d)
+
+
+def test_shards_that_do_not_match_the_config(tmp_path):
+    d = _copy("mistral", tmp_path)
+    shard = sorted(d.glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    with pytest.raises(ValueError, match=f"lists shard.*{shard.name}"):
+        from_hf(d)
+    d = _copy("gpt2", tmp_path / "wide")
+    (d / "config.json").write_text(json.dumps(_config("gpt2") | {"n_inner": 24}))
+    with pytest.raises(ValueError, match=r"gives shape .* config\.json implies"):
+        from_hf(d)
+    d = _copy("gpt2", tmp_path / "shallow")
+    (d / "config.json").write_text(json.dumps(_config("gpt2") | {"n_layer": 1}))
+    with pytest.raises(
+        ValueError, match=r"tensors this gpt2 model does not use: \['transformer.h.1"
+    ):
+        from_hf(d)
