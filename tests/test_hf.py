@@ -171,3 +171,73 @@ def test_shards_that_do_not_match_the_config(tmp_path):
         ValueError, match=r"tensors this gpt2 model does not use: \['transformer.h.1"
     ):
         from_hf(d)
+
+
+# --- Experiments on a pretrained model (model.pretrained): evaluation only -------------
+
+
+def _pretrained_config(**over):
+    from posenc_jax.harness.config import config_from_dict
+
+    cfg = {
+        "name": "pretrained_qwen2",
+        "model": {"pretrained": str(DATA / "qwen2")},
+        "tasks": [{"name": "lm", "max_bytes": 60_000}],
+        "eval": {
+            "lengths": [32, 128],  # the model's context is 64
+            "batch_size": 2,
+            "num_batches": 1,
+            "context_extensions": ["yarn"],
+            "blockwise_threshold": 100,  # 128 tokens run blockwise, 32 dense
+            "block_size": 32,
+            "attention_maps": 0,
+        },
+    }
+    for key, value in over.items():
+        cfg[key] = value
+    return config_from_dict(cfg)
+
+
+def test_pretrained_length_sweep_equals_a_direct_evaluation(tmp_path):
+    """The harness's perplexity rows for a loaded checkpoint equal exp(mean NLL) of the
+    same validation windows computed here from from_hf's logits, dense at 32 tokens and
+    blockwise at 128; the YaRN row equals the model at its own context (factor 1)."""
+    from posenc_jax.harness.runner import run
+    from posenc_jax.harness.tasks import get_task
+
+    records = run(_pretrained_config(), out_dir=tmp_path / "out", progress=False, verbose=False)
+    rows = {(r["scheme"], r["eval_length"]): r for r in records}
+    assert set(rows) == {("qwen2", 32), ("qwen2", 128), ("qwen2+yarn", 32), ("qwen2+yarn", 128)}
+    assert rows["qwen2", 32]["train_lengths_from"] == "pretrained context"
+    assert rows["qwen2", 128]["train_length"] == _config("qwen2")["max_position_embeddings"]
+    task = get_task("lm", max_bytes=60_000, tokenizer=str(DATA / "qwen2"))
+    model = from_hf(DATA / "qwen2", dtype=jnp.float32)
+    for length in (32, 128):
+        (batch,) = task.eval_batches(length, 2, 1)
+        logits = np.asarray(_forward(model, jnp.asarray(batch.tokens)), np.float64)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(logp, batch.targets[..., None], -1).mean()
+        assert rows["qwen2", length]["perplexity"] == pytest.approx(np.exp(nll), rel=1e-4)
+    assert rows["qwen2+yarn", 32]["perplexity"] == pytest.approx(rows["qwen2", 32]["perplexity"])
+    assert rows["qwen2+yarn", 128]["perplexity"] != pytest.approx(
+        rows["qwen2", 128]["perplexity"], rel=1e-3
+    )
+    assert "qwen2+yarn" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_pretrained_configs_that_cannot_run_name_the_key():
+    from posenc_jax.harness.config import ConfigError
+    from posenc_jax.harness.plan import plan
+
+    with pytest.raises(ConfigError, match="remove schemes"):
+        _pretrained_config(schemes=["rope"])
+    with pytest.raises(ConfigError, match="one set of weights: seeds"):
+        _pretrained_config(seeds=[0, 1])
+    with pytest.raises(ConfigError, match=r"tasks for it are \['lm'\], not 'copy'"):
+        plan(_pretrained_config(tasks=["copy"]))
+    same_vocab = {"name": "lm", "max_bytes": 60_000, "tokenizer": str(DATA / "qwen2")}
+    llama = _pretrained_config(model={"pretrained": str(DATA / "llama")}, tasks=[same_vocab])
+    with pytest.raises(ConfigError, match=r"own scaling \(llama3\), which yarn would replace"):
+        plan(llama)
+    with pytest.raises(ConfigError, match=r"model\.pretrained: .*absent.* has no config\.json"):
+        plan(_pretrained_config(model={"pretrained": str(DATA / "absent")}))

@@ -525,12 +525,25 @@ def build_case(name, config_cls, model_cls, kwargs, options, note) -> dict:
     }
 
 
+def write_char_tokenizer(folder: pathlib.Path) -> None:
+    """A character-level ``tokenizer.json`` for a 96-token model, written by the
+    ``tokenizers`` library: id 0 ``[UNK]``, 1 newline, 2..95 the characters chr(32)..chr(125)
+    (a BPE model without merges). The pretrained-model experiments read text with it."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+
+    vocab = {"[UNK]": 0, "\n": 1, **{chr(c): c - 30 for c in range(32, 126)}}
+    tok = Tokenizer(BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    tok.save(str(folder / "tokenizer.json"))
+
+
 def main() -> int:
     torch.set_num_threads(1)  # deterministic float32 reductions on CPU
     OUT.mkdir(parents=True, exist_ok=True)
     cases = {}
     for case in CASES:
         cases[case[0]] = build_case(*case)
+    write_char_tokenizer(OUT / "qwen2")
     payload = {
         "description": (
             "Tiny random-weight Hugging Face checkpoints (save_pretrained, safetensors) with "

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from posenc_jax.nn.architecture import Architecture, make_architecture
 from posenc_jax.nn.patterns import layer_pattern
 from posenc_jax.schemes import context_extension_names
 from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale
@@ -53,6 +54,15 @@ class ModelConfig:
     ``attention_chunk``, ``softmax_scale`` and ``attention_sinks``, or a preset
     ``{preset: gemma3, sliding_window: 32}`` / ``{preset: llama4, attention_chunk: 32}``.
     Layers that set no scheme take the row's scheme (and its context extensions).
+
+    ``architecture``: null or a mapping of `posenc_jax.nn.Architecture` fields (gated
+    MLP, activation, parallel residual, biases, ...) for the trained models.
+
+    ``pretrained``: a local Hugging Face model directory (config.json, *.safetensors,
+    tokenizer.json): no training; its weights are evaluated as they are, and under
+    each context extension its scheme offers (`posenc_jax.nn.from_hf`). The sizes,
+    scheme and architecture then come from its config.json (leave ``schemes`` out),
+    and the lm task reads text with its tokenizer.
     """
 
     num_layers: int = 2
@@ -65,6 +75,8 @@ class ModelConfig:
     dtype: str = "float32"
     softmax_scale: Any = None
     layer_pattern: Any = None
+    architecture: Any = None
+    pretrained: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +220,8 @@ def build_section(cls: type, data: Any, where: str) -> Any:
             kwargs[key] = _softmax_scale(value, path)
         elif cls is ModelConfig and key == "layer_pattern":
             kwargs[key] = _layer_pattern(value, path)
+        elif cls is ModelConfig and key == "architecture":
+            kwargs[key] = _architecture(value, path)
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
@@ -224,6 +238,16 @@ def _learning_rate(value: Any, where: str) -> float | tuple[float, ...]:
             f"{where} must be a number or a list of numbers (a sweep, e.g. "
             f"[1.0e-4, 3.0e-4, 5.0e-4]); got {value!r}"
         ) from None
+
+
+def _architecture(value: Any, where: str) -> Architecture | None:
+    """An `Architecture` (frozen) from null or a mapping of its fields."""
+    if value is None:
+        return None
+    try:
+        return make_architecture(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _softmax_scale(value: Any, where: str) -> SoftmaxScale | None:
@@ -348,9 +372,29 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Expe
             }
         cfg = build_section(ExperimentConfig, data, "")
         validate(cfg)
+        _check_pretrained(cfg, data)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+def _check_pretrained(cfg: ExperimentConfig, data: Mapping[str, Any]) -> None:
+    """A pretrained model brings its scheme and is not trained: no ``schemes``, one seed,
+    no fine-tuning."""
+    if not cfg.model.pretrained:
+        return
+    if "schemes" in data:
+        raise ConfigError(
+            "model.pretrained takes its scheme from the checkpoint's config.json: remove "
+            "schemes (eval.context_extensions lists the variants to evaluate)"
+        )
+    if len(cfg.seeds) != 1:
+        raise ConfigError(
+            f"model.pretrained evaluates one set of weights: seeds must have one entry; got "
+            f"{list(cfg.seeds)}"
+        )
+    if cfg.train.finetune_steps:
+        raise ConfigError("model.pretrained is not trained here: train.finetune_steps must be 0")
 
 
 def expand_lengths(value: Any, key: str) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,9 +33,15 @@ from posenc_jax.harness.config import (
     learning_rates,
     validate,
 )
+from posenc_jax.harness.pretrained import (
+    PRETRAINED_TASKS,
+    pretrained_context,
+    pretrained_settings,
+)
 from posenc_jax.harness.results import lengths_text
 from posenc_jax.harness.sharding import choose_mesh_shape
 from posenc_jax.harness.tasks import get_task
+from posenc_jax.rope.rectified import RECTIFIED_METHODS
 from posenc_jax.schemes import Scheme, make_scheme
 
 __all__ = ["Run", "context_extensions", "describe_plan", "mesh_shape", "plan"]
@@ -88,7 +95,22 @@ def _label(spec: Any, name: str, all_specs: list[Any]) -> str:
     return f"{name}({extras})" if extras else name
 
 
+def _head_sizes(cfg: ExperimentConfig) -> dict[str, int]:
+    """num_heads, head_dim and d_model of the config's model (the pretrained one's when
+    ``model.pretrained`` is set)."""
+    if cfg.model.pretrained:
+        s = pretrained_settings(cfg.model.pretrained)
+        arch = s["architecture"]
+        head_dim = arch.head_dim or s["d_model"] // s["num_heads"]
+        return dict(num_heads=s["num_heads"], head_dim=head_dim, d_model=s["d_model"])
+    m = cfg.model
+    return dict(num_heads=m.num_heads, head_dim=m.d_model // m.num_heads, d_model=m.d_model)
+
+
 def _resolve_schemes(cfg: ExperimentConfig) -> list[tuple[str, Scheme]]:
+    if cfg.model.pretrained:  # the checkpoint's own scheme, labelled by its folder
+        settings = pretrained_settings(cfg.model.pretrained)
+        return [(Path(cfg.model.pretrained).name, make_scheme(settings["scheme"]))]
     out = []
     specs = list(cfg.schemes)
     for i, spec in enumerate(specs):
@@ -97,10 +119,7 @@ def _resolve_schemes(cfg: ExperimentConfig) -> list[tuple[str, Scheme]]:
         )
         try:
             scheme = make_scheme(body)
-            m = cfg.model
-            scheme.configure(causal=True).validate(
-                num_heads=m.num_heads, head_dim=m.d_model // m.num_heads, d_model=m.d_model
-            )
+            scheme.configure(causal=True).validate(**_head_sizes(cfg))
         except (ValueError, TypeError) as e:
             raise ConfigError(f"schemes[{i}]: {e}") from None
         out.append((_label(spec, scheme.name, specs), scheme))
@@ -173,12 +192,16 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
                 f"tasks[{i}]: a task is a name or a mapping with 'name'; got {spec!r}"
             )
         options = {k: v for k, v in spec.items() if k not in ("name", *TASK_RUN_KEYS)}
+        if cfg.model.pretrained:
+            options = _pretrained_task_options(cfg, spec["name"], options, i)
         try:
             task = get_task(spec["name"], **options)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"tasks[{i}]: {e}") from None
         tcfg, train_from = _task_train_config(cfg, spec, i, task)
         lengths, eval_from = _eval_lengths(cfg, spec, i, task)
+        if cfg.model.pretrained:
+            tcfg, train_from = _pretrained_train_config(cfg, task, tcfg, lengths, i)
         label = str(spec.get("label", spec["name"]))
         try:
             for n in (tcfg.min_length, tcfg.length, *lengths):
@@ -191,6 +214,35 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
     if len(set(labels)) != len(labels):
         raise ConfigError(f"tasks: two entries share a label {labels}; add 'label: ...'")
     return out
+
+
+def _pretrained_task_options(cfg: ExperimentConfig, name: str, options: dict, i: int) -> dict:
+    """A pretrained model reads text with its own tokenizer (the directory's
+    tokenizer.json unless the task names one)."""
+    if name not in PRETRAINED_TASKS:
+        raise ConfigError(
+            f"tasks[{i}]: model.pretrained evaluates on its own tokens; the tasks for it are "
+            f"{list(PRETRAINED_TASKS)}, not {name!r}"
+        )
+    return {"tokenizer": cfg.model.pretrained, **options}
+
+
+def _pretrained_train_config(cfg: ExperimentConfig, task: Any, tcfg, lengths, i: int):
+    """No training: the model's context length stands for the training length (what
+    context extensions scale from); the longest evaluation length when config.json gives
+    none. The tokenizer's ids must fit the model's vocabulary."""
+    vocab = pretrained_settings(cfg.model.pretrained)["vocab_size"]
+    if task.vocab_size > vocab:
+        raise ConfigError(
+            f"tasks[{i}]: the tokenizer has {task.vocab_size} ids, more than the model's "
+            f"vocab_size {vocab}; give the model's own tokenizer (task key tokenizer)"
+        )
+    context = pretrained_context(cfg.model.pretrained)
+    source = "pretrained context"
+    if context is None:
+        context, source = max(lengths), "pretrained (no context in config.json)"
+    tcfg = dataclasses.replace(tcfg, length=int(context), min_length=1, finetune_steps=0)
+    return tcfg, source
 
 
 def mesh_shape(cfg: ExperimentConfig, runs: list[Run]) -> tuple[int, int]:
@@ -243,14 +295,18 @@ def _needed_positions(run: Run, cfg: ExperimentConfig) -> int:
 
 def _check_extensions(run: Run, cfg: ExperimentConfig, needed: int, where: str) -> None:
     """Every context-extension variant of the run's scheme builds for this model."""
-    m = cfg.model
     train_len = run.task.sequence_length(run.train.length)
     for method in context_extensions(run.scheme, cfg):
+        scaling = getattr(run.scheme, "scaling", None)
+        if cfg.model.pretrained and scaling and method not in RECTIFIED_METHODS:
+            raise ConfigError(
+                f"eval.context_extensions ({method}): the checkpoint's RoPE has its own scaling "
+                f"({scaling.get('rope_type')}), which {method} would replace; evaluate it as it "
+                f"is, or with {list(RECTIFIED_METHODS)} (they keep its frequencies)"
+            )
         try:
             variant = run.scheme.extend_context(method, train_length=train_len, eval_length=needed)
-            variant.validate(
-                num_heads=m.num_heads, head_dim=m.d_model // m.num_heads, d_model=m.d_model
-            )
+            variant.validate(**_head_sizes(cfg))
         except ValueError as e:
             raise ConfigError(f"eval.context_extensions ({method}) with {where}: {e}") from None
 
@@ -304,7 +360,10 @@ def describe_plan(cfg: ExperimentConfig, runs: list[Run]) -> list[str]:
     else:
         grid += " x each task's learning rates"
     seeds = len(cfg.seeds)
-    lines = [f"plan: {grid} = {_count(len(runs), 'run')}, each training {_count(seeds, 'seed')}"]
+    each = f"each training {_count(seeds, 'seed')}"
+    if cfg.model.pretrained:
+        each = f"evaluating the pretrained weights of {cfg.model.pretrained} (no training)"
+    lines = [f"plan: {grid} = {_count(len(runs), 'run')}, {each}"]
     for t in tasks:
         r = next(r for r in runs if r.task_label == t)
         train_from, eval_from = r.lengths_from

@@ -3,7 +3,9 @@
 `train_and_evaluate` is what `posenc_jax.harness.runner.run` calls for each (scheme, task)
 cell. In order:
 
-1. train every seed together (`posenc_jax.harness.train.train`), resuming from a checkpoint;
+1. train every seed together (`posenc_jax.harness.train.train`), resuming from a checkpoint
+   (or, with ``model.pretrained``, load the checkpoint's weights as one seed:
+   `posenc_jax.harness.pretrained`);
 2. evaluate the trained models at every evaluation length (rows ``<scheme>``);
 3. save their attention maps (first live seed) for the figures;
 4. evaluate zero-shot with each context extension the scheme offers among
@@ -33,6 +35,7 @@ from posenc_jax.harness.figures.attention_maps import (
     save_attention_maps,
 )
 from posenc_jax.harness.plan import Run, context_extensions
+from posenc_jax.harness.pretrained import load_pretrained
 from posenc_jax.harness.train import RunState, build_model_fn, graph_of, train
 from posenc_jax.schemes import Scheme
 
@@ -95,18 +98,21 @@ def train_and_evaluate(
     """Every stage of one run (see the module docstring); returns (records, training info)."""
     stage = _Stage(r, cfg, seeds, mesh, progress, desc)
     scheme = r.scheme.configure(causal=r.task.causal)
-    graphdef, state, info = train(
-        r.task,
-        scheme,
-        seeds,
-        cfg.model,
-        r.train,
-        cfg.eval,
-        checkpointer=checkpointer,
-        mesh=mesh,
-        progress=progress,
-        desc=desc,
-    )
+    if cfg.model.pretrained:  # no training: the checkpoint's weights as one seed
+        graphdef, state, info = load_pretrained(scheme, cfg.model, cfg.eval, mesh=mesh)
+    else:
+        graphdef, state, info = train(
+            r.task,
+            scheme,
+            seeds,
+            cfg.model,
+            r.train,
+            cfg.eval,
+            checkpointer=checkpointer,
+            mesh=mesh,
+            progress=progress,
+            desc=desc,
+        )
     diverged = info["diverged"]
     records = stage.records(stage.evaluate(state, graphdef, diverged, tcfg=r.train), diverged)
     if len(diverged) >= len(seeds):

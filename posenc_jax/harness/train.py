@@ -60,6 +60,10 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
     An encoder task's answers are tokens of its own vocabulary, so the encoder's
     head keeps its default of ``num_classes = task.vocab_size``.
     """
+    if mcfg.pretrained:  # the checkpoint's architecture (posenc_jax.harness.pretrained)
+        from posenc_jax.harness.pretrained import pretrained_model_fn
+
+        return pretrained_model_fn(scheme, mcfg, ecfg)
     cls = TransformerLM if task.causal else TransformerEncoder
     dtype = jnp.bfloat16 if mcfg.dtype == "bfloat16" else None
     attention = AttentionConfig(
@@ -81,6 +85,7 @@ def build_model_fn(task, scheme: Scheme, mcfg: ModelConfig, ecfg: EvalConfig) ->
             attention=attention,
             softmax_scale=mcfg.softmax_scale,
             layer_pattern=mcfg.layer_pattern,
+            architecture=mcfg.architecture,
             dtype=dtype,
             rngs=nnx.Rngs(params=pkey, dropout=dkey),
         )

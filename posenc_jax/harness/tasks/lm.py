@@ -1,4 +1,5 @@
-"""Byte-level language modelling on a local text corpus (never downloads anything).
+"""Language modelling on a local text corpus (never downloads anything): bytes, or the
+tokens of a pretrained model's own tokenizer.
 
 The corpus is either the Python standard library's own source (the default: every ``.py`` file
 under ``sysconfig.get_paths()["stdlib"]``, ``site-packages`` excluded) or a file or folder given by
@@ -70,7 +71,9 @@ def _is_valid_file(relative_path: str, valid_fraction: float) -> bool:
 class LanguageModelling(Task):
     """Byte-level next-token prediction on a local corpus.
 
-    Vocabulary: the 256 byte values, nothing else. ``sample_batch(rng, B, length, split)``
+    Vocabulary: the 256 byte values, nothing else, or a pretrained model's tokens
+    (``tokenizer``: its ``tokenizer.json``, read with the ``tokenizers`` package; lengths
+    then count tokens). ``sample_batch(rng, B, length, split)``
     returns ``B`` uniform random windows: ``tokens = data[i : i + length]``,
     ``targets = data[i + 1 : i + length + 1]``, ``loss_mask`` all True. ``eval_batches`` walks the
     validation split in consecutive non-overlapping windows from its start, for perplexity.
@@ -91,6 +94,9 @@ class LanguageModelling(Task):
         of the corpus is a document, positions restart at each document inside a row,
         ``segment_ids`` keep attention within a document, and the byte that starts the
         next document is not a target. Evaluation windows are packed the same way.
+      tokenizer: None (bytes), or a Hugging Face ``tokenizer.json`` or the model
+        directory holding it: each file's text becomes that tokenizer's ids (no special
+        tokens), for the models `posenc_jax.nn.from_hf` loads.
 
     Raises:
       ValueError: naming ``corpus`` and the path when it does not exist or holds no UTF-8 text.
@@ -112,6 +118,7 @@ class LanguageModelling(Task):
         max_bytes: int = 4_000_000,
         valid_fraction: float = 0.05,
         packed: bool = False,
+        tokenizer: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(packed, bool):
             raise ValueError(f"packed must be true or false; got packed={packed!r}")
@@ -150,15 +157,19 @@ class LanguageModelling(Task):
                 train_files.append(relative)
         if not train_parts and not valid_parts:
             raise ValueError(f"corpus={self.corpus_path!r} holds no non-empty UTF-8 text file")
+        self.tokenizer = None if tokenizer is None else str(tokenizer)
+        encode, self._vocab_size = _encoder(tokenizer)
+        train_parts = [encode(part) for part in train_parts]
+        valid_parts = [encode(part) for part in valid_parts]
         if train_parts and valid_parts:
             self.split_by = "file"
-            train = b"".join(train_parts)
-            valid = b"".join(valid_parts)
+            train = np.concatenate(train_parts)
+            valid = np.concatenate(valid_parts)
             train_starts, valid_starts = _starts(train_parts), _starts(valid_parts)
         else:
             self.split_by = "bytes"
             parts = train_parts + valid_parts
-            everything = b"".join(parts)
+            everything = np.concatenate(parts)
             cut = len(everything) - max(1, round(len(everything) * self.valid_fraction))
             train, valid = everything[:cut], everything[cut:]
             train_files = valid_files = sorted(train_files + valid_files)
@@ -167,22 +178,22 @@ class LanguageModelling(Task):
             valid_starts = np.concatenate([[0], starts[starts > cut] - cut])
         self.train_files = tuple(train_files)
         self.valid_files = tuple(valid_files)
-        self._data = {
-            "train": np.frombuffer(train, dtype=np.uint8),
-            "valid": np.frombuffer(valid, dtype=np.uint8),
-        }
+        self._data = {"train": train, "valid": valid}
+        for data in self._data.values():
+            data.flags.writeable = False
         # Where each document (file) begins in a split's bytes; packed rows restart there.
         self._doc_starts = {"train": train_starts, "valid": valid_starts}
 
     @property
     def vocab_size(self) -> int:
-        return 256
+        return self._vocab_size
 
     def sequence_length(self, length: int) -> int:
         return self.check_length(length)
 
     def data(self, split: str = "train") -> np.ndarray:
-        """Returns the uint8 bytes of a split (``"train"`` or ``"valid"``), read-only."""
+        """Returns a split (``"train"`` or ``"valid"``), read-only: uint8 bytes, or int32
+        token ids with a ``tokenizer``."""
         check_choice("split", split, self.SPLITS)
         return self._data[split]
 
@@ -260,7 +271,35 @@ def _windows(data: np.ndarray, starts: np.ndarray, length: int) -> Batch:
     )
 
 
-def _starts(parts: list[bytes]) -> np.ndarray:
+def _encoder(tokenizer: str | os.PathLike[str] | None):
+    """(bytes -> 1-D array, vocabulary size): the bytes themselves (uint8, 256 values),
+    or the ids of a Hugging Face ``tokenizer.json`` (a file or a folder holding one)."""
+    if tokenizer is None:
+        return (lambda data: np.frombuffer(data, dtype=np.uint8)), 256
+    path = Path(tokenizer)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(
+            f"tokenizer={str(tokenizer)!r}: no tokenizer.json there (give the file or the "
+            "model directory that holds it)"
+        )
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ValueError(
+            "tokenizer= needs the tokenizers package: pip install -e '.[hf]'"
+        ) from None
+    tok = Tokenizer.from_file(str(path))
+
+    def encode(data: bytes) -> np.ndarray:
+        text = data.decode("utf-8", errors="replace")
+        return np.asarray(tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    return encode, int(tok.get_vocab_size())
+
+
+def _starts(parts: list[np.ndarray]) -> np.ndarray:
     """Offsets where each part begins in their concatenation: ``[len(parts)]`` int64."""
     return np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
 
