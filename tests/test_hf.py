@@ -182,7 +182,10 @@ def _pretrained_config(**over):
     cfg = {
         "name": "pretrained_qwen2",
         "model": {"pretrained": str(DATA / "qwen2")},
-        "tasks": [{"name": "lm", "max_bytes": 60_000}],
+        "tasks": [
+            {"name": "lm", "max_bytes": 60_000},
+            {"name": "passkey_text", "eval_lengths": [320], "depth": 0.5},
+        ],
         "eval": {
             "lengths": [32, 128],  # the model's context is 64
             "batch_size": 2,
@@ -206,8 +209,14 @@ def test_pretrained_length_sweep_equals_a_direct_evaluation(tmp_path):
     from posenc_jax.harness.tasks import get_task
 
     records = run(_pretrained_config(), out_dir=tmp_path / "out", progress=False, verbose=False)
-    rows = {(r["scheme"], r["eval_length"]): r for r in records}
+    rows = {(r["scheme"], r["eval_length"]): r for r in records if r["task"] == "lm"}
     assert set(rows) == {("qwen2", 32), ("qwen2", 128), ("qwen2+yarn", 32), ("qwen2+yarn", 128)}
+    passkey = [r for r in records if r["task"] == "passkey_text"]
+    assert {(r["scheme"], r["eval_length"]) for r in passkey} == {
+        ("qwen2", 320),
+        ("qwen2+yarn", 320),
+    }
+    assert all(r["metric"] == "exact_match" and 0 <= r["exact_match"] <= 1 for r in passkey)
     assert rows["qwen2", 32]["train_lengths_from"] == "pretrained context"
     assert rows["qwen2", 128]["train_length"] == _config("qwen2")["max_position_embeddings"]
     task = get_task("lm", max_bytes=60_000, tokenizer=str(DATA / "qwen2"))
@@ -233,7 +242,7 @@ def test_pretrained_configs_that_cannot_run_name_the_key():
         _pretrained_config(schemes=["rope"])
     with pytest.raises(ConfigError, match="one set of weights: seeds"):
         _pretrained_config(seeds=[0, 1])
-    with pytest.raises(ConfigError, match=r"tasks for it are \['lm'\], not 'copy'"):
+    with pytest.raises(ConfigError, match=r"tasks for it are \['lm', 'passkey_text'\], not 'copy'"):
         plan(_pretrained_config(tasks=["copy"]))
     same_vocab = {"name": "lm", "max_bytes": 60_000, "tokenizer": str(DATA / "qwen2")}
     llama = _pretrained_config(model={"pretrained": str(DATA / "llama")}, tasks=[same_vocab])
@@ -241,3 +250,42 @@ def test_pretrained_configs_that_cannot_run_name_the_key():
         plan(llama)
     with pytest.raises(ConfigError, match=r"model\.pretrained: .*absent.* has no config\.json"):
         plan(_pretrained_config(model={"pretrained": str(DATA / "absent")}))
+
+
+def test_text_passkey_follows_the_reference_prompt():
+    """The prompt of LongLoRA's passkey_retrivial.py (generate_prompt_landmark): task
+    description, filler, the information line at the given depth, filler, question; the
+    scored targets are the key's tokens right after the question, within the length."""
+    from tokenizers import Tokenizer
+
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.tasks.text_passkey import DESCRIPTION, FILLER, QUESTION
+
+    tok = Tokenizer.from_file(str(DATA / "qwen2" / "tokenizer.json"))
+    vocab = {i: t for t, i in tok.get_vocab().items()}
+
+    def text(ids):
+        return "".join(vocab[int(i)] for i in ids)
+
+    for depth in (0.0, 0.5, 1.0):
+        task = get_task("passkey_text", tokenizer=str(DATA / "qwen2"), depth=depth)
+        batch = task.sample_batch(np.random.default_rng(1), 2, 400)
+        assert batch.tokens.shape == (2, 400)
+        for b in range(2):
+            mask = batch.loss_mask[b]
+            end = int(np.flatnonzero(mask)[-1]) + 1  # the last scored position
+            prompt = text(batch.tokens[b, : np.flatnonzero(mask)[0] + 1])
+            key = text(batch.targets[b, mask]).strip()
+            assert 1 <= int(key) <= 50000 and end <= 400
+            lines = prompt.split("\n")
+            assert lines[0] == DESCRIPTION and lines[-1] == QUESTION
+            assert lines[2] == f"The pass key is {key}. Remember it. {key} is the pass key."
+            prefix, suffix = len(lines[1]), len(lines[3])
+            assert (FILLER + " " + FILLER)[: max(prefix, suffix)].startswith(lines[1][:50])
+            assert prefix == round(depth * (prefix + suffix))
+    with pytest.raises(ValueError, match="depth must be None or a fraction"):
+        get_task("passkey_text", tokenizer=str(DATA / "qwen2"), depth=2)
+    with pytest.raises(ValueError, match="cannot hold the prompt without filler"):
+        get_task("passkey_text", tokenizer=str(DATA / "qwen2")).sample_batch(
+            np.random.default_rng(0), 1, 100
+        )

@@ -25,6 +25,9 @@ for the sharded case; ``generation_config.json`` is removed). Next to it
   longer input (Phi-3 LongRoPE past ``original_max_position_embeddings``;
   Llama 3 scaling).
 
+``qwen2/tokenizer.json`` is a character-level tokenizer of its 96 ids written by the
+``tokenizers`` library (`write_char_tokenizer`), for the pretrained-model experiments.
+
 Random tiny models often fall into repeating one token under greedy decoding,
 so each case counts seeds up from its own until a draw has logits far from
 uniform, at least 5 distinct tokens among the 10 generated, and a top-1/top-2

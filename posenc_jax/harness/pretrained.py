@@ -34,7 +34,7 @@ __all__ = [
     "pretrained_settings",
 ]
 
-PRETRAINED_TASKS = ("lm",)  # tasks with the model's own tokens (its tokenizer)
+PRETRAINED_TASKS = ("lm", "passkey_text")  # tasks read with the model's own tokenizer
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,7 +11,8 @@ Every task samples fixed-shape batches at a given task length::
 suite, number of items for copy/sort, digits per operand for addition, terms for polynomial,
 variables for lego, output actions for scan, functions for pcfg, instruction pairs for
 flip_flop, statements for counting, key-value pairs for
-associative_recall, filler tokens for passkey, bytes for lm); ``task.sequence_length(length)``
+associative_recall, filler tokens for passkey, bytes or tokens for lm, tokens for passkey_text);
+``task.sequence_length(length)``
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
 ``task.train_lengths`` is the inclusive ``(min, max)`` training range and ``task.eval_lengths``
@@ -76,6 +77,7 @@ from posenc_jax.harness.tasks.flipflop import FlipFlop
 from posenc_jax.harness.tasks.grammar import GRAMMAR_TASKS, Pcfg, Scan
 from posenc_jax.harness.tasks.lm import LanguageModelling
 from posenc_jax.harness.tasks.reasoning import REASONING_TASKS, Lego, Polynomial
+from posenc_jax.harness.tasks.text_passkey import TextPasskey
 
 TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
     {
@@ -88,6 +90,7 @@ TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
             FlipFlop,
             Counting,
             LanguageModelling,
+            TextPasskey,
         )
     }
 )
@@ -193,6 +196,7 @@ __all__ = [
     "StackManipulation",
     "Summation",
     "Task",
+    "TextPasskey",
     "get_task",
     "task_options",
 ]

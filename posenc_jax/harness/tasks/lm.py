@@ -271,11 +271,9 @@ def _windows(data: np.ndarray, starts: np.ndarray, length: int) -> Batch:
     )
 
 
-def _encoder(tokenizer: str | os.PathLike[str] | None):
-    """(bytes -> 1-D array, vocabulary size): the bytes themselves (uint8, 256 values),
-    or the ids of a Hugging Face ``tokenizer.json`` (a file or a folder holding one)."""
-    if tokenizer is None:
-        return (lambda data: np.frombuffer(data, dtype=np.uint8)), 256
+def load_tokenizer(tokenizer: str | os.PathLike[str]):
+    """A Hugging Face ``tokenizers.Tokenizer`` from a ``tokenizer.json`` or the model
+    directory holding it; errors name ``tokenizer`` and the missing package."""
     path = Path(tokenizer)
     if path.is_dir():
         path = path / "tokenizer.json"
@@ -287,10 +285,17 @@ def _encoder(tokenizer: str | os.PathLike[str] | None):
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise ValueError(
-            "tokenizer= needs the tokenizers package: pip install -e '.[hf]'"
-        ) from None
-    tok = Tokenizer.from_file(str(path))
+        message = "tokenizer= needs the tokenizers package: pip install -e '.[hf]'"
+        raise ValueError(message) from None
+    return Tokenizer.from_file(str(path))
+
+
+def _encoder(tokenizer: str | os.PathLike[str] | None):
+    """(bytes -> 1-D array, vocabulary size): the bytes themselves (uint8, 256 values),
+    or the ids of a Hugging Face ``tokenizer.json`` (a file or a folder holding one)."""
+    if tokenizer is None:
+        return (lambda data: np.frombuffer(data, dtype=np.uint8)), 256
+    tok = load_tokenizer(tokenizer)
 
     def encode(data: bytes) -> np.ndarray:
         text = data.decode("utf-8", errors="replace")
