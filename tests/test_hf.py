@@ -248,6 +248,9 @@ def test_pretrained_configs_that_cannot_run_name_the_key():
     llama = _pretrained_config(model={"pretrained": str(DATA / "llama")}, tasks=[same_vocab])
     with pytest.raises(ConfigError, match=r"own scaling \(llama3\), which yarn would replace"):
         plan(llama)
+    gemma = _pretrained_config(model={"pretrained": str(DATA / "gemma3")}, tasks=[same_vocab])
+    with pytest.raises(ConfigError, match="every layer of the checkpoint has its own RoPE"):
+        plan(gemma)
     with pytest.raises(ConfigError, match=r"model\.pretrained: .*absent.* has no config\.json"):
         plan(_pretrained_config(model={"pretrained": str(DATA / "absent")}))
 
@@ -289,3 +292,33 @@ def test_text_passkey_follows_the_reference_prompt():
         get_task("passkey_text", tokenizer=str(DATA / "qwen2")).sample_batch(
             np.random.default_rng(0), 1, 100
         )
+
+
+def test_loading_onto_a_mesh_shards_the_parameters_and_keeps_the_logits():
+    """from_hf(mesh=...) on 4 simulated CPU devices: each weight's largest axis that
+    divides by 4 is split over the devices, and the logits are transformers' again."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, jax, jax.numpy as jnp
+from posenc_jax.nn import from_hf
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("model",))  # Auto axes
+model = from_hf("tests/data/hf/llama", dtype=jnp.float32, mesh=mesh)
+kernel = model.blocks[0].mlp.mlp_gate.kernel.get_value()  # [32, 64]: 64 splits
+assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, ("model",)), kernel.sharding
+assert len(kernel.addressable_shards) == 4 and kernel.addressable_shards[0].data.shape == (32, 16)
+e = np.load("tests/data/hf/llama/expected.npz")
+err = np.abs(np.asarray(jax.jit(lambda t: model(t))(jnp.asarray(e["tokens"]))) - e["logits"]).max()
+assert err < 1e-4, err
+print("ok")
+"""
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=4".strip()
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -298,6 +298,13 @@ def _check_extensions(run: Run, cfg: ExperimentConfig, needed: int, where: str) 
     train_len = run.task.sequence_length(run.train.length)
     for method in context_extensions(run.scheme, cfg):
         scaling = getattr(run.scheme, "scaling", None)
+        pattern = pretrained_settings(cfg.model.pretrained) if cfg.model.pretrained else {}
+        if all("scheme" in layer for layer in pattern.get("layer_pattern") or [{}]):
+            raise ConfigError(
+                f"eval.context_extensions ({method}): every layer of the checkpoint has its "
+                "own RoPE (per layer type), which an extension of the model's scheme does "
+                "not reach; leave eval.context_extensions empty for it"
+            )
         if cfg.model.pretrained and scaling and method not in RECTIFIED_METHODS:
             raise ConfigError(
                 f"eval.context_extensions ({method}): the checkpoint's RoPE has its own scaling "
@@ -369,8 +376,11 @@ def describe_plan(cfg: ExperimentConfig, runs: list[Run]) -> list[str]:
         train_from, eval_from = r.lengths_from
         n = len(r.eval_lengths)
         lr = "" if len(set(rates.values())) == 1 else f"; learning rates {list(rates[t])}"
+        trained = f"trained at lengths {r.train.min_length}..{r.train.length}"
+        if cfg.model.pretrained:
+            trained = f"model context {r.train.length}"
         lines.append(
-            f"  {t}: trained at lengths {r.train.min_length}..{r.train.length} ({train_from}), "
+            f"  {t}: {trained} ({train_from}), "
             f"evaluated at {lengths_text(r.eval_lengths)} ({_count(n, 'length')}, "
             f"{eval_from}){lr}"
         )

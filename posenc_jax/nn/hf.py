@@ -584,7 +584,9 @@ def from_hf(
         float32 copy.
       mesh: place each parameter on this `jax.sharding.Mesh`: its largest axis that
         divides over every device is sharded, the rest replicated (for a model
-        bigger than one device); None: the default device.
+        bigger than one device); None: the default device. Give a mesh with
+        automatic axes (``jax.sharding.Mesh(devices, names)``): XLA then partitions
+        the forward pass itself.
 
     Returns:
       The model, its scheme and architecture read from ``config.json``; positional
