@@ -307,6 +307,7 @@ def _masked_logits(
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
     sink_tokens: int = 0,
+    logit_softcap: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits with every additive term, masked: [B, N, T, S] float32 and allowed [B, 1, T, S].
 
@@ -340,6 +341,8 @@ def _masked_logits(
         logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos, **keys)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
+    if logit_softcap is not None:  # Gemma 2: c * tanh(logits / c), before the mask
+        logits = logit_softcap * jnp.tanh(logits / logit_softcap)
     return jnp.where(allowed, logits, MASK_VALUE), allowed
 
 
@@ -363,6 +366,7 @@ def attention_weights(
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
     sink_tokens: int = 0,
+    logit_softcap: float | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Softmax attention weights: the [B, N, T, S] array that every path multiplies v by.
@@ -405,6 +409,9 @@ def attention_weights(
       sink_logits: [N] float, one learned logit per query head for a virtual key with a
         zero value (gpt-oss's attention sinks): the softmax runs over the keys and the
         sink, so a row's weights sum to less than 1. None: no sink.
+      logit_softcap: c: each logit (content and positional terms, after the scale)
+        becomes ``c * tanh(logit / c)`` before the mask (Gemma 2's soft-capping). None:
+        none.
 
     Returns:
       [B, N, T, S] float32 weights; each row sums to 1 (less with a sink), or is 0
@@ -438,6 +445,7 @@ def attention_weights(
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
         sink_tokens=sink_tokens,
+        logit_softcap=logit_softcap,
     )  # [B, N, T, S], [B, 1, T, S]
     if scheme.normalization == "stick_breaking":  # masked keys take and break nothing
         if sink_logits is not None:
@@ -474,6 +482,7 @@ def dense_attention(
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
     sink_tokens: int = 0,
+    logit_softcap: float | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """`attention_weights` times v (plus the scheme's value term); reference for the other paths.
@@ -482,7 +491,8 @@ def dense_attention(
       q: [B, T, N, H]; k, v: [B, S, K, H] (already rotated by the scheme's q/k hook).
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
         kv_segment_ids, q_state, k_state, mask, bias, scale, sliding_window,
-        attention_chunk, sink_tokens, sink_logits: as in `attention_weights`; the
+        attention_chunk, sink_tokens, sink_logits, logit_softcap: as in
+        `attention_weights`; the
         scheme also fills the value hook here.
 
     Returns:
@@ -509,6 +519,7 @@ def dense_attention(
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
         sink_tokens=sink_tokens,
+        logit_softcap=logit_softcap,
         sink_logits=sink_logits,
     )  # [B, N, T, S] float32
     weights = weights32.astype(v.dtype)
@@ -656,6 +667,7 @@ def explain_implementation(
     low_precision_bias: bool = False,
     value_head_dim: int | None = None,
     has_sinks: bool = False,
+    has_softcap: bool = False,
 ) -> ImplementationChoice:
     """The path ``implementation="auto"`` takes for one attention call, and the reason.
 
@@ -685,6 +697,7 @@ def explain_implementation(
       value_head_dim: v's head dim when it differs from q's and k's (PoPE's q and k
         are twice as wide); None: the same as ``head_dim``.
       has_sinks: the call has learned sink logits (no fused kernel takes them).
+      has_softcap: the call soft-caps its logits (no fused kernel takes it).
 
     Returns:
       ``ImplementationChoice(implementation, reason)``, implementation one of
@@ -713,6 +726,8 @@ def explain_implementation(
     )
     if refusal is None and has_sinks:
         refusal = "learned sink logits: jax.nn.dot_product_attention has no sink"
+    if refusal is None and has_softcap:
+        refusal = "logit soft-capping: jax.nn.dot_product_attention has none"
     if refusal is None and value_head_dim not in (None, head_dim):
         refusal = (
             f"q and k have head dim {head_dim} and v {value_head_dim}; the cuDNN path takes "
@@ -910,6 +925,7 @@ def blockwise_attention(
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
     sink_tokens: int = 0,
+    logit_softcap: float | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Memory-efficient attention: online softmax over key blocks, queries in blocks.
@@ -928,9 +944,9 @@ def blockwise_attention(
       q_state, k_state: [B, T, N] and [B, S, N] per-token states, as in
         `attention_weights` (sliced per tile like the positions).
       q_block, k_block: tile sizes; T and S need not be multiples of them.
-      sliding_window, attention_chunk, sink_tokens, sink_logits: as in
-        `attention_weights` (the window and chunks mask each tile; the sink starts each
-        query block's running softmax sum).
+      sliding_window, attention_chunk, sink_tokens, sink_logits, logit_softcap: as in
+        `attention_weights` (the window and chunks mask each tile, the cap applies per
+        tile; the sink starts each query block's running softmax sum).
 
     Returns:
       [B, T, N, H] in v's dtype.
@@ -985,7 +1001,10 @@ def blockwise_attention(
         params=params,
         causal=causal,
         local=dict(
-            sliding_window=sliding_window, attention_chunk=attention_chunk, sink_tokens=sink_tokens
+            sliding_window=sliding_window,
+            attention_chunk=attention_chunk,
+            sink_tokens=sink_tokens,
+            logit_softcap=logit_softcap,
         ),
         sink=sink,
     )
@@ -1015,6 +1034,7 @@ def attend(
     sliding_window: int | None = None,
     attention_chunk: int | None = None,
     sink_tokens: int = 0,
+    logit_softcap: float | None = None,
     sink_logits: jax.Array | None = None,
 ) -> jax.Array:
     """Dispatches to the fused, dense or blockwise path (all compute the same function).
@@ -1030,8 +1050,8 @@ def attend(
       q: [B, T, N, H]; k, v: [B, S, K, H], already rotated.
       q_positions, k_positions, scheme, params, causal, key_mask, segment_ids,
         kv_segment_ids, q_state, k_state, scale, sliding_window, attention_chunk,
-        sink_tokens, sink_logits: as in `attention_weights` (a window, chunks or sinks
-        keep the call off the cuDNN path).
+        sink_tokens, sink_logits, logit_softcap: as in `attention_weights` (a window,
+        chunks, sinks or a cap keep the call off the cuDNN path).
       attention: the path and its settings (None: ``AttentionConfig()``, "auto").
       aligned: q and k share positions (self-attention without cache).
 
@@ -1054,6 +1074,7 @@ def attend(
             or sliding_window is not None
             or attention_chunk is not None,
             has_sinks=sink_logits is not None,
+            has_softcap=logit_softcap is not None,
             aligned=aligned,
             has_segment_ids=segment_ids is not None,
             blockwise_threshold=attention.blockwise_threshold,
@@ -1071,13 +1092,16 @@ def attend(
     )
     states = dict(q_state=q_state, k_state=k_state)
     local = dict(
-        sliding_window=sliding_window, attention_chunk=attention_chunk, sink_logits=sink_logits
+        sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
+        sink_logits=sink_logits,
+        logit_softcap=logit_softcap,
     )
     if implementation == "cudnn":
         if any(value is not None for value in local.values()):
             raise ValueError(
-                "implementation='cudnn' takes no sliding_window, attention_chunk or "
-                "sink_logits; use "
+                "implementation='cudnn' takes no sliding_window, attention_chunk, "
+                "sink_logits or logit_softcap; use "
                 "AttentionConfig(implementation='dense') or 'blockwise'"
             )
         if key_mask is not None:

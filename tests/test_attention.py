@@ -379,3 +379,43 @@ def test_mask_value_far_below_longest_biases():
         causal=True,
     )
     np.testing.assert_allclose(out, 0.0)  # only key 0 is allowed, however far away
+
+
+def test_logit_softcap_is_gemma2_attention_on_every_path():
+    """Float64 transcription of transformers' Gemma 2 eager attention
+    (models/gemma2/modeling_gemma2.py, eager_attention_forward: scores = q.k * scaling,
+    then softcap * tanh(scores / softcap), then the causal and sliding-window mask, then
+    softmax): dense and blockwise equal it with the window on and off, GQA included;
+    the cuDNN path refuses the cap and auto never takes it."""
+    rng = np.random.default_rng(3)
+    b, t, n, kv, h, cap = 2, 21, 4, 2, 8, 5.0
+    q, k, v = (rng.normal(size=(b, t, m, h)) * 2.0 for m in (n, kv, kv))
+    pos = np.arange(t)
+
+    def reference(window):
+        kr, vr = np.repeat(k, n // kv, axis=2), np.repeat(v, n // kv, axis=2)
+        scores = np.einsum("btnh,bsnh->bnts", q, kr) / np.sqrt(h)
+        scores = cap * np.tanh(scores / cap)
+        ok = pos[None, :] <= pos[:, None]
+        if window is not None:
+            ok &= pos[:, None] - pos[None, :] < window
+        scores = np.where(ok, scores, -np.inf)
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        w /= w.sum(-1, keepdims=True)
+        return np.einsum("bnts,bsnh->btnh", w, vr)
+
+    args = [jnp.asarray(x, jnp.float32) for x in (q, k, v)]
+    common = dict(q_positions=pos, k_positions=pos, causal=True, logit_softcap=cap)
+    for window in (None, 6):
+        want = reference(window)
+        dense = dense_attention(*args, sliding_window=window, **common)
+        tiled = blockwise_attention(*args, sliding_window=window, q_block=8, k_block=4, **common)
+        np.testing.assert_allclose(np.asarray(dense), want, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(tiled), want, atol=2e-5)
+    with pytest.raises(ValueError, match=r"cudnn' takes no .*logit_softcap"):
+        attend(*args, attention=AttentionConfig(implementation="cudnn"), **common)
+    choice = explain_implementation(
+        scheme=make_scheme("rope"), platform="gpu", dtype=jnp.bfloat16, head_dim=64,
+        q_len=512, k_len=512, has_mask=False, aligned=True, has_softcap=True,
+    )  # fmt: skip
+    assert choice.implementation == "dense" and "soft-capping" in choice.reason

@@ -25,7 +25,7 @@ from posenc_jax.nn import Architecture, TransformerLM, from_hf, generate, hf_mod
 
 DATA = Path(__file__).resolve().parent / "data" / "hf"
 CASES = sorted(p.name for p in DATA.iterdir() if p.is_dir() and (p / "expected.npz").is_file())
-SUPPORTED = [c for c in CASES if c != "gemma2"]
+SUPPORTED = CASES
 
 
 @nnx.jit
@@ -46,7 +46,7 @@ def models() -> dict[str, TransformerLM]:
 def test_every_family_has_a_fixture():
     assert set(SUPPORTED) >= {
         "llama", "mistral", "qwen2", "qwen3", "phi3", "gpt_neox", "gptj", "gpt2", "bloom",
-        "gemma3",
+        "gemma2", "gemma3",
     }  # fmt: skip
 
 
@@ -61,10 +61,10 @@ def test_logits_equal_transformers(models, case):
 
 
 # Decoding with the KV cache: one family per positional kind (RoPE with Llama 3 scaling
-# and GQA, Gemma 3's per-layer windows and bases, ALiBi, learned positions); the cache
+# and GQA, Gemma 2's per-layer windows and soft-capping, ALiBi, learned positions); the cache
 # path is the same code for every architecture option, and KV-cache decoding equals
 # the full forward for every scheme in tests/test_scheme_models.py.
-@pytest.mark.parametrize("case", ["llama", "gemma3", "bloom", "gpt2"])
+@pytest.mark.parametrize("case", ["llama", "gemma2", "bloom", "gpt2"])
 def test_greedy_generation_equals_transformers_token_for_token(models, case):
     e = _expected(case)
     new = e["generated"].shape[1] - e["prompt"].shape[1]
@@ -146,8 +146,10 @@ def test_bad_directories_name_what_is_missing(tmp_path):
 
 
 def test_unsupported_model_type_or_option_names_the_choices(tmp_path):
-    with pytest.raises(ValueError, match="model_type 'gemma2' is not supported; supported: "):
-        from_hf(DATA / "gemma2")
+    d = _copy("gpt2", tmp_path / "falcon")
+    (d / "config.json").write_text(json.dumps(_config("gpt2") | {"model_type": "falcon"}))
+    with pytest.raises(ValueError, match="model_type 'falcon' is not supported; supported: "):
+        from_hf(d)
     d = _copy("gpt2", tmp_path)
     cfg = _config("gpt2") | {"scale_attn_by_inverse_layer_idx": True}
     (d / "config.json").write_text(json.dumps(cfg))

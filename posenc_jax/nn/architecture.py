@@ -58,6 +58,9 @@ class Architecture:
       tie_embeddings: the output head is the token embedding, transposed.
       embed_scale: token embeddings are multiplied by it (Gemma: sqrt(D)).
       embed_norm: a norm right after the embeddings (BLOOM).
+      attn_logit_softcap: c: attention logits become ``c * tanh(logit / c)`` (Gemma 2;
+        every attention path takes it, cuDNN excepted).
+      final_logit_softcap: c: the output logits become ``c * tanh(logit / c)`` (Gemma 2).
 
     Example:
         >>> make_architecture({"activation": "silu", "gated_mlp": True}).residual
@@ -70,7 +73,8 @@ class Architecture:
 
     References: Black et al. 2022, GPT-NeoX-20B (arXiv 2204.06745), parallel
     residual; Shazeer 2020, "GLU Variants Improve Transformer" (arXiv 2002.05202);
-    Press & Wolf 2017, tied embeddings (arXiv 1608.05859).
+    Press & Wolf 2017, tied embeddings (arXiv 1608.05859); Gemma Team 2024, Gemma 2
+    (arXiv 2408.00118), soft-capping.
     """
 
     norm_eps: float = 1e-6
@@ -88,6 +92,8 @@ class Architecture:
     tie_embeddings: bool = False
     embed_scale: float | None = None
     embed_norm: bool = False
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.activation, "activation", tuple(ACTIVATIONS), "architecture")
@@ -105,6 +111,12 @@ class Architecture:
                 raise ValueError(
                     f"architecture: {f.name} must be true or false; got {getattr(self, f.name)!r}"
                 )
+        for key in ("attn_logit_softcap", "final_logit_softcap"):
+            value = getattr(self, key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            ):
+                raise ValueError(f"architecture: {key} must be None or a number > 0; got {value!r}")
         if self.embed_scale is not None and (
             isinstance(self.embed_scale, bool)
             or not isinstance(self.embed_scale, int | float)

@@ -111,7 +111,8 @@ class MultiHeadAttention(nnx.Module):
     ``qkv_bias`` / ``out_bias`` add biases to the q, k, v / output projections;
     ``qk_norm=True`` applies an RMSNorm (epsilon ``norm_eps``, a learned scale [H]
     shared by the heads) to each head's query and key before the scheme's q/k hook
-    (Qwen3, Gemma 3).
+    (Qwen3, Gemma 3); ``logit_softcap`` c soft-caps the logits (``c * tanh(logit / c)``,
+    Gemma 2).
 
     Example:
         >>> attn = MultiHeadAttention(32, num_heads=4, scheme="alibi", causal=True,
@@ -148,6 +149,7 @@ class MultiHeadAttention(nnx.Module):
         out_bias: bool = False,
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
+        logit_softcap: float | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -213,6 +215,7 @@ class MultiHeadAttention(nnx.Module):
         self.sliding_window = sliding_window
         self.attention_chunk = attention_chunk
         self.sink_tokens = sink_tokens
+        self.logit_softcap = logit_softcap
         # gpt-oss: one learned sink logit per query head, zeros at init
         self.sink_logits = nnx.data(
             nnx.Param(jnp.zeros((num_heads,), jnp.float32)) if attention_sinks else None
@@ -418,6 +421,8 @@ class MultiHeadAttention(nnx.Module):
             inputs.update(attention_chunk=self.attention_chunk)
         if self.sink_tokens:
             inputs.update(sink_tokens=self.sink_tokens)
+        if self.logit_softcap is not None:
+            inputs.update(logit_softcap=self.logit_softcap)
         if self.sink_logits is not None:
             inputs.update(sink_logits=self.sink_logits.get_value())
         out = attend(q, k, v, attention=self.attention, aligned=not decode, **inputs)

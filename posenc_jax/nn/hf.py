@@ -9,8 +9,8 @@ every parameter from the safetensors shards, one tensor at a time (bfloat16
 weights stay bfloat16 unless ``dtype`` says otherwise), optionally placed on a
 device mesh. Nothing is downloaded: the directory is one the user has on disk.
 
-Families (``model_type``): llama, mistral, qwen2, qwen3, phi3, gpt_neox, gptj,
-gpt2, bloom and gemma3_text (`HF_MODEL_TYPES`).
+Families (``model_type``): llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text,
+gpt_neox, gptj, gpt2 and bloom (`HF_MODEL_TYPES`).
 
 Shape legend: V vocabulary, D model dim, N query heads, K key/value heads, H head
 dim, F MLP hidden dim.
@@ -18,7 +18,7 @@ dim, F MLP hidden dim.
 References: Hugging Face transformers ``models/<family>/modeling_<family>.py`` (the
 forward passes reproduced here); Touvron et al. 2023, Llama (arXiv 2302.13971);
 Black et al. 2022, GPT-NeoX-20B (arXiv 2204.06745); BigScience 2022, BLOOM (arXiv
-2211.05100); Gemma Team 2025, Gemma 3 (arXiv 2503.19786).
+2211.05100); Gemma Team 2024/2025, Gemma 2 and 3 (arXiv 2408.00118, 2503.19786).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ _ACTIVATIONS = {
     "gelu_fast": "gelu_tanh",
     "relu": "relu",
 }
-_LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+_LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
+_GEMMA = ("gemma2", "gemma3_text")
 HF_MODEL_TYPES = (*_LLAMA_LIKE, "gpt_neox", "gptj", "gpt2", "bloom")
 # Buffers some checkpoints carry that are not parameters (recomputed from the config).
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", ".masked_bias")
@@ -63,6 +64,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen2": dict(rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False),
     "qwen3": dict(rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False),
     "phi3": dict(rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=False),
+    "gemma2": dict(
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+    ),
     "gemma3_text": dict(
         rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True
     ),
@@ -118,8 +126,8 @@ def _check_supported(config: Mapping[str, Any]) -> str:
             f"model_type {model_type!r} is not supported; supported: {list(HF_MODEL_TYPES)}"
         )
     for key, what in _UNSUPPORTED.items():
-        if key == "attn_logit_softcapping" and model_type == "gemma3_text":
-            continue  # stored by Gemma 3 configs, never used by its attention
+        if "softcapping" in key and model_type in _GEMMA:
+            continue  # Gemma 2 caps both; Gemma 3 its output (its attention ignores the key)
         if config.get(key):
             raise _error(f"config.json sets {key}={config[key]!r} ({what}), which is not supported")
     return model_type
@@ -163,8 +171,13 @@ def _llama_like_settings(config: Mapping[str, Any], model_type: str) -> dict[str
     sizes = _sizes(config, "hidden_size", "num_attention_heads", "num_hidden_layers")
     d, n = sizes["d_model"], sizes["num_heads"]
     head_dim = int(config.get("head_dim") or d // n)
-    gemma = model_type == "gemma3_text"
+    gemma = model_type in _GEMMA
     bias = bool(config.get("attention_bias", False))
+    defaults = _DEFAULTS[model_type]
+    caps = {
+        key: config.get(key, defaults.get(key))
+        for key in ("attn_logit_softcapping", "final_logit_softcapping")
+    }
     arch = Architecture(
         norm_eps=float(_get(config, "rms_norm_eps")),
         activation=_activation(config),
@@ -179,6 +192,8 @@ def _llama_like_settings(config: Mapping[str, Any], model_type: str) -> dict[str
         head_bias=False,
         tie_embeddings=bool(_get(config, "tie_word_embeddings")),
         embed_scale=math.sqrt(d) if gemma else None,
+        attn_logit_softcap=caps["attn_logit_softcapping"] if model_type == "gemma2" else None,
+        final_logit_softcap=caps["final_logit_softcapping"] if gemma else None,
     )
     settings = dict(
         sizes,
@@ -327,7 +342,7 @@ def _embed_and_head(
 
 def _llama_like_weights(config: Mapping[str, Any], s: dict) -> dict[Path, Source]:
     arch: Architecture = s["architecture"]
-    gemma = config["model_type"] == "gemma3_text"
+    gemma = config["model_type"] in _GEMMA
     n, k, h = s["num_heads"], s.get("num_kv_heads") or s["num_heads"], arch.head_dim
     out = _embed_and_head(
         "model.embed_tokens.weight", "lm_head", "model.norm", s, norm_bias=False, gemma=gemma
@@ -338,6 +353,14 @@ def _llama_like_weights(config: Mapping[str, Any], s: dict) -> dict[Path, Source
     for i in range(s["num_layers"]):
         p, b = f"model.layers.{i}.", ("blocks", i)
         attn = (*b, "attn")
+        if gemma and not arch.qk_norm:  # Gemma 2: the softmax scale folded into q_proj
+            q_name = p + "self_attn.q_proj."
+            out[(*attn, "q_proj", "kernel")] = (
+                q_name + "weight",
+                lambda a, c=q_times: np.transpose(a) * c,
+            )
+            if arch.attention_bias:
+                out[(*attn, "q_proj", "bias")] = (q_name + "bias", lambda a, c=q_times: a * c)
         if config["model_type"] == "phi3":
             fused = p + "self_attn.qkv_proj.weight"
             out[(*attn, "q_proj", "kernel")] = _rows(fused, 0, n * h)
@@ -348,6 +371,8 @@ def _llama_like_weights(config: Mapping[str, Any], s: dict) -> dict[Path, Source
             out[(*b, "mlp", "mlp_in", "kernel")] = _rows(p + "mlp.gate_up_proj.weight", f, 2 * f)
         else:
             for proj in ("q_proj", "k_proj", "v_proj"):
+                if (*attn, proj, "kernel") in out:  # Gemma 2's q_proj, scaled above
+                    continue
                 out.update(_dense(p + "self_attn." + proj, (*attn, proj), bias=arch.attention_bias))
             out.update(_dense(p + "mlp.gate_proj", (*b, "mlp", "mlp_gate"), bias=arch.mlp_bias))
             out.update(_dense(p + "mlp.up_proj", (*b, "mlp", "mlp_in"), bias=arch.mlp_bias))

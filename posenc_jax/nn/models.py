@@ -139,6 +139,7 @@ class TransformerBlock(nnx.Module):
             out_bias=arch.attention_out_bias,
             qk_norm=arch.qk_norm,
             norm_eps=arch.norm_eps,
+            logit_softcap=arch.attn_logit_softcap,
             **kw,
         )
 
@@ -249,6 +250,7 @@ class _Transformer(nnx.Module):
         layers = self._layers(layer_pattern, model_layer, num_layers, num_heads, d_model, head_dim)
         self.d_model = d_model
         self.embed_scale = arch.embed_scale
+        self.final_logit_softcap = arch.final_logit_softcap
         self.embed = nnx.Embed(
             vocab_size,
             d_model,
@@ -342,11 +344,16 @@ class _Transformer(nnx.Module):
             )
         x = self.final_norm(x)
         if self.head is not None:
-            return self.head(x).astype(jnp.float32)
-        logits = self.embed.attend(x)  # tied: x @ embedding.T
-        if self.head_bias is not None:
-            logits = logits + self.head_bias.get_value()
-        return logits.astype(jnp.float32)
+            logits = self.head(x)
+        else:
+            logits = self.embed.attend(x)  # tied: x @ embedding.T
+            if self.head_bias is not None:
+                logits = logits + self.head_bias.get_value()
+        logits = logits.astype(jnp.float32)
+        if self.final_logit_softcap is not None:  # Gemma 2
+            cap = self.final_logit_softcap
+            logits = cap * jnp.tanh(logits / cap)
+        return logits
 
     def _layers(self, pattern, model_layer, num_layers, num_heads, d_model, head_dim) -> list:
         """Each layer's scheme, window, chunk, softmax scale and sinks: the model's,
