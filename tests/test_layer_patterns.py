@@ -129,7 +129,7 @@ def test_bad_patterns_are_clear_errors():
         MultiHeadAttention(16, num_heads=2, attention_chunk=0, rngs=nnx.Rngs(0))
     q = jnp.ones((1, 4, 2, 8))
     pos = jnp.arange(4)
-    with pytest.raises(ValueError, match="takes no sliding_window, attention_chunk or sink"):
+    with pytest.raises(ValueError, match="takes no sliding_window, attention_chunk, sink"):
         attend(q, q, q, q_positions=pos, k_positions=pos, attention_chunk=2,
                attention=AttentionConfig(implementation="cudnn"))  # fmt: skip
 

@@ -92,7 +92,7 @@ def test_bad_use_is_a_clear_error():
     with pytest.raises(ValueError, match="stick-breaking attention has none"):
         dense_attention(q, q, q, q_positions=pos, k_positions=pos, causal=True,
                         scheme=make_scheme("stick_breaking"), sink_logits=jnp.zeros(2))  # fmt: skip
-    with pytest.raises(ValueError, match="takes no sliding_window, attention_chunk or sink_logits"):
+    with pytest.raises(ValueError, match="takes no sliding_window, attention_chunk, sink_logits"):
         attend(q, q, q, q_positions=pos, k_positions=pos, sliding_window=2,
                attention=AttentionConfig(implementation="cudnn"))  # fmt: skip
     with pytest.raises(ValueError, match="sliding_window must be None or an int >= 1"):

@@ -93,8 +93,8 @@ def solve_one(task, text):
 
 def test_registry_names_and_kinds():
     # polynomial, lego, scan, pcfg: tests/test_kazemnejad_tasks.py; flip_flop, counting:
-    # tests/test_flip_flop.py, tests/test_counting.py
-    others = {"lm", "polynomial", "lego", "scan", "pcfg", "flip_flop", "counting"}
+    # tests/test_flip_flop.py, tests/test_counting.py; passkey_text: tests/test_hf.py
+    others = {"lm", "polynomial", "lego", "scan", "pcfg", "flip_flop", "counting", "passkey_text"}
     assert set(TASKS) == {*ALGORITHMIC, *others}
     for name in CHOMSKY:
         task = get_task(name)
@@ -120,7 +120,7 @@ def test_unknown_option_lists_valid_options():
         get_task("modular_arithmetic", modulo=5)
     with pytest.raises(ValueError, match=r"unknown option 'modulus'.*valid options: \[\]"):
         get_task("parity_check", modulus=3)
-    assert task_options("lm") == ("corpus", "max_bytes", "valid_fraction", "packed")
+    assert task_options("lm") == ("corpus", "max_bytes", "valid_fraction", "packed", "tokenizer")
 
 
 @pytest.mark.parametrize(
