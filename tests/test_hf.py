@@ -127,6 +127,12 @@ def test_settings_name_the_family_options():
         and gemma.embed_scale == pytest.approx(_config("gemma3")["hidden_size"] ** 0.5)
     )
     assert isinstance(gemma, Architecture)
+    # Qwen2 with use_sliding_window and no layer_types: transformers slides the layers
+    # from max_window_layers on (configuration_qwen2.py)
+    qwen = _config("qwen2") | {"use_sliding_window": True, "max_window_layers": 1}
+    qwen = qwen | {"sliding_window": 8, "layer_types": None}
+    pattern = hf_model_settings(qwen)["layer_pattern"]
+    assert [layer.get("sliding_window") for layer in pattern] == [None, 8]
 
 
 def _copy(case: str, tmp_path):

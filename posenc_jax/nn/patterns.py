@@ -177,6 +177,9 @@ def _hf_layer_types(config: Mapping[str, Any], num_layers: int) -> list[str] | N
     if model_type.startswith("llama4"):
         rope = _hf_rope_layers(config, num_layers)
         return ["chunked_attention" if r else "full_attention" for r in rope]
+    if model_type in ("qwen2", "qwen3") and config.get("use_sliding_window"):
+        first = int(config.get("max_window_layers", num_layers))  # layers from it slide
+        return ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
     return None
 
 
