@@ -1,5 +1,7 @@
-"""The accelerator check keeps working where no accelerator is lent: its dry run on the CPU."""
+"""The benchmark scripts keep working where their extras are missing: the accelerator check's
+dry run on the CPU, the peer comparison's with and without torch and x-transformers."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,3 +38,51 @@ def test_accelerator_check_dry_run_writes_every_section(tmp_path):
     assert report["rope"]["float32"]["rope_GBps"] > 0
     assert report["long"]["128"]["alibi"]["blockwise"]["temp_MB"] > 0
     assert report["job"]["exit_code"] == 0 and report["job"]["seconds"] > 0
+
+
+PEER_INSTALLED = all(importlib.util.find_spec(m) for m in ("torch", "x_transformers"))
+INSTALL_LINE = 'install the bench extra: pip install -e ".[bench]"'
+
+
+def _peers(*args, hide_peer=False):
+    """benchmarks/peers.py in a subprocess; ``hide_peer``: as if x-transformers were missing."""
+    argv = ["benchmarks/peers.py", *args]
+    code = "import runpy, sys\n"
+    if hide_peer:
+        code += "sys.modules['x_transformers'] = None\n"  # find_spec then returns None
+    code += f"sys.argv = {argv!r}\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_peers_dry_run_times_both_sides_or_says_how_to_install(tmp_path):
+    out = tmp_path / "peers.json"
+    res = _peers("--dry-run", "--json", str(out))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    if not PEER_INSTALLED:
+        assert INSTALL_LINE in res.stdout and not out.exists()
+        return
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["scheme"] == "rope" and row["ours_ms"] > 0 and row["peer_ms"] > 0
+    assert row["ratio"] == row["ours_ms"] / row["peer_ms"]
+    assert 0 < row["ours_loss"] < 10 and 0 < row["peer_loss"] < 10
+    # The same model on both sides, but for the biases the docstring lists: LayerNorm's
+    # (2 per layer, one final) and the output head's.
+    s = row["spec"]
+    extra = (2 * s["layers"] + 1) * s["d_model"] + s["vocab"]
+    assert row["ours_params"] - row["peer_params"] == extra
+
+
+def test_peers_without_the_peer_says_how_to_install_and_exits_0():
+    res = _peers("--dry-run", hide_peer=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (line,) = res.stdout.splitlines()  # one line, whatever else is missing (torch too)
+    assert line.startswith("peers: skipped, the peer is not installed (")
+    assert "x_transformers" in line and line.endswith(INSTALL_LINE)
