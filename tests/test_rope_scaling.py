@@ -322,6 +322,7 @@ def test_rope_settings_scheme_config():
         "rotary_fraction": 1.0,
         "layout": "interleaved",
         "scaling": {"rope_type": "linear", "factor": 2.0},
+        "keep_fraction": 1.0,
     }
     np.testing.assert_allclose(np.asarray(s.frequencies()[0]), theta(64, 5e5) / 2, rtol=1e-6)
 
@@ -687,3 +688,27 @@ def test_dynamic_frequencies_follow_each_rows_own_length(rope_type):
         got = np.einsum("tnh,snh->nts", qb[row, sl], kb[row, sl])
         want = _hf_scores(q[row, sl], k[row, sl], positions[row, sl], scaling, dim, 1e4)
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("p, factor", [(0.25, 1.0), (0.5, 2.0), (1.0, 1.0)])
+def test_hf_proportional_rope_is_p_rope(p, factor):
+    """Gemma 4's ``rope_type="proportional"``: a float64 transcription of transformers'
+    ``_compute_proportional_rope_parameters`` (modeling_rope_utils.py, transformers 5.24):
+    rope_angles = int(p * H // 2) frequencies base^(-2i/H), then H/2 - rope_angles zeros,
+    all divided by factor; attention factor 1."""
+    head_dim, base = 32, 1e6
+    params = {"rope_type": "proportional", "partial_rotary_factor": p, "rope_theta": base}
+    if factor != 1.0:
+        params["factor"] = factor
+    config = {"model_type": "gemma4_text", "head_dim": head_dim, "rope_parameters": params}
+    settings = rope_from_hf_config(config)
+    angles = int(p * head_dim // 2)
+    want = 1.0 / base ** (np.arange(0, 2 * angles, 2, dtype=np.float64) / head_dim)
+    want = np.concatenate([want, np.zeros(head_dim // 2 - angles)]) / factor
+    inv_freq, attention_factor = settings.frequencies()
+    np.testing.assert_allclose(np.asarray(inv_freq, np.float64), want, rtol=1e-6)
+    assert attention_factor == 1.0
+    from posenc_jax.schemes import make_scheme
+
+    scheme = make_scheme(settings.to_scheme_config())
+    assert scheme.keep_fraction == p and scheme.rotary_fraction == 1.0

@@ -50,6 +50,7 @@ class RopeSettings:
       scaling: a `RopeScaling` or None (a dict is parsed on construction).
       max_position_embeddings: the model's advertised context length, or None.
       layout: "half" or "interleaved".
+      keep_fraction: p-RoPE's fraction of frequencies kept (Gemma 4's "proportional").
 
     Example:
         >>> s = RopeSettings(head_dim=64, base=10000.0)
@@ -67,6 +68,7 @@ class RopeSettings:
     scaling: RopeScaling | None = None
     max_position_embeddings: int | None = None
     layout: str = "half"
+    keep_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice(self.layout, "layout", LAYOUTS, "rope")
@@ -79,6 +81,7 @@ class RopeSettings:
             base=self.base,
             rotary_fraction=self.rotary_fraction,
             scaling=self.scaling,
+            keep_fraction=self.keep_fraction,
         )
 
     @property
@@ -99,6 +102,7 @@ class RopeSettings:
             rotary_fraction=self.rotary_fraction,
             scaling=self.scaling,
             seq_len=seq_len,
+            keep_fraction=self.keep_fraction,
         )
 
     def to_scheme_config(self) -> dict[str, Any]:
@@ -109,6 +113,7 @@ class RopeSettings:
             "rotary_fraction": float(self.rotary_fraction),
             "layout": self.layout,
             "scaling": None if self.scaling is None else self.scaling.to_dict(),
+            "keep_fraction": float(self.keep_fraction),
         }
 
 
@@ -241,7 +246,10 @@ def rope_from_hf_config(config: Mapping[str, Any], *, layout: str | None = None)
     * dynamic NTK uses ``max_position_embeddings`` as its original length;
     * yarn / longrope without ``factor``: max_position_embeddings / original;
     * layout "interleaved" for GPT-J and DeepSeek-V2/V3 (``rope_interleave``),
-      else "half"; the ``layout`` argument overrides.
+      else "half"; the ``layout`` argument overrides;
+    * ``rope_type="proportional"`` (Gemma 4) is p-RoPE: ``keep_fraction`` =
+      ``partial_rotary_factor`` over the whole head, and its ``factor`` a linear
+      scaling.
 
     Args:
       config: the parsed ``config.json``.
@@ -271,6 +279,13 @@ def rope_from_hf_config(config: Mapping[str, Any], *, layout: str | None = None)
     head_dim = _hf_head_dim(config)
     fraction = _hf_rotary_fraction(config, params, head_dim)
     max_len = config.get("max_position_embeddings", config.get("n_positions"))
+    keep = 1.0
+    if params.get("rope_type", params.get("type")) == "proportional":
+        # Gemma 4: p-RoPE, the first int(p * H // 2) frequencies base^(-2i/H) of the
+        # whole head, zeros after; factor divides them (a linear scaling).
+        keep, fraction = fraction, 1.0
+        factor = float(params.get("factor", 1.0))
+        params = {"rope_type": "linear", "factor": factor} if factor != 1.0 else {}
     scaling = _hf_scaling(config, params)
     return RopeSettings(
         head_dim=head_dim,
@@ -279,4 +294,5 @@ def rope_from_hf_config(config: Mapping[str, Any], *, layout: str | None = None)
         scaling=scaling,
         max_position_embeddings=None if max_len is None else int(max_len),
         layout=_hf_layout(config) if layout is None else layout,
+        keep_fraction=keep,
     )
