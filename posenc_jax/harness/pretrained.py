@@ -105,8 +105,15 @@ def load_pretrained(
     except ValueError as e:
         raise ConfigError(f"model.pretrained: {e}") from None
     _, params, rest = nnx.split(model, nnx.Param, ...)
+    del model
     graphdef = graph_of(pretrained_model_fn(scheme, mcfg, ecfg))
-    params, rest = (jax.tree.map(lambda x: x[None], tree) for tree in (params, rest))
+    # A leading seed axis of 1 on every leaf, one leaf at a time: each original is
+    # dropped as soon as its copy exists, so the model is never held twice.
+    leaves, treedef = jax.tree.flatten((params, rest))
+    del params, rest
+    for i in range(len(leaves)):
+        leaves[i] = leaves[i][None]
+    params, rest = jax.tree.unflatten(treedef, leaves)
     if mesh is not None:
         params, rest = put_state(params, mesh), put_state(rest, mesh)
     state = RunState(0, params, rest, None)
