@@ -116,6 +116,34 @@ def test_bfloat16_weights_stay_bfloat16():
     assert np.abs(logits - e["logits"]).max() < 0.05 * scale
 
 
+def test_bfloat16_weights_read_as_float32_are_the_same_numbers():
+    """dtype=float32 converts each stored bfloat16 tensor exactly (no rounding on the way)."""
+    stored = jax.tree.leaves(nnx.state(from_hf(DATA / "qwen3"), nnx.Param))
+    wide = jax.tree.leaves(nnx.state(from_hf(DATA / "qwen3", dtype=jnp.float32), nnx.Param))
+    for a, b in zip(stored, wide, strict=True):
+        assert b.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b))
+
+
+def test_checkpoint_quirks_that_load(tmp_path):
+    """Buffers some checkpoints carry (GPT-NeoX's attention.bias mask) are skipped, and a
+    tied checkpoint that also stores lm_head.weight loads; the logits do not change."""
+    from safetensors.numpy import load_file, save_file
+
+    e = _expected("gpt_neox")
+    d = _copy("gpt_neox", tmp_path)
+    tensors = load_file(d / "model.safetensors")
+    tensors["gpt_neox.layers.0.attention.bias"] = np.tril(np.ones((1, 1, 8, 8), bool))
+    save_file(tensors, d / "model.safetensors")
+    logits = _forward(from_hf(d, dtype=jnp.float32), jnp.asarray(e["tokens"]))
+    np.testing.assert_allclose(np.asarray(logits), e["logits"], atol=1e-4, rtol=0)
+    d = _copy("gpt2", tmp_path / "tied")
+    tensors = load_file(d / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"]
+    save_file(tensors, d / "model.safetensors")
+    from_hf(d)
+
+
 def test_settings_name_the_family_options():
     s = hf_model_settings(_config("gpt_neox"))
     assert s["architecture"].residual == "parallel" and s["norm"] == "layernorm"
@@ -179,6 +207,18 @@ def test_shards_that_do_not_match_the_config(tmp_path):
         ValueError, match=r"tensors this gpt2 model does not use: \['transformer.h.1"
     ):
         from_hf(d)
+    d = _copy("mistral", tmp_path / "no_index")  # shards without their index, overlapping
+    (d / "model.safetensors.index.json").unlink()
+    first = sorted(d.glob("model-*.safetensors"))[0]
+    shutil.copy(first, d / "model-extra.safetensors")
+    with pytest.raises(ValueError, match=r"are in both .* which is meant"):
+        from_hf(d)
+    d = _copy("gpt2", tmp_path / "multimodal")
+    (d / "config.json").write_text(
+        json.dumps({"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}})
+    )
+    with pytest.raises(ValueError, match="multimodal checkpoint"):
+        from_hf(d)
 
 
 # --- Experiments on a pretrained model (model.pretrained): evaluation only -------------
@@ -205,7 +245,7 @@ def _pretrained_config(**over):
         },
     }
     for key, value in over.items():
-        cfg[key] = value
+        cfg[key] = {**cfg[key], **value} if key == "eval" else value
     return config_from_dict(cfg)
 
 
@@ -256,11 +296,24 @@ def test_pretrained_configs_that_cannot_run_name_the_key():
     llama = _pretrained_config(model={"pretrained": str(DATA / "llama")}, tasks=[same_vocab])
     with pytest.raises(ConfigError, match=r"own scaling \(llama3\), which yarn would replace"):
         plan(llama)
-    gemma = _pretrained_config(model={"pretrained": str(DATA / "gemma3")}, tasks=[same_vocab])
-    with pytest.raises(ConfigError, match="every layer of the checkpoint has its own RoPE"):
-        plan(gemma)
-    with pytest.raises(ConfigError, match=r"model\.pretrained: .*absent.* has no config\.json"):
-        plan(_pretrained_config(model={"pretrained": str(DATA / "absent")}))
+    gemma = {"pretrained": str(DATA / "gemma3")}
+    runs = plan(
+        _pretrained_config(
+            model=gemma,
+            tasks=[same_vocab],
+            eval={"lengths": [32], "context_extensions": ["rerope"]},
+        )
+    )  # Gemma 3's global layers take the model's RoPE, so the extension reaches them
+    assert runs[0].scheme.name == "rope" and runs[0].scheme.scaling["rope_type"] == "linear"
+    with pytest.raises(ConfigError, match=r"own scaling \(linear\), which yarn would replace"):
+        plan(_pretrained_config(model=gemma, tasks=[same_vocab]))
+    with pytest.raises(ConfigError, match=r"train\.learning_rate must not be a sweep"):
+        _pretrained_config(train={"learning_rate": [1e-3, 3e-4]})
+    with pytest.raises(ConfigError, match=r"remove model\.num_layers"):
+        _pretrained_config(model={"pretrained": str(DATA / "qwen2"), "num_layers": 4})
+    short = {"name": "lm", "max_bytes": 3_000}
+    with pytest.raises(ConfigError, match=r"holds \d+ windows of length 128, fewer than"):
+        plan(_pretrained_config(tasks=[short]))
 
 
 def test_text_passkey_follows_the_reference_prompt():
@@ -296,7 +349,7 @@ def test_text_passkey_follows_the_reference_prompt():
             assert prefix == round(depth * (prefix + suffix))
     with pytest.raises(ValueError, match="depth must be None or a fraction"):
         get_task("passkey_text", tokenizer=str(DATA / "qwen2"), depth=2)
-    with pytest.raises(ValueError, match="cannot hold the prompt without filler"):
+    with pytest.raises(ValueError, match="cannot hold the prompt and its answer"):
         get_task("passkey_text", tokenizer=str(DATA / "qwen2")).sample_batch(
             np.random.default_rng(0), 1, 100
         )

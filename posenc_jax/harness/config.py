@@ -395,6 +395,16 @@ def _check_pretrained(cfg: ExperimentConfig, data: Mapping[str, Any]) -> None:
         )
     if cfg.train.finetune_steps:
         raise ConfigError("model.pretrained is not trained here: train.finetune_steps must be 0")
+    if isinstance(cfg.train.learning_rate, tuple) and len(cfg.train.learning_rate) > 1:
+        raise ConfigError(
+            "model.pretrained is not trained here: train.learning_rate must not be a sweep"
+        )
+    other = sorted(set(data.get("model") or {}) - {"pretrained", "dtype"})
+    if other:
+        raise ConfigError(
+            f"model.pretrained takes the model from its config.json: remove model.{other[0]} "
+            "(only model.dtype may be set beside it)"
+        )
 
 
 def expand_lengths(value: Any, key: str) -> tuple[int, ...]:

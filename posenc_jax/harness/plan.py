@@ -104,7 +104,10 @@ def _head_sizes(cfg: ExperimentConfig) -> dict[str, int]:
         head_dim = arch.head_dim or s["d_model"] // s["num_heads"]
         return dict(num_heads=s["num_heads"], head_dim=head_dim, d_model=s["d_model"])
     m = cfg.model
-    return dict(num_heads=m.num_heads, head_dim=m.d_model // m.num_heads, d_model=m.d_model)
+    head_dim = m.d_model // m.num_heads
+    if m.architecture is not None and m.architecture.head_dim is not None:
+        head_dim = m.architecture.head_dim
+    return dict(num_heads=m.num_heads, head_dim=head_dim, d_model=m.d_model)
 
 
 def _resolve_schemes(cfg: ExperimentConfig) -> list[tuple[str, Scheme]]:
@@ -209,11 +212,27 @@ def _resolve_tasks(cfg: ExperimentConfig) -> list[tuple[str, Any, TrainConfig, t
         except ValueError as e:
             raise ConfigError(f"tasks[{i}] ({label}): {e}") from None
         lengths = tuple(int(n) for n in lengths)
+        _check_eval_windows(cfg, task, lengths, f"tasks[{i}] ({label})")
         out.append((label, task, tcfg, lengths, (train_from, eval_from)))
     labels = [x[0] for x in out]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"tasks: two entries share a label {labels}; add 'label: ...'")
     return out
+
+
+def _check_eval_windows(cfg: ExperimentConfig, task: Any, lengths: tuple, where: str) -> None:
+    """A corpus task (lm) holds a full evaluation batch at every length, checked before
+    anything runs rather than when that length is reached."""
+    if not hasattr(task, "num_eval_windows"):
+        return
+    for length in lengths:
+        windows = task.num_eval_windows(length)
+        if windows < cfg.eval.batch_size:
+            raise ConfigError(
+                f"{where}: the validation split holds {windows} windows of length {length}, "
+                f"fewer than eval.batch_size={cfg.eval.batch_size}; read more text (task key "
+                "max_bytes), or use shorter lengths or a smaller batch"
+            )
 
 
 def _pretrained_task_options(cfg: ExperimentConfig, name: str, options: dict, i: int) -> dict:
@@ -298,13 +317,6 @@ def _check_extensions(run: Run, cfg: ExperimentConfig, needed: int, where: str) 
     train_len = run.task.sequence_length(run.train.length)
     for method in context_extensions(run.scheme, cfg):
         scaling = getattr(run.scheme, "scaling", None)
-        pattern = pretrained_settings(cfg.model.pretrained) if cfg.model.pretrained else {}
-        if all("scheme" in layer for layer in pattern.get("layer_pattern") or [{}]):
-            raise ConfigError(
-                f"eval.context_extensions ({method}): every layer of the checkpoint has its "
-                "own RoPE (per layer type), which an extension of the model's scheme does "
-                "not reach; leave eval.context_extensions empty for it"
-            )
         if cfg.model.pretrained and scaling and method not in RECTIFIED_METHODS:
             raise ConfigError(
                 f"eval.context_extensions ({method}): the checkpoint's RoPE has its own scaling "

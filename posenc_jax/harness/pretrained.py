@@ -45,8 +45,7 @@ def _config(directory: str) -> dict[str, Any]:
             f"model.pretrained: {directory!r} has no config.json (a local Hugging Face model "
             "directory with config.json, *.safetensors and tokenizer.json; nothing is downloaded)"
         )
-    config = json.loads(path.read_text())
-    return config.get("text_config") or config
+    return json.loads(path.read_text())
 
 
 def pretrained_settings(directory: str) -> dict[str, Any]:
@@ -100,21 +99,27 @@ def load_pretrained(
     `posenc_jax.harness.train.train` returns them for a trained run."""
     from posenc_jax.harness.train import RunState, graph_of
 
+    graphdef = graph_of(pretrained_model_fn(scheme, mcfg, ecfg))
+    params, rest = _load(mcfg.pretrained, mcfg.dtype)
+    if mesh is not None:
+        params, rest = put_state(params, mesh), put_state(rest, mesh)
+    state = RunState(0, params, rest, None)
+    return graphdef, state, {"diverged": {}, "seconds": 0.0, "resumed_from": None}
+
+
+@functools.lru_cache(maxsize=1)  # the tasks of one config share one read of the checkpoint
+def _load(directory: str, dtype: str) -> tuple[Any, Any]:
+    """(params, rest) of the directory's model, each leaf with a seed axis of 1."""
     try:
-        model = from_hf(mcfg.pretrained, dtype=_dtype(mcfg))
+        model = from_hf(directory, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
     except ValueError as e:
         raise ConfigError(f"model.pretrained: {e}") from None
     _, params, rest = nnx.split(model, nnx.Param, ...)
     del model
-    graphdef = graph_of(pretrained_model_fn(scheme, mcfg, ecfg))
     # A leading seed axis of 1 on every leaf, one leaf at a time: each original is
     # dropped as soon as its copy exists, so the model is never held twice.
     leaves, treedef = jax.tree.flatten((params, rest))
     del params, rest
     for i in range(len(leaves)):
         leaves[i] = leaves[i][None]
-    params, rest = jax.tree.unflatten(treedef, leaves)
-    if mesh is not None:
-        params, rest = put_state(params, mesh), put_state(rest, mesh)
-    state = RunState(0, params, rest, None)
-    return graphdef, state, {"diverged": {}, "seconds": 0.0, "resumed_from": None}
+    return jax.tree.unflatten(treedef, leaves)

@@ -55,7 +55,12 @@ _LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_t
 _GEMMA = ("gemma2", "gemma3_text")
 HF_MODEL_TYPES = (*_LLAMA_LIKE, "gpt_neox", "gptj", "gpt2", "bloom")
 # Buffers some checkpoints carry that are not parameters (recomputed from the config).
-_IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", ".masked_bias")
+_IGNORED_SUFFIXES = (
+    ".rotary_emb.inv_freq",
+    ".attn.bias",
+    ".attention.bias",  # GPT-NeoX / Pythia causal-mask buffers
+    ".masked_bias",
+)
 
 # transformers' config-class defaults for keys that ``save_pretrained`` may leave out.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -125,6 +130,11 @@ def _check_supported(config: Mapping[str, Any]) -> str:
         raise _error(
             f"model_type {model_type!r} is not supported; supported: {list(HF_MODEL_TYPES)}"
         )
+    if config.get("scale_attn_weights") is False:
+        raise _error(
+            "config.json sets scale_attn_weights=false (GPT-2 without 1/sqrt(H)), "
+            "which is not supported"
+        )
     for key, what in _UNSUPPORTED.items():
         if "softcapping" in key and model_type in _GEMMA:
             continue  # Gemma 2 caps both; Gemma 3 its output (its attention ignores the key)
@@ -146,7 +156,11 @@ def hf_model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
       ValueError: an unsupported ``model_type`` or option, naming it and the choices.
     """
-    config = config.get("text_config") or config
+    if config.get("text_config"):
+        raise _error(
+            f"model_type {config.get('model_type')!r} is a multimodal checkpoint (text_config); "
+            f"only text models are supported: {list(HF_MODEL_TYPES)}"
+        )
     model_type = _check_supported(config)
     if model_type in _LLAMA_LIKE:
         return _llama_like_settings(config, model_type)
@@ -158,17 +172,17 @@ def hf_model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     }[model_type](config)
 
 
-def _sizes(config: Mapping[str, Any], d: str, n: str, layers: str, vocab: str = "vocab_size"):
+def _sizes(config: Mapping[str, Any], d: tuple, n: str, layers: str) -> dict[str, int]:
     return dict(
-        vocab_size=int(config[vocab]),
-        d_model=int(config[d]),
-        num_heads=int(config[n]),
-        num_layers=int(config[layers]),
+        vocab_size=int(_get(config, "vocab_size")),
+        d_model=int(_get(config, *d)),
+        num_heads=int(_get(config, n)),
+        num_layers=int(_get(config, layers)),
     )
 
 
 def _llama_like_settings(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
-    sizes = _sizes(config, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    sizes = _sizes(config, ("hidden_size",), "num_attention_heads", "num_hidden_layers")
     d, n = sizes["d_model"], sizes["num_heads"]
     head_dim = int(config.get("head_dim") or d // n)
     gemma = model_type in _GEMMA
@@ -182,7 +196,7 @@ def _llama_like_settings(config: Mapping[str, Any], model_type: str) -> dict[str
         norm_eps=float(_get(config, "rms_norm_eps")),
         activation=_activation(config),
         gated_mlp=True,
-        mlp_dim=int(config["intermediate_size"]),
+        mlp_dim=int(_get(config, "intermediate_size")),
         head_dim=head_dim,
         post_norms=gemma,
         qk_norm=model_type in ("qwen3", "gemma3_text"),
@@ -203,6 +217,12 @@ def _llama_like_settings(config: Mapping[str, Any], model_type: str) -> dict[str
         architecture=arch,
     )
     pattern = layer_pattern_from_hf_config(config)
+    if pattern is not None:  # a layer keeps its own RoPE only where it differs (Gemma 3's
+        # local layers), so a context extension of the model's scheme reaches the others
+        pattern = tuple(
+            {k: v for k, v in entry.items() if k != "scheme" or v != settings["scheme"]}
+            for entry in pattern
+        )
     if pattern is not None and any(entry != pattern[0] for entry in pattern):
         settings["layer_pattern"] = pattern
     elif pattern is not None:
@@ -213,12 +233,12 @@ def _llama_like_settings(config: Mapping[str, Any], model_type: str) -> dict[str
 
 
 def _gpt_neox_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    sizes = _sizes(config, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    sizes = _sizes(config, ("hidden_size",), "num_attention_heads", "num_hidden_layers")
     bias = bool(_get(config, "attention_bias"))
     arch = Architecture(
         norm_eps=float(_get(config, "layer_norm_eps")),
         activation=_activation(config),
-        mlp_dim=int(config["intermediate_size"]),
+        mlp_dim=int(_get(config, "intermediate_size")),
         residual="parallel" if _get(config, "use_parallel_residual") else "sequential",
         attention_bias=bias,
         attention_out_bias=bias,
@@ -230,7 +250,7 @@ def _gpt_neox_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gptj_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    sizes = _sizes(config, "n_embd", "n_head", "n_layer")
+    sizes = _sizes(config, ("n_embd",), "n_head", "n_layer")
     arch = Architecture(
         norm_eps=float(_get(config, "layer_norm_epsilon")),
         activation=_activation(config),
@@ -243,7 +263,7 @@ def _gptj_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gpt2_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    sizes = _sizes(config, "n_embd", "n_head", "n_layer")
+    sizes = _sizes(config, ("n_embd",), "n_head", "n_layer")
     arch = Architecture(
         norm_eps=float(_get(config, "layer_norm_epsilon")),
         activation=_activation(config),
@@ -253,12 +273,12 @@ def _gpt2_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         head_bias=False,
         tie_embeddings=True,
     )
-    scheme = {"name": "learned", "max_length": int(config["n_positions"])}
+    scheme = {"name": "learned", "max_length": int(_get(config, "n_positions"))}
     return dict(sizes, norm="layernorm", scheme=scheme, architecture=arch)
 
 
 def _bloom_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    sizes = _sizes(config, "hidden_size", "n_head", "n_layer")
+    sizes = _sizes(config, ("hidden_size", "n_embed"), "n_head", "n_layer")
     arch = Architecture(
         norm_eps=float(_get(config, "layer_norm_epsilon")),
         activation="gelu_tanh",  # bloom_gelu_forward
@@ -312,7 +332,7 @@ def _head_interleaved(name: str, part: int, num_heads: int) -> Source:
 
 def _plus_one(name: str, times: float = 1.0) -> Source:
     """Gemma's RMSNorm scale is (1 + weight); ``times`` folds a constant into it."""
-    return name, lambda a: ((1.0 + a.astype(np.float32)) * times).astype(a.dtype)
+    return name, lambda a: (1.0 + a.astype(np.float32)) * times  # cast by _place
 
 
 def _norm(prefix: str, ours: Path, *, bias: bool, gemma: bool = False) -> dict[Path, Source]:
@@ -357,10 +377,13 @@ def _llama_like_weights(config: Mapping[str, Any], s: dict) -> dict[Path, Source
             q_name = p + "self_attn.q_proj."
             out[(*attn, "q_proj", "kernel")] = (
                 q_name + "weight",
-                lambda a, c=q_times: np.transpose(a) * c,
+                lambda a, c=q_times: np.transpose(a).astype(np.float32) * c,
             )
             if arch.attention_bias:
-                out[(*attn, "q_proj", "bias")] = (q_name + "bias", lambda a, c=q_times: a * c)
+                out[(*attn, "q_proj", "bias")] = (
+                    q_name + "bias",
+                    lambda a, c=q_times: a.astype(np.float32) * c,
+                )
         if config["model_type"] == "phi3":
             fused = p + "self_attn.qkv_proj.weight"
             out[(*attn, "q_proj", "kernel")] = _rows(fused, 0, n * h)
@@ -520,10 +543,17 @@ class _Checkpoint:
                 f"{directory} has no *.safetensors weights (found {found}); "
                 "pytorch_model.bin is not read: save the model with safe_serialization=True"
             )
-        files = {}
+        files: dict[str, pathlib.Path] = {}
         for shard in shards:
             with safe_open(shard, framework="numpy") as f:
-                files.update({name: shard for name in f.keys()})  # noqa: SIM118 (not iterable)
+                names = list(f.keys())
+            twice = sorted(set(names) & set(files))
+            if twice:
+                raise _error(
+                    f"tensor(s) {twice[:3]} are in both {files[twice[0]].name} and {shard.name}: "
+                    "which is meant? (an index file, model.safetensors.index.json, would say)"
+                )
+            files.update({name: shard for name in names})
         return cls(directory, files)
 
     def _lookup(self, name: str) -> str:
@@ -603,8 +633,8 @@ def from_hf(
     Args:
       directory: a local model directory: ``config.json`` and ``model.safetensors``
         (or shards with ``model.safetensors.index.json``).
-      dtype: parameters and computation in this dtype (e.g. ``jnp.float32``); None
-        keeps each tensor's stored dtype and computes in the first floating one.
+      dtype: parameters and computation in this dtype (e.g. ``jnp.float32``); None:
+        the checkpoint's own (its token embedding's) dtype.
         Each tensor is converted on its own, so a bfloat16 model never exists as a
         float32 copy.
       mesh: place each parameter on this `jax.sharding.Mesh`: its largest axis that
@@ -625,7 +655,6 @@ def from_hf(
     """
     directory = pathlib.Path(directory)
     config = _read_config(directory)
-    config = config.get("text_config") or config
     settings = hf_model_settings(config)
     checkpoint = _Checkpoint.open(directory)
     sources = _weight_sources(config, settings)
@@ -650,7 +679,10 @@ def from_hf(
         used.add(key)
         value = transform(array)
         variable.set_value(_place(value, want, path, name, param_dtype, mesh))
-    unused = sorted(n for n in set(checkpoint.files) - used if not n.endswith(_IGNORED_SUFFIXES))
+    ignored = _IGNORED_SUFFIXES
+    if settings["architecture"].tie_embeddings:  # some tied checkpoints store the copy too
+        ignored = (*ignored, "lm_head.weight")
+    unused = sorted(n for n in set(checkpoint.files) - used if not n.endswith(ignored))
     if unused:
         raise _error(
             f"the checkpoint has tensors this {config['model_type']} model does not use: "

@@ -181,7 +181,7 @@ class LanguageModelling(Task):
         self._data = {"train": train, "valid": valid}
         for data in self._data.values():
             data.flags.writeable = False
-        # Where each document (file) begins in a split's bytes; packed rows restart there.
+        # Where each document (file) begins in a split's tokens; packed rows restart there.
         self._doc_starts = {"train": train_starts, "valid": valid_starts}
 
     @property
@@ -201,7 +201,7 @@ class LanguageModelling(Task):
         data = self.data(split)
         if len(data) < length + 1:
             raise ValueError(
-                f"corpus={self.corpus_path!r}: the {split} split holds {len(data)} bytes, fewer "
+                f"corpus={self.corpus_path!r}: the {split} split holds {len(data)} tokens, fewer "
                 f"than a window of length={length} needs ({length + 1}); use a larger corpus or "
                 f"max_bytes, or a shorter length"
             )
@@ -210,10 +210,11 @@ class LanguageModelling(Task):
     def sample_batch(
         self, rng: np.random.Generator, batch_size: int, length: int, split: str = "train"
     ) -> Batch:
-        """Returns ``batch_size`` uniform random windows of ``length`` bytes from ``split``.
+        """Returns ``batch_size`` uniform random windows of ``length`` tokens (bytes without a
+        tokenizer) from ``split``.
 
         Returns:
-          A Batch of ``[B, length]`` arrays: ``tokens`` and ``targets`` (the next bytes) as
+          A Batch of ``[B, length]`` arrays: ``tokens`` and ``targets`` (the next tokens) as
           int32, ``loss_mask`` all True.
         """
         check_rng(rng)
@@ -230,7 +231,7 @@ class LanguageModelling(Task):
         return _packed(batch, self._doc_starts[split], starts)
 
     def num_eval_windows(self, length: int) -> int:
-        """Number of non-overlapping validation windows of ``length`` bytes."""
+        """Number of non-overlapping validation windows of ``length`` tokens."""
         length = self.check_length(length)
         return (len(self.data("valid")) - 1) // length
 
@@ -239,7 +240,7 @@ class LanguageModelling(Task):
     ) -> Iterator[Batch]:
         """Yields consecutive non-overlapping validation windows, deterministic.
 
-        Window ``j`` covers ``tokens = valid[j*length : (j+1)*length]`` and the next bytes as
+        Window ``j`` covers ``tokens = valid[j*length : (j+1)*length]`` and the next tokens as
         targets. Only full batches are yielded; ``num_batches`` (None: all) caps their number.
         """
         length = self.check_length(length)

@@ -11,8 +11,9 @@ greedy continuation with the key's tokens: the same under teacher forcing).
 Differences, stated: the length is in tokens (the reference sets characters, roughly
 3.75 per token) and every row of a batch is right-padded to it (padding is causal
 and unscored); the key's tokens are those that follow the prompt in the tokenized
-``prompt + " " + key`` (the reference tokenizes the key alone, which matches
-SentencePiece's leading-space piece for Llama and differs for byte-level BPE).
+``prompt + " " + key``, from the first that differs from the prompt's own tokens (the
+reference tokenizes the key alone, which matches SentencePiece's leading-space piece for
+Llama and differs for byte-level BPE).
 
 References: Mohtashami & Jaggi 2023, "Landmark Attention" (arXiv 2305.16300); Chen et
 al. 2023, LongLoRA (arXiv 2309.12307).
@@ -103,18 +104,19 @@ class TextPasskey(Task):
             prompt = passkey_text(n_filler, round(fraction * n_filler), key)
             ids = self._encode(prompt + " " + str(key))
             head = self._encode(prompt)
-            answer = len(ids) - len(head) if ids[: len(head)] == head else None
-            if answer is None:  # the key merged into the prompt's last token: key alone
-                ids = head + self._encode(" " + str(key))
-                answer = len(ids) - len(head)
+            # The answer starts where the tokens of prompt + key leave the prompt's own
+            # (a token that merges the prompt's end with the key is scored too).
+            pairs = enumerate(zip(ids, head, strict=False))
+            same = next((i for i, (x, y) in pairs if x != y), len(head))
+            answer = len(ids) - max(1, same)  # the first token is never a target
             if len(ids) <= length + 1:
                 return ids, answer
             if n_filler == 0:
                 break
             n_filler -= int((len(ids) - length - 1) * self._chars_per_token) + 1
         raise ValueError(
-            f"passkey_text: length={length} tokens cannot hold the prompt without filler "
-            f"({len(ids)} tokens); use a longer length"
+            f"passkey_text: length={length} tokens cannot hold the prompt and its answer "
+            f"({len(ids)} tokens with {n_filler} filler characters); use a longer length"
         )
 
     def sample_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
