@@ -164,12 +164,7 @@ def hf_model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     model_type = _check_supported(config)
     if model_type in _LLAMA_LIKE:
         return _llama_like_settings(config, model_type)
-    return {
-        "gpt_neox": _gpt_neox_settings,
-        "gptj": _gptj_settings,
-        "gpt2": _gpt2_settings,
-        "bloom": _bloom_settings,
-    }[model_type](config)
+    return _OTHER_FAMILIES[model_type][0](config)
 
 
 def _sizes(config: Mapping[str, Any], d: tuple, n: str, layers: str) -> dict[str, int]:
@@ -428,13 +423,20 @@ def _gpt_neox_weights(config: Mapping[str, Any], s: dict) -> dict[Path, Source]:
         norm_bias=True,
     )
     for i in range(s["num_layers"]):
-        p, b = f"gpt_neox.layers.{i}.", ("blocks", i)
-        out.update(_fused_heads(p + "attention.query_key_value", (*b, "attn"), s, arch))
-        out.update(_dense(p + "attention.dense", (*b, "attn", "o_proj"), bias=True))
-        out.update(_norm(p + "input_layernorm", (*b, "norm1"), bias=True))
-        out.update(_norm(p + "post_attention_layernorm", (*b, "norm2"), bias=True))
-        out.update(_dense(p + "mlp.dense_h_to_4h", (*b, "mlp", "mlp_in"), bias=True))
-        out.update(_dense(p + "mlp.dense_4h_to_h", (*b, "mlp", "mlp_out"), bias=True))
+        out.update(_fused_qkv_layer(f"gpt_neox.layers.{i}.", "attention", i, s, arch))
+    return out
+
+
+def _fused_qkv_layer(p: str, attn: str, i: int, s: dict, arch: Architecture) -> dict:
+    """One GPT-NeoX or BLOOM layer (they differ only in the attention module's name):
+    per-head fused qkv, dense output, two LayerNorms, a 4x MLP, biases everywhere."""
+    b = ("blocks", i)
+    out = _fused_heads(p + attn + ".query_key_value", (*b, "attn"), s, arch)
+    out.update(_dense(p + attn + ".dense", (*b, "attn", "o_proj"), bias=True))
+    out.update(_norm(p + "input_layernorm", (*b, "norm1"), bias=True))
+    out.update(_norm(p + "post_attention_layernorm", (*b, "norm2"), bias=True))
+    out.update(_dense(p + "mlp.dense_h_to_4h", (*b, "mlp", "mlp_in"), bias=True))
+    out.update(_dense(p + "mlp.dense_4h_to_h", (*b, "mlp", "mlp_out"), bias=True))
     return out
 
 
@@ -491,13 +493,7 @@ def _bloom_weights(config: Mapping[str, Any], s: dict) -> dict[Path, Source]:
     )
     out.update(_norm("transformer.word_embeddings_layernorm", ("embed_norm",), bias=True))
     for i in range(s["num_layers"]):
-        p, b = f"transformer.h.{i}.", ("blocks", i)
-        out.update(_fused_heads(p + "self_attention.query_key_value", (*b, "attn"), s, arch))
-        out.update(_dense(p + "self_attention.dense", (*b, "attn", "o_proj"), bias=True))
-        out.update(_norm(p + "input_layernorm", (*b, "norm1"), bias=True))
-        out.update(_norm(p + "post_attention_layernorm", (*b, "norm2"), bias=True))
-        out.update(_dense(p + "mlp.dense_h_to_4h", (*b, "mlp", "mlp_in"), bias=True))
-        out.update(_dense(p + "mlp.dense_4h_to_h", (*b, "mlp", "mlp_out"), bias=True))
+        out.update(_fused_qkv_layer(f"transformer.h.{i}.", "self_attention", i, s, arch))
     return out
 
 
@@ -505,12 +501,17 @@ def _weight_sources(config: Mapping[str, Any], settings: dict) -> dict[Path, Sou
     model_type = config["model_type"]
     if model_type in _LLAMA_LIKE:
         return _llama_like_weights(config, settings)
-    return {
-        "gpt_neox": _gpt_neox_weights,
-        "gptj": _gptj_weights,
-        "gpt2": _gpt2_weights,
-        "bloom": _bloom_weights,
-    }[model_type](config, settings)
+    return _OTHER_FAMILIES[model_type][1](config, settings)
+
+
+# model_type -> (config.json -> settings, weight sources) for the families that are not
+# Llama-like
+_OTHER_FAMILIES = {
+    "gpt_neox": (_gpt_neox_settings, _gpt_neox_weights),
+    "gptj": (_gptj_settings, _gptj_weights),
+    "gpt2": (_gpt2_settings, _gpt2_weights),
+    "bloom": (_bloom_settings, _bloom_weights),
+}
 
 
 # ----------------------------------------------------------------------------------
