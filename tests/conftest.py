@@ -5,6 +5,8 @@ paths, on whatever device JAX picks; they neither train models nor start process
 """
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -18,6 +20,20 @@ _FAST_COMPILE = "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in _flags:
     os.environ["XLA_FLAGS"] = f"{_flags} {_FAST_COMPILE}".strip()
+
+# One compilation cache for the whole run: the workers and the processes the tests start
+# (experiment runs, the CLI, the sharding worker) compile many of the same programs (the
+# shared scheme models, the tiny train steps, each eager operation), and a program one of
+# them compiled is then read from disk by the others. Made by the first process (the
+# controller, before it starts the workers, which inherit it) and removed when that process
+# ends; a cache the caller names is used instead and kept. Tests that study the cache set
+# their own folder.
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="posenc-jax-test-compile-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 DEVICE_INDEPENDENT = frozenset(
     {
@@ -41,3 +57,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in DEVICE_INDEPENDENT:
             item.add_marker(pytest.mark.accelerator)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
