@@ -93,8 +93,10 @@ def solve_one(task, text):
 
 def test_registry_names_and_kinds():
     # polynomial, lego, scan, pcfg: tests/test_kazemnejad_tasks.py; flip_flop, counting:
-    # tests/test_flip_flop.py, tests/test_counting.py; passkey_text: tests/test_hf.py
+    # tests/test_flip_flop.py, tests/test_counting.py; passkey_text: tests/test_hf.py;
+    # selective_copy, reversed_addition: tests/test_selective_copy.py, tests/test_arithmetic.py
     others = {"lm", "polynomial", "lego", "scan", "pcfg", "flip_flop", "counting", "passkey_text"}
+    others |= {"selective_copy", "reversed_addition"}
     assert set(TASKS) == {*ALGORITHMIC, *others}
     for name in CHOMSKY:
         task = get_task(name)

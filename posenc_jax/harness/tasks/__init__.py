@@ -8,10 +8,11 @@ Every task samples fixed-shape batches at a given task length::
     batch.tokens.shape == (64, task.sequence_length(40))  # [B, L]
 
 ``length`` is the task's own length as in the papers (input string length for the Deletang et al.
-suite, number of items for copy/sort, digits per operand for addition, terms for polynomial,
-variables for lego, output actions for scan, functions for pcfg, instruction pairs for
-flip_flop, statements for counting, key-value pairs for
-associative_recall, filler tokens for passkey, bytes or tokens for lm, tokens for passkey_text);
+suite, number of items for copy/sort, digits per operand for addition (of the longer one for
+reversed_addition), terms for polynomial, variables for lego, output actions for scan,
+functions for pcfg, instruction pairs for flip_flop, statements for counting, blanks for
+selective_copy, key-value pairs for associative_recall, filler tokens for passkey, bytes or
+tokens for lm, tokens for passkey_text);
 ``task.sequence_length(length)``
 is the model sequence length L. ``task.causal`` says whether the task is decoder-only
 (next-token prediction) or an encoder task (answers read at placeholder positions).
@@ -29,6 +30,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from posenc_jax.harness.tasks.arithmetic import ReversedAddition
 from posenc_jax.harness.tasks.base import (
     BOS,
     EOS,
@@ -77,6 +79,7 @@ from posenc_jax.harness.tasks.flipflop import FlipFlop
 from posenc_jax.harness.tasks.grammar import GRAMMAR_TASKS, Pcfg, Scan
 from posenc_jax.harness.tasks.lm import LanguageModelling
 from posenc_jax.harness.tasks.reasoning import REASONING_TASKS, Lego, Polynomial
+from posenc_jax.harness.tasks.selective_copy import SelectiveCopy
 from posenc_jax.harness.tasks.text_passkey import TextPasskey
 
 TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
@@ -89,6 +92,8 @@ TASKS: Mapping[str, type[Task]] = types.MappingProxyType(
             *GRAMMAR_TASKS,
             FlipFlop,
             Counting,
+            SelectiveCopy,
+            ReversedAddition,
             LanguageModelling,
             TextPasskey,
         )
@@ -190,7 +195,9 @@ __all__ = [
     "Polynomial",
     "Reverse",
     "ReverseString",
+    "ReversedAddition",
     "Scan",
+    "SelectiveCopy",
     "SolveEquation",
     "Sort",
     "StackManipulation",

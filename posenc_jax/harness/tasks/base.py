@@ -147,6 +147,10 @@ class AlgorithmicTask(Task):
     def vocab_size(self) -> int:
         return NUM_SPECIAL + len(self.symbols)
 
+    def token_names(self) -> tuple[str, ...]:
+        """Every token's name, indexed by id (the specials, then the symbols)."""
+        return (*SPECIAL_NAMES, *self.symbols)
+
     def token_id(self, symbol: str) -> int:
         """Returns the id of a symbol name or of a special name such as ``"<eos>"``."""
         if symbol in SPECIAL_NAMES:
