@@ -295,6 +295,16 @@ def test_attention_map_figure_has_a_panel_per_scheme_and_length():
         attention_maps.figure_attention_maps({}, tokens)
 
 
+def test_abacus_figure_plots_each_tokens_place_with_and_without_offset():
+    """Reversed 98 + 9 = 107: '8 9 + 9 = 7 0 1' has places 1 2 0 1 0 1 2 3."""
+    fig = encodings.figure_abacus(a=98, b=9, offset=5)
+    (ax,) = fig.axes
+    places = np.array([1, 2, 0, 1, 0, 1, 2, 3])
+    assert [t.get_text() for t in ax.get_xticklabels()] == list("89+9=701")
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), places)
+    np.testing.assert_array_equal(ax.lines[1].get_ydata(), np.where(places > 0, places + 5, 0))
+
+
 def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
     """Each fig_xxx(out_path, **options) through draw_all; small options keep this test fast."""
     small = {
@@ -310,6 +320,7 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
         "tupe.png": dict(length=4, dim=4, num_buckets=4, max_distance=8),
         "gated.png": dict(length=6),
         "pope.png": dict(head_dim=4, max_distance=4, pairs=1),
+        "abacus.png": dict(a=12, b=9, offset=3),
     }
     assert set(small) == set(encodings.STATIC_FIGURES)
     writers = {

@@ -343,9 +343,13 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
     for i, (s_label, scheme) in enumerate(schemes):
         for t_label, task, tcfg, lengths, sources in tasks:
             rates = learning_rates(tcfg)
+            try:  # a scheme that reads the tokens (Abacus) learns the task's vocabulary
+                bound = scheme.bind_vocabulary(getattr(task, "token_names", lambda: ())())
+            except ValueError as e:
+                raise ConfigError(f"schemes[{i}] ({s_label}) on task {t_label}: {e}") from None
             for lr in rates:
                 one = dataclasses.replace(tcfg, learning_rate=lr)
-                run = Run(s_label, scheme, t_label, task, one, lengths, sources, len(rates))
+                run = Run(s_label, bound, t_label, task, one, lengths, sources, len(rates))
                 needed = _needed_positions(run, cfg)
                 limit = scheme.position_limit()
                 if limit is not None and needed > limit:
@@ -357,7 +361,7 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                     )
                 _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
                 # Positions are checked here, once; the compiled steps need no run-time check.
-                runs.append(dataclasses.replace(run, scheme=scheme.assume_positions_below(needed)))
+                runs.append(dataclasses.replace(run, scheme=bound.assume_positions_below(needed)))
     mesh_shape(cfg, runs)
     return runs
 

@@ -220,12 +220,16 @@ def masked_metrics(logits, targets, loss_mask):
 
 
 def forward(model, batch, deterministic=True):
+    rngs = None
+    if not deterministic and "noise" in batch:  # the step's own training randomness
+        rngs = nnx.Rngs(dropout=jax.random.key(batch["noise"][0]))
     return model(
         batch["tokens"],
         positions=batch["positions"],
         padding_mask=batch["padding_mask"],
         segment_ids=batch.get("segment_ids"),  # packed rows only
         deterministic=deterministic,
+        rngs=rngs,
     )
 
 
@@ -319,7 +323,12 @@ def training_batches(
                 positions = randomized_positions(
                     rng, tcfg.batch_size, batch.tokens.shape[1], tcfg.randomized_positions
                 )
-            per_seed.append(pad_batch(batch, width, positions))
+            padded = pad_batch(batch, width, positions)
+            # One draw per (seed, step), in every row (the batch is sharded by rows): the
+            # key of the step's training randomness (Abacus's offset), resumable as the data.
+            noise = np.random.default_rng([int(seed), step, 104729]).integers(2**31)
+            padded["noise"] = np.full((tcfg.batch_size,), noise, np.int32)
+            per_seed.append(padded)
         yield {k: np.stack([b[k] for b in per_seed]) for k in per_seed[0]}
 
 

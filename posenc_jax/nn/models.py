@@ -260,6 +260,11 @@ class _Transformer(nnx.Module):
             rngs=rngs,
         )
         self.pos_params = nnx.Param(self.scheme.init_embed_params(rngs.params(), d_model=d_model))
+        # A scheme that reads the tokens (Abacus) draws its training randomness from the
+        # dropout stream and keeps a carry between KV-cache decoding calls.
+        reads = self.scheme.reads_tokens
+        self.token_rngs = nnx.data(rngs["dropout"].fork() if reads else None)
+        self.token_carry = nnx.data(None)
         norm_kw = dict(eps=arch.norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.embed_norm = nnx.data(_norm(norm, d_model, **norm_kw) if arch.embed_norm else None)
         self.blocks = nnx.List(
@@ -303,6 +308,7 @@ class _Transformer(nnx.Module):
         padding_mask: jax.Array | None = None,
         decode: bool = False,
         deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         """Logits for tokens.
 
@@ -317,7 +323,12 @@ class _Transformer(nnx.Module):
             for decoding).
           padding_mask: [B, T] bool, True = real token.
           decode: incremental decoding with the KV cache (see `init_cache`).
-          deterministic: disable dropout.
+          deterministic: disable dropout and a scheme's training randomness (Abacus's
+            offsets).
+          rngs: random streams for this call's training randomness of a scheme that
+            reads the tokens (its ``dropout`` stream); default: the model's own, forked
+            at construction. Pass a fresh ``nnx.Rngs(dropout=key)`` inside a
+            ``jax.grad`` or ``jax.jit`` that merges the model from its state.
 
         Returns:
           [B, T, C] float32 logits (C = V for `TransformerLM`).
@@ -329,7 +340,11 @@ class _Transformer(nnx.Module):
             positions = self._default_positions(t, segment_ids, padding_mask, decode=decode)
         positions = jnp.broadcast_to(jnp.asarray(positions), (b, t))
         x = embed_scale(self.embed(tokens), self.embed_scale)  # [B, T, D]
-        x = self.scheme.embed(self.pos_params.get_value(), x, positions)
+        if self.scheme.reads_tokens:
+            stream = None if deterministic else (self.token_rngs if rngs is None else rngs.dropout)
+            x = self._embed_tokens(x, tokens, segment_ids, decode=decode, stream=stream)
+        else:
+            x = self.scheme.embed(self.pos_params.get_value(), x, positions)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.dropout(x, deterministic=deterministic)
@@ -354,6 +369,23 @@ class _Transformer(nnx.Module):
             cap = self.final_logit_softcap
             logits = cap * jnp.tanh(logits / cap)
         return logits
+
+    def _embed_tokens(self, x, tokens, segment_ids, *, decode: bool, stream) -> jax.Array:
+        """The input hook of a scheme that reads the tokens (``scheme.reads_tokens``)."""
+        b = tokens.shape[0]
+        if decode:
+            if self.token_carry is None:
+                raise ValueError("decode=True needs a cache: call init_cache first")
+            carry = self.token_carry.get_value()
+        else:
+            carry = jnp.zeros((b,), jnp.int32)
+        key = None if stream is None else stream()  # training: a fresh key per call
+        x, carry = self.scheme.embed_tokens(
+            self.pos_params.get_value(), x, tokens, carry=carry, segment_ids=segment_ids, key=key
+        )
+        if decode:
+            self.token_carry.set_value(carry)
+        return x
 
     def _layers(self, pattern, model_layer, num_layers, num_heads, d_model, head_dim) -> list:
         """Each layer's scheme, window, chunk, softmax scale and sinks: the model's,
@@ -401,6 +433,11 @@ class _Transformer(nnx.Module):
         """
         for block in self.blocks:
             block.attn.init_cache(batch_size, max_length, dtype=dtype)
+        self._init_token_carry(batch_size)
+
+    def _init_token_carry(self, batch_size: int) -> None:
+        if self.scheme.reads_tokens:
+            self.token_carry = nnx.Cache(jnp.zeros((batch_size,), jnp.int32))
 
     def init_rolling_cache(self, batch_size: int, *, dtype=jnp.float32) -> None:
         """Allocates ring-buffer KV caches: decoding a stream of any length in constant
@@ -414,6 +451,7 @@ class _Transformer(nnx.Module):
                 )
         for block in self.blocks:
             block.attn.init_rolling_cache(batch_size, dtype=dtype)
+        self._init_token_carry(batch_size)
 
 
 class TransformerLM(_Transformer):

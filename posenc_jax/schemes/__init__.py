@@ -4,7 +4,7 @@ One module per family; importing this package registers them all:
 
 * `posenc_jax.schemes.base`: the `Scheme` base class (hooks, parameters, variants);
 * `posenc_jax.schemes.registry`: `register_scheme`, `make_scheme`, `list_schemes`;
-* `posenc_jax.schemes.absolute`: NoPE, learned, sinusoidal (input hook), TUPE (q/k and
+* `posenc_jax.schemes.absolute`: NoPE, learned, sinusoidal, Abacus (input hook), TUPE (q/k and
   logit hooks: absolute positions untied from the content);
 * `posenc_jax.schemes.rotary`: RoPE and its context extensions, xPos, PoPE (q/k hook);
   windowed RoPE (ReRoPE, Leaky ReRoPE, SelfExtend: a logit hook with both rotations);
@@ -25,7 +25,13 @@ Example:
     ['logit_bias']
 """
 
-from posenc_jax.schemes.absolute import LearnedScheme, NoPEScheme, SinusoidalScheme, TupeScheme
+from posenc_jax.schemes.absolute import (
+    AbacusScheme,
+    LearnedScheme,
+    NoPEScheme,
+    SinusoidalScheme,
+    TupeScheme,
+)
 from posenc_jax.schemes.base import FrozenDict, Params, Scheme
 from posenc_jax.schemes.bias import AlibiScheme, FireScheme, KerpleScheme, T5Scheme
 from posenc_jax.schemes.gated import CopeScheme, FoxScheme, StickBreakingScheme
@@ -41,6 +47,7 @@ from posenc_jax.schemes.rotary import PopeScheme, RopeScheme, WindowedRopeScheme
 
 __all__ = [
     "SCHEMES",
+    "AbacusScheme",
     "AlibiScheme",
     "CopeScheme",
     "DebertaScheme",

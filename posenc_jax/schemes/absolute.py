@@ -15,13 +15,13 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from posenc_jax import absolute, tupe
+from posenc_jax import abacus, absolute, tupe
 from posenc_jax._checks import as_int, check_choice
 from posenc_jax.schemes.base import Params, Scheme
 from posenc_jax.schemes.bias import check_t5_buckets
 from posenc_jax.schemes.registry import register_scheme
 
-__all__ = ["LearnedScheme", "NoPEScheme", "SinusoidalScheme", "TupeScheme"]
+__all__ = ["AbacusScheme", "LearnedScheme", "NoPEScheme", "SinusoidalScheme", "TupeScheme"]
 
 
 @register_scheme
@@ -95,6 +95,103 @@ class LearnedScheme(_LearnedTable, Scheme):
     def embed(self, params: Params, x: jax.Array, positions: jax.Array) -> jax.Array:
         pe = absolute.learned_lookup(params["table"], positions, out_of_range=self.out_of_range)
         return x + pe.astype(x.dtype)
+
+
+_DIGIT_NAMES = tuple("0123456789")
+
+
+@register_scheme
+@dataclasses.dataclass(frozen=True)
+class AbacusScheme(Scheme):
+    """Abacus embeddings: a learned row per digit place, added to the digit tokens.
+
+    A digit's id is its 1-based place within its run of consecutive digits
+    (`posenc_jax.abacus.digit_places`), every other token's id 0; while training, one
+    random offset ``k ~ U{0..max_offset}`` per call is added to the digits' ids. The
+    attention sees no positions (NoPE). Packed documents start new runs; KV-cache
+    decoding carries the current run's length between calls.
+
+    Settings:
+      digit_ids: the token ids of the digits (None: the names "0".."9" of the
+        vocabulary the experiment harness binds, `Scheme.bind_vocabulary`).
+      max_length: rows of the table (ids 0 .. max_length - 1; the reference's 512).
+      max_offset: the largest training offset (the reference's ``max_abacus_len`` 100).
+      out_of_range: "error" (default) or "clip", for ids past the table.
+      init_stddev: standard deviation of the initial table (as the learned scheme).
+
+    References: McLeish et al. 2024, "Transformers Can Do Arithmetic with the Right
+    Embeddings" (NeurIPS 2024, arXiv 2405.17399).
+    """
+
+    name: ClassVar[str] = "abacus"
+    hooks: ClassVar[frozenset[str]] = frozenset({"embed"})
+    reads_tokens: ClassVar[bool] = True
+    digit_ids: tuple[int, ...] | None = None
+    max_length: int = 512
+    max_offset: int = 100
+    out_of_range: str = "error"
+    init_stddev: float = 1.0
+
+    def __post_init__(self) -> None:
+        if as_int(self.max_length, "max_length", self.name) < 2:
+            raise ValueError(f"abacus: max_length must be >= 2; got {self.max_length}")
+        if as_int(self.max_offset, "max_offset", self.name) < 0:
+            raise ValueError(f"abacus: max_offset must be >= 0; got {self.max_offset}")
+        check_choice(self.out_of_range, "out_of_range", absolute.OUT_OF_RANGE_POLICIES, self.name)
+        if not float(self.init_stddev) >= 0:
+            raise ValueError(f"abacus: init_stddev must be >= 0; got {self.init_stddev}")
+        if self.digit_ids is not None:
+            ids = self.digit_ids
+            if (
+                isinstance(ids, str | int)
+                or not ids
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+            ):
+                raise ValueError(
+                    f"abacus: digit_ids must be a non-empty list of token ids >= 0 (or None: "
+                    f'the vocabulary\'s "0".."9"); got {ids!r}'
+                )
+            object.__setattr__(self, "digit_ids", tuple(int(i) for i in ids))
+
+    def bind_vocabulary(self, names) -> Scheme:
+        if self.digit_ids is not None:
+            return self
+        ids = tuple(i for i, name in enumerate(names) if name in _DIGIT_NAMES)
+        if not ids:
+            raise ValueError(
+                "abacus: the vocabulary has no digit tokens ('0'..'9'); set digit_ids to the "
+                "token ids of the digits"
+            )
+        return dataclasses.replace(self, digit_ids=ids)
+
+    def assume_positions_below(self, max_position: int) -> Scheme:
+        # A digit's id is at most the sequence length plus the offset: when that fits the
+        # table, no id can miss it and the run-time check goes ("clip" never clips).
+        if int(max_position) + int(self.max_offset) < int(self.max_length):
+            return dataclasses.replace(self, out_of_range="clip")
+        return self
+
+    def init_embed_params(self, key: jax.Array, *, d_model: int) -> Params:
+        table = absolute.init_learned_table(
+            key, int(self.max_length), d_model, stddev=float(self.init_stddev)
+        )
+        return {"table": table}
+
+    def embed(self, params: Params, x: jax.Array, positions: jax.Array) -> jax.Array:
+        raise ValueError("abacus reads the tokens, not the positions: call embed_tokens")
+
+    def embed_tokens(self, params, x, tokens, *, carry, segment_ids=None, key=None):
+        if self.digit_ids is None:
+            raise ValueError(
+                "abacus: digit_ids is not set: give the token ids of the digits, or let the "
+                "experiment harness bind them from the task's vocabulary"
+            )
+        is_digit = abacus.digit_mask(tokens, self.digit_ids)  # [B, T]
+        places = abacus.digit_places(is_digit, carry=carry, segment_ids=segment_ids)
+        offset = 0 if key is None else abacus.sample_abacus_offset(key, int(self.max_offset))
+        ids = jnp.where(places > 0, places + offset, 0)  # [B, T]
+        pe = absolute.learned_lookup(params["table"], ids, out_of_range=self.out_of_range)
+        return x + pe.astype(x.dtype), places[:, -1]
 
 
 @register_scheme

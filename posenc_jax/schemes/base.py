@@ -34,7 +34,7 @@ H head dim, D model dim.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
@@ -79,6 +79,7 @@ class Scheme:
     tiles: ClassVar[bool] = True
     causal_only: ClassVar[str | None] = None
     context_extensions: ClassVar[tuple[str, ...]] = ()
+    reads_tokens: ClassVar[bool] = False
 
     # -- settings ---------------------------------------------------------
     def configure(self, *, causal: bool) -> Scheme:
@@ -93,6 +94,13 @@ class Scheme:
                 f"{self.name} is causal only ({self.causal_only}); use it in TransformerLM "
                 "or a causal MultiHeadAttention"
             )
+        return self
+
+    def bind_vocabulary(self, names: Sequence[str]) -> Scheme:
+        """Resolves settings that depend on the vocabulary (``names[i]``: token i's name),
+        for a scheme that reads the tokens (e.g. Abacus finds the digits); the others
+        return themselves."""
+        del names
         return self
 
     def validate(self, *, num_heads: int, head_dim: int, d_model: int) -> None:
@@ -190,6 +198,24 @@ class Scheme:
         """Hook 1. x: [B, T, D], positions: [T] or [B, T] -> [B, T, D]."""
         del params, positions
         return x
+
+    def embed_tokens(
+        self,
+        params: Params,
+        x: jax.Array,
+        tokens: jax.Array,
+        *,
+        carry: jax.Array,
+        segment_ids: jax.Array | None = None,
+        key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Hook 1 of a scheme that reads the tokens (``reads_tokens``), in place of `embed`.
+
+        x: [B, T, D], tokens: [B, T], carry: [B] int (what the scheme keeps between
+        KV-cache decoding calls; zeros for a whole sequence), segment_ids: [B, T] or None,
+        key: a PRNG key while training (None at evaluation) -> ([B, T, D], new carry [B]).
+        """
+        raise NotImplementedError(f"{self.name} does not read the tokens")
 
     def rotate(
         self,

@@ -12,6 +12,7 @@ SCHEME_CASES: dict[str, dict] = {
     "nope": {"name": "nope"},
     "learned": {"name": "learned", "max_length": 64},
     "sinusoidal": {"name": "sinusoidal"},
+    "abacus": {"name": "abacus", "digit_ids": [1, 2, 3, 4, 5], "max_length": 24, "max_offset": 4},
     "shaw": {"name": "shaw", "max_distance": 4},
     "t5": {"name": "t5", "num_buckets": 8, "max_distance": 16},
     "rope": {"name": "rope"},

@@ -9,7 +9,7 @@ of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `fire.fire_normalized_distance`, `transformer_xl.xl_relative_logits`,
 `deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`,
 `fox.fox_bias`, `stick_breaking.stick_breaking_weights`, `cope.cope_positions`,
-`pope.apply_pope`), so the
+`pope.apply_pope`, `abacus.abacus_ids`), so the
 figures show what the code computes.
 
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from posenc_jax import (
+    abacus,
     absolute,
     alibi,
     cope,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_SCALINGS",
     "STATIC_FIGURES",
     "draw_all",
+    "fig_abacus",
     "fig_alibi",
     "fig_deberta",
     "fig_gated",
@@ -64,6 +66,7 @@ __all__ = [
     "fig_t5_buckets",
     "fig_transformer_xl",
     "fig_tupe",
+    "figure_abacus",
     "figure_alibi",
     "figure_deberta",
     "figure_gated",
@@ -711,6 +714,32 @@ def fig_pope(out_path: str | Path, **options: Any) -> Path:
     return save_figure(figure_pope(**options), out_path)
 
 
+def figure_abacus(*, a: int = 98765, b: int = 4321, offset: int = 37) -> Figure:
+    """Abacus ids (`abacus.abacus_ids`) of the tokens of ``a + b = a + b``, every number
+    written least significant digit first: digits of the same significance share an id in
+    all three numbers, at evaluation (offset 0) and shifted by one training ``offset``."""
+    numbers = [str(a)[::-1], str(b)[::-1], str(a + b)[::-1]]
+    text = [*numbers[0], "+", *numbers[1], "=", *numbers[2]]
+    is_digit = jnp.asarray([c.isdigit() for c in text])
+    fig = Figure(figsize=(9.0, 3.2), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(text))
+    for k, marker in ((0, "o"), (offset, "s")):
+        ids = np.asarray(abacus.abacus_ids(is_digit, offset=k))
+        ax.plot(x, ids, marker=marker, linestyle="none", label=f"offset {k}")
+    ax.set_xticks(x, text)
+    ax.set_xlabel("token (numbers least significant digit first)", fontsize=8)
+    ax.set_ylabel("Abacus id (0: not a digit)", fontsize=8)
+    ax.set_title("Abacus: a digit's id is its place in its number", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_abacus(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_abacus` as a PNG; returns the path."""
+    return save_figure(figure_abacus(**options), out_path)
+
+
 # --------------------------------------------------------------------------------------------
 # All
 # --------------------------------------------------------------------------------------------
@@ -728,6 +757,7 @@ STATIC_FIGURES = {
     "tupe.png": fig_tupe,
     "gated.png": fig_gated,
     "pope.png": fig_pope,
+    "abacus.png": fig_abacus,
 }
 """File name -> figure writer of the pictures that need no trained model."""
 
