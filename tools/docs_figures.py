@@ -239,6 +239,38 @@ def kazemnejad(runs: Path) -> dict[str, Figure]:
     }
 
 
+def _by_column_page(name: str, runs: Path, tasks: dict[str, str]) -> dict[str, Figure]:
+    """One length figure per task of a page whose table has a scheme per row and
+    ``<task> <length>`` columns of the task's headline metric in % (``tasks``: task
+    label -> headline metric)."""
+    records = run_records(runs, name)
+    from_runs = records is not None
+    if not from_runs:
+        records = records_by_column(DOCS / "reproductions" / f"{name}.md",
+                                    metric="value", scale=0.01)  # fmt: skip
+        records = [r for r in records if r["task"] in tasks]
+        for r in records:
+            r["metric"] = tasks[r["task"]]
+            r[r["metric"]] = r.pop("value")
+    note = _source_note(from_runs, name)
+    return {
+        f"length_{task.replace('+', '_')}.png": length_figure(
+            [r for r in records if r["task"] == task], f"{task}: {metric} ({note})"
+        )
+        for task, metric in tasks.items()
+    }
+
+
+def arithmetic(runs: Path) -> dict[str, Figure]:
+    # Zhou et al.'s format is not learned at this budget (0% everywhere): no figure.
+    return _by_column_page("arithmetic", runs, {"mcleish": "exact_match"})
+
+
+def cope_tasks(runs: Path) -> dict[str, Figure]:
+    tasks = {"counting": "exact_match", "selective_copy": "exact_match", "flip_flop": "accuracy"}
+    return _by_column_page("cope_tasks", runs, tasks)
+
+
 CHOMSKY_TASKS = {"even_pairs": 50.0, "cycle_navigation": 20.0, "bucket_sort": None}  # chance
 
 
@@ -303,6 +335,8 @@ REPRODUCTIONS: dict[str, Callable[[Path], dict[str, Figure]]] = {
     "kazemnejad": kazemnejad,
     "chomsky": chomsky,
     "rope_extension": rope_extension,
+    "arithmetic": arithmetic,
+    "cope_tasks": cope_tasks,
 }
 """Reproduction (config name) -> its figures, by file name."""
 
