@@ -91,13 +91,19 @@ def digit_places(
     return jnp.where(is_digit, places, 0).astype(jnp.int32)
 
 
-def abacus_ids(is_digit: jax.Array, *, offset: jax.Array | int = 0, **kw) -> jax.Array:
+def abacus_ids(
+    is_digit: jax.Array,
+    *,
+    offset: jax.Array | int = 0,
+    carry: jax.Array | int = 0,
+    segment_ids: jax.Array | None = None,
+) -> jax.Array:
     """Abacus ids: `digit_places` plus ``offset`` on the digits, 0 for every other token.
 
     Args:
       is_digit: [B, T] (or [..., T]) bool, True on digit tokens.
       offset: an int or int scalar array added to every digit's id (the training shift).
-      **kw: ``carry`` and ``segment_ids``, as in `digit_places`.
+      carry, segment_ids: as in `digit_places`.
 
     Returns:
       int32 array of ``is_digit.shape``.
@@ -109,7 +115,7 @@ def abacus_ids(is_digit: jax.Array, *, offset: jax.Array | int = 0, **kw) -> jax
 
     References: McLeish et al. 2024 (arXiv 2405.17399), mcleish7/arithmetic abacus.py.
     """
-    places = digit_places(is_digit, **kw)
+    places = digit_places(is_digit, carry=carry, segment_ids=segment_ids)
     return jnp.where(places > 0, places + jnp.asarray(offset, jnp.int32), 0)
 
 
