@@ -41,7 +41,7 @@ from posenc_jax.harness.tasks.base import (
     check_int,
     check_rng,
 )
-from posenc_jax.harness.tasks.decoder import right_padded_decoder_batch
+from posenc_jax.harness.tasks.decoder import right_padded_decoder_batch, width_pairs
 
 _DIGITS = tuple(str(i) for i in range(10))
 
@@ -152,13 +152,7 @@ class ReversedAddition(DecoderTask):
         if self.widths == "equal":
             widths = np.full((batch_size, 2), length)
         else:
-            # One of the 2n - 1 pairs with larger width n, uniformly: k < n is (n, k + 1),
-            # the others (k - n + 1, n).
-            k = rng.integers(0, 2 * length - 1, size=batch_size)
-            first_is_long = k < length
-            other = np.where(first_is_long, k + 1, k - length + 1)
-            widths = np.stack([np.where(first_is_long, length, other),
-                               np.where(first_is_long, other, length)], axis=1)  # fmt: skip
+            widths = width_pairs(rng, batch_size, length)
         rows = []
         for w_a, w_b in widths:
             a, b = _number_of_width(rng, int(w_a)), _number_of_width(rng, int(w_b))

@@ -294,13 +294,7 @@ class Addition(DecoderTask):
         check_rng(rng)
         batch_size = check_int("batch_size", batch_size, minimum=1)
         length = self.check_length(length)
-        # One of the 2n - 1 pairs with larger width n, uniformly: k < n is (n, k + 1), the
-        # others (k - n + 1, n); (n, n) is drawn once, not once per side.
-        k = rng.integers(0, 2 * length - 1, size=batch_size)
-        first_is_long = k < length
-        other = np.where(first_is_long, k + 1, k - length + 1)
-        widths = np.stack([np.where(first_is_long, length, other),
-                           np.where(first_is_long, other, length)], axis=1)  # fmt: skip
+        widths = width_pairs(rng, batch_size, length)
         low = np.where(widths == 1, 0, 10 ** (widths - 1))
         numbers = rng.integers(low, 10**widths)  # [B, 2], exact up to 18 digits
         rows = [self._row(int(a), int(b)) for a, b in numbers]
@@ -343,6 +337,17 @@ class Addition(DecoderTask):
         if self.reverse_answer:
             answer = answer[:, ::-1]
         return (NUM_SPECIAL + answer).astype(np.int32)
+
+
+def width_pairs(rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
+    """``[B, 2]`` operand widths, each row uniform over the ``2n - 1`` pairs whose larger
+    width is ``n = length``: ``k < n`` is ``(n, k + 1)``, the others ``(k - n + 1, n)``, so
+    ``(n, n)`` is drawn once, not once per side."""
+    k = rng.integers(0, 2 * length - 1, size=batch_size)
+    first_is_long = k < length
+    other = np.where(first_is_long, k + 1, k - length + 1)
+    return np.stack([np.where(first_is_long, length, other),
+                     np.where(first_is_long, other, length)], axis=1)  # fmt: skip
 
 
 def right_padded_decoder_batch(rows: list[tuple[list[int], list[int]]], width: int) -> Batch:
