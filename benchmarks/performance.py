@@ -100,8 +100,14 @@ EXTRA_SCHEMES = {
     "deberta": {"name": "deberta"},
     "tupe": {"name": "tupe", "max_length": 1024},
     # The quick job's tasks have no digit tokens: ten ids stand for them (the cost of
-    # the places and the lookup does not depend on which).
-    "abacus": {"name": "abacus", "digit_ids": list(range(5, 15)), "max_length": 1024},
+    # the places and the lookup does not depend on which). "clip", as the plan makes it
+    # when every id fits the table (no run-time check).
+    "abacus": {
+        "name": "abacus",
+        "digit_ids": list(range(5, 15)),
+        "max_length": 1024,
+        "out_of_range": "clip",
+    },
 }
 ROPE_VS_ELEMENTWISE = 1.5
 ROPE_VS_REFERENCE = 1.0
