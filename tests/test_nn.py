@@ -47,6 +47,15 @@ def test_scheme_parameters_receive_gradients(spec, where):
         assert float(jnp.abs(g).sum()) > 0
 
 
+def test_token_ids_outside_the_vocabulary_are_an_error_not_nan():
+    model = TransformerLM(8, num_layers=1, d_model=16, num_heads=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"tokens must be ids in \[0, 7\].*from 1 to 9"):
+        model(jnp.array([[1, 9]]))
+    with pytest.raises(ValueError, match=r"from -1 to 2"):
+        model(jnp.array([[-1, 2]]))
+    assert np.all(np.isfinite(model(jnp.array([[0, 7]]))))
+
+
 def test_learned_table_out_of_range_is_an_error():
     model = _lm({"name": "learned", "max_length": 8})
     with pytest.raises(ValueError, match="out_of_range"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from posenc_jax.attention import AttentionConfig
@@ -313,7 +314,8 @@ class _Transformer(nnx.Module):
         """Logits for tokens.
 
         Args:
-          tokens: [B, T] int.
+          tokens: [B, T] int ids in [0, vocab_size) (an eager call with others is an
+            error naming them).
           positions: [T] or [B, T]; default: restarting at each new segment id
             (`positions_from_segments`) when ``segment_ids`` are given, else from
             padding_mask (cumsum - 1) when given, else 0..T-1. Pass them explicitly
@@ -334,6 +336,7 @@ class _Transformer(nnx.Module):
           [B, T, C] float32 logits (C = V for `TransformerLM`).
         """
         b, t = tokens.shape
+        _check_token_ids(tokens, self.embed.num_embeddings)
         if segment_ids is not None:
             segment_ids = jnp.broadcast_to(jnp.asarray(segment_ids), (b, t))
         if positions is None:
@@ -452,6 +455,21 @@ class _Transformer(nnx.Module):
         for block in self.blocks:
             block.attn.init_rolling_cache(batch_size, dtype=dtype)
         self._init_token_carry(batch_size)
+
+
+def _check_token_ids(tokens: jax.Array, vocab_size: int) -> None:
+    """Raises when an eager call's token id has no embedding row (the lookup would give
+    NaN). Traced ids are not checked: a run-time check would cost a host callback on
+    every vmapped step; the harness's tasks draw their ids from the model's vocabulary."""
+    if isinstance(tokens, jax.core.Tracer) or tokens.size == 0:
+        return
+    ids = np.asarray(tokens)  # concrete (perhaps closed over by a trace): on the host
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(
+            f"tokens must be ids in [0, {vocab_size - 1}] (vocab_size={vocab_size}); got ids "
+            f"from {lo} to {hi}"
+        )
 
 
 class TransformerLM(_Transformer):
