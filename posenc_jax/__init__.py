@@ -35,6 +35,11 @@ from posenc_jax.fire import fire_bias, fire_normalized_distance, init_fire_param
 from posenc_jax.fox import cumulative_log_forget, fox_bias, log_forget_gates
 from posenc_jax.kerple import KERPLE_KINDS, init_kerple_params, kerple_bias
 from posenc_jax.pope import apply_pope, pope_frequencies
+from posenc_jax.random_distances import (
+    relative_from_table,
+    sample_relative_distances,
+    toeplitz_table,
+)
 from posenc_jax.relative import (
     shaw_key_logits,
     shaw_relative_index,
@@ -145,10 +150,12 @@ __all__ = [
     "qwen_logn_multiplier",
     "rectified_rope_logits",
     "register_scheme",
+    "relative_from_table",
     "rope_decay_bound",
     "rope_frequencies",
     "rope_from_hf_config",
     "rotary_dim",
+    "sample_relative_distances",
     "scale_queries",
     "select_implementation",
     "shaw_key_logits",
@@ -160,6 +167,7 @@ __all__ = [
     "stick_breaking_weights",
     "t5_bias",
     "t5_relative_bucket",
+    "toeplitz_table",
     "tupe_bias",
     "tupe_positional_logits",
     "xl_relative_logits",

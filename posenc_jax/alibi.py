@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax._checks import relative_distance
+from posenc_jax.random_distances import relative_from_table
 
 __all__ = ["BIDIRECTIONAL_MODES", "alibi_bias", "alibi_slopes", "bidirectional_mode"]
 
@@ -91,13 +92,19 @@ def bidirectional_mode(value: object, fn: str) -> str | None:
     raise ValueError(f"{fn}: bidirectional must be one of {valid}; got {value!r}")
 
 
-def _relative(q_positions: jax.Array, k_positions: jax.Array, mode: str | None) -> jax.Array:
+def _relative(
+    q_positions: jax.Array, k_positions: jax.Array, mode: str | None, distances
+) -> jax.Array:
     """The bias per unit slope as float32, [T] / [B, T] with [S] / [B, S] -> [..., T, S].
 
     Causal (mode None): k - q. "symmetric": -|k - q|. "ruoss": -|k - q| + 0.5 where k < q.
     Integer positions subtract exactly first, so the diagonal is +0.0 after the cast.
+    With a distance table, ``table[k - q]`` stands for ``k - q``.
     """
-    rel = relative_distance(q_positions, k_positions, "alibi_bias")
+    if distances is None:
+        rel = relative_distance(q_positions, k_positions, "alibi_bias")
+    else:
+        rel = relative_from_table(q_positions, k_positions, distances, "alibi_bias")
     if mode is None:
         return rel.astype(jnp.float32)  # [..., T, S]
     out = (-jnp.abs(rel)).astype(jnp.float32)
@@ -112,6 +119,7 @@ def alibi_bias(
     slopes: jax.Array,
     *,
     bidirectional: bool | str = False,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """ALiBi additive logit bias.
 
@@ -140,9 +148,14 @@ def alibi_bias(
       slopes: ``[N]`` per-head slopes (see `alibi_slopes`).
       bidirectional: False (causal), True or "symmetric" (``-m |q - k|``), or "ruoss"
         (that plus ``0.5 m`` for keys before the query).
+      distances: None, or a distance table ``[W]`` / ``[B, W]`` of randomized signed
+        distances (`posenc_jax.random_distances`) read in place of ``k - q``: with
+        "ruoss" and a symmetric table this is the reference's
+        ``compute_noisy_alibi_encodings_biases``.
 
     Returns:
-      float32 ``[N, T, S]`` when both position arrays are 1-D, else ``[B, N, T, S]``.
+      float32 ``[N, T, S]`` when both position arrays and the table are 1-D, else
+      ``[B, N, T, S]``.
 
     Raises:
       ValueError: positions not 1-D/2-D, ``slopes`` not 1-D, or an unknown
@@ -163,6 +176,6 @@ def alibi_bias(
     if slopes.ndim != 1:
         raise ValueError(f"alibi_bias needs slopes of shape [N]; got {slopes.shape}")
     mode = bidirectional_mode(bidirectional, "alibi_bias")
-    rel = _relative(q_positions, k_positions, mode)  # [..., T, S]
+    rel = _relative(q_positions, k_positions, mode, distances)  # [..., T, S]
     m = slopes.astype(jnp.float32)[:, None, None]  # [N, 1, 1]
     return m * rel[..., None, :, :]  # [..., N, T, S]; causal: m * (k - q) == -m * (q - k)

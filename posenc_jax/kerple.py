@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_int, check_choice, per_head, positive_float, relative_distance
+from posenc_jax.random_distances import relative_from_table
 
 __all__ = ["KERPLE_KINDS", "init_kerple_params", "kerple_bias"]
 
@@ -38,6 +39,7 @@ def kerple_bias(
     *,
     kind: str = "log",
     eps: float = 1e-2,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """KERPLE logit bias from the distance ``d = |q_i - k_j|``.
 
@@ -58,6 +60,8 @@ def kerple_bias(
       r2: ``[N]`` per-head rate ("log") or exponent ("power").
       kind: "log" or "power".
       eps: lower clamp of r1 and r2, > 0 (1e-2 in the authors' code).
+      distances: None, or a distance table ``[W]`` / ``[B, W]`` of randomized
+        distances (`posenc_jax.random_distances`) read in place of ``k - q``.
 
     Returns:
       float32 ``[N, T, S]`` when both position arrays are 1-D, else ``[B, N, T, S]``.
@@ -83,9 +87,11 @@ def kerple_bias(
     r2 = per_head(r2, "r2", fn)
     if r1.shape != r2.shape:
         raise ValueError(f"{fn} needs r1 and r2 of the same shape [N]; got {r1.shape}, {r2.shape}")
-    d = jnp.abs(relative_distance(q_positions, k_positions, fn)).astype(jnp.float32)[
-        ..., None, :, :
-    ]  # [..., 1, T, S]
+    if distances is None:
+        rel = relative_distance(q_positions, k_positions, fn)
+    else:
+        rel = relative_from_table(q_positions, k_positions, distances, fn)
+    d = jnp.abs(rel).astype(jnp.float32)[..., None, :, :]  # [..., 1, T, S]
     a = _project(r1, eps, None)[:, None, None]  # [N, 1, 1]
     if kind == "log":
         b = _project(r2, eps, None)[:, None, None]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_int, check_positions, relative_distance
+from posenc_jax.random_distances import relative_from_table
 
 __all__ = [
     "shaw_key_logits",
@@ -385,6 +386,7 @@ def t5_bias(
     bidirectional: bool = True,
     num_buckets: int = 32,
     max_distance: int = 128,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """T5 relative attention bias: ``bias[n, i, j] = table[bucket(k_j - q_i), n]``.
 
@@ -393,6 +395,8 @@ def t5_bias(
       k_positions: integer key positions ``[S]`` or ``[B, S]``.
       table: ``[num_buckets, N]`` learned scalars.
       bidirectional, num_buckets, max_distance: as in `t5_relative_bucket`.
+      distances: None, or a distance table ``[W]`` / ``[B, W]`` of randomized signed
+        distances (`posenc_jax.random_distances`) bucketed in place of ``k - q``.
 
     Returns:
       ``[N, T, S]`` when both position arrays are 1-D, else ``[B, N, T, S]``, in
@@ -417,7 +421,10 @@ def t5_bias(
         raise ValueError(
             f"{fn} needs table of shape [num_buckets, N] = [{nb}, N]; got shape {table.shape}"
         )
-    rel = _relative_position(q_positions, k_positions, fn)  # [..., T, S]
+    if distances is None:
+        rel = _relative_position(q_positions, k_positions, fn)  # [..., T, S]
+    else:
+        rel = relative_from_table(q_positions, k_positions, distances, fn)
     bucket = t5_relative_bucket(
         rel, bidirectional=bidirectional, num_buckets=nb, max_distance=max_distance
     )  # [..., T, S]

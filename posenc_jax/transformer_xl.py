@@ -43,6 +43,7 @@ import numpy as np
 
 from posenc_jax._checks import as_int, check_positions, positive_float, relative_distance
 from posenc_jax.absolute import sinusoidal_frequencies
+from posenc_jax.random_distances import check_distance_table, table_index
 from posenc_jax.rope.numerics import angles
 
 __all__ = ["xl_relative_logits"]
@@ -56,6 +57,7 @@ def xl_relative_logits(
     *,
     base: float = 10000.0,
     clamp_len: int | None = None,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """Transformer-XL's position terms: ``out[b, n, i, j] = q[b, i, n] . (W_R R_{i-j})[n]``.
 
@@ -76,6 +78,11 @@ def xl_relative_logits(
       clamp_len: distances beyond it use ``R_{+-clamp_len}``, as the authors' ``clamp_len``
         (1000 for the WikiText-103 model; None: no clamp). A pair beyond it reads the
         query's product with one fixed R, computed apart from the identities above.
+      distances: None, or a distance table ``[W]`` / ``[B, W]`` of randomized signed
+        distances (`posenc_jax.random_distances`): the pair at ``k - q = r`` reads
+        ``R_{-table[r]}`` (the randomized ``i - j``), Ruoss et al.'s noisy relative
+        encoding. Then the product with R is taken once per table entry, ``[B, T, N,
+        W]``, and gathered per pair; ``clamp_len`` clamps the table's distances.
 
     Returns:
       float32 ``[B, N, T, S]``.
@@ -114,6 +121,8 @@ def xl_relative_logits(
     if qp.shape[-1] != q.shape[1]:
         raise ValueError(f"{fn}: q has T={q.shape[1]} queries but q_positions give {qp.shape[-1]}")
     inv_freq = sinusoidal_frequencies(dim, base=base)  # [F], float64
+    if distances is not None:
+        return _xl_from_table(q, w_r, qp, kp, distances, inv_freq, clamp_len, fn)
     a_q, a_k = angles(qp, inv_freq), angles(kp, inv_freq)  # [(B,) T, F], [(B,) S, F]
     sin_q, cos_q = jnp.sin(a_q)[..., None, :], jnp.cos(a_q)[..., None, :]  # [(B,) T, 1, F]
     proj = jnp.einsum("btnh,rnh->btnr", q, w_r, preferred_element_type=jnp.float32)
@@ -135,3 +144,21 @@ def xl_relative_logits(
     rel = -relative_distance(qp, kp, fn)[..., None, :, :]  # i - j: [(B,) 1, T, S]
     out = jnp.where(rel > clamp_len, far[0], out)
     return jnp.where(rel < -clamp_len, far[1], out)
+
+
+def _xl_from_table(q, w_r, qp, kp, distances, inv_freq, clamp_len, fn) -> jax.Array:
+    """``(q_i + v) . W_R R_{-table[k_j - q_i]}`` per pair: [B, N, T, S] float32."""
+    table = check_distance_table(distances, fn)  # [(B,) W]
+    idx = table_index(qp, kp, table, fn)  # [(B,) T, S]
+    dist = -table  # i - j of each entry: [(B,) W]
+    if clamp_len is not None:
+        dist = jnp.clip(dist, -clamp_len, clamp_len)
+    a = angles(dist, inv_freq)  # [(B,) W, F]
+    r = jnp.stack([jnp.sin(a), jnp.cos(a)], -1).reshape(*a.shape[:-1], -1)  # [(B,) W, D_r]
+    if r.ndim == 2:
+        per_entry = jnp.einsum("btnh,rnh,wr->bntw", q, w_r, r, preferred_element_type=jnp.float32)
+    else:
+        per_entry = jnp.einsum("btnh,rnh,bwr->bntw", q, w_r, r, preferred_element_type=jnp.float32)
+    b, n, t, _ = per_entry.shape
+    idx = jnp.broadcast_to(idx.reshape(-1, 1, *idx.shape[-2:]), (b, n, t, idx.shape[-1]))
+    return jnp.take_along_axis(per_entry, idx, axis=-1)  # [B, N, T, S]

@@ -789,12 +789,86 @@ def test_randomized_positions_in_training_and_errors(tmp_path):
     assert not np.array_equal(pos[0][real[0]], np.arange(real[0].sum()))
     with pytest.raises(ValueError, match="randomized_positions"):
         randomized_positions(np.random.default_rng(0), 1, 10, 5)
-    cfg = {**TINY, "schemes": ["rope"], "train": {**TINY["train"], "randomized_positions": 32}}
+    # ALiBi is randomized as the reference does it (distance tables), by default.
+    cfg = {**TINY, "schemes": ["alibi"], "train": {**TINY["train"], "randomized_positions": 32}}
     records = run(_write(tmp_path, cfg), out_dir=tmp_path / "out", progress=False, verbose=False)
     assert {r["status"] for r in records} == {"ok"}
+    assert {r["randomization"] for r in records} == {"distances"}
     bad = {**TINY, "train": {**TINY["train"], "randomized_positions": 5}}
     with pytest.raises(ConfigError, match="randomized_positions"):
         run(_write(tmp_path, bad, "bad.yaml"), out_dir=tmp_path / "o2", progress=False)
+
+
+def test_distance_tables_in_training_batches():
+    """Toeplitz randomization: ordinary positions, and per step one table per layer,
+    the same in every row of a seed's batch, laid out as toeplitz_table lays out the
+    same draws; padding offsets continue past the largest distance; resumable."""
+    from posenc_jax.harness.config import TrainConfig
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import Randomization, distance_tables, training_batches
+    from posenc_jax.random_distances import toeplitz_table
+
+    task = get_task("reverse_string")
+    tcfg = TrainConfig(length=6, steps=3, batch_size=4, randomized_positions=64)
+    rand = Randomization(64, distance_layers=3)
+    batches = list(training_batches(task, [0, 1], tcfg, randomization=rand))
+    width = task.sequence_length(6)
+    for batch in batches:
+        tables = batch["distances"]  # [S, B, layers, W]
+        assert tables.shape == (2, 4, 3, 2 * width - 1)
+        assert np.all(tables == tables[:, :1])  # one table for the batch
+        assert len({tuple(t) for t in tables[0, 0]}) == 3  # one per layer
+        real = batch["padding_mask"][0, 0]
+        np.testing.assert_array_equal(batch["positions"][0, 0][real], np.arange(real.sum()))
+        assert np.all(np.diff(tables, axis=-1) > 0)
+    assert not np.array_equal(batches[0]["distances"], batches[1]["distances"])
+    again = list(training_batches(task, [0, 1], tcfg, start_step=2, randomization=rand))
+    np.testing.assert_array_equal(again[0]["distances"], batches[2]["distances"])
+    # The layout is the library's: replay the draws of one call.
+    for both in (False, True):
+        got = distance_tables(
+            np.random.default_rng(7),
+            layers=2,
+            length=4,
+            width=6,
+            max_distance=30,
+            both_sides=both,
+        )
+        rng = np.random.default_rng(7)
+        for layer in got:
+            right = np.sort(rng.choice(29, size=3, replace=False) + 1)
+            left = np.sort(rng.choice(29, size=3, replace=False) + 1) if both else None
+            want = toeplitz_table(right, left, width=6)
+            np.testing.assert_array_equal(layer, np.asarray(want))
+            assert np.all(np.abs(layer[6 - 4 : 5 + 4]) < 30)  # the real offsets
+
+
+def test_randomization_mode_follows_the_reference_and_the_config(tmp_path):
+    """auto: distances where the reference randomizes distances (ALiBi, Transformer-XL),
+    positions elsewhere; "distances" for a scheme that cannot read them is a ConfigError
+    naming the key; an unknown mode lists the choices."""
+    from posenc_jax.harness.config import TrainConfig
+    from posenc_jax.harness.train import Randomization, randomization_for
+    from posenc_jax.schemes import make_scheme
+
+    auto = TrainConfig(randomized_positions=100)
+    assert randomization_for(auto, make_scheme("alibi"), num_layers=2) == Randomization(100, 2)
+    assert randomization_for(auto, make_scheme("xl"), num_layers=2) == Randomization(100, 2)
+    assert randomization_for(auto, make_scheme("t5"), num_layers=2) == Randomization(100)
+    assert randomization_for(auto, make_scheme("rope"), num_layers=2) == Randomization(100)
+    forced = TrainConfig(randomized_positions=100, randomization="distances")
+    assert randomization_for(forced, make_scheme("kerple"), num_layers=1) == Randomization(100, 1)
+    positions = TrainConfig(randomized_positions=100, randomization="positions")
+    assert randomization_for(positions, make_scheme("alibi"), num_layers=2) == Randomization(100)
+    assert randomization_for(TrainConfig(), make_scheme("alibi"), num_layers=2) is None
+    train = {**TINY["train"], "randomized_positions": 32, "randomization": "distances"}
+    bad = {**TINY, "schemes": ["rope"], "train": train}
+    with pytest.raises(ConfigError, match=r"train.randomization: distances .* rope"):
+        run(_write(tmp_path, bad), out_dir=tmp_path / "out", progress=False)
+    unknown = {**TINY, "train": {**train, "randomization": "toeplitz"}}
+    with pytest.raises(ConfigError, match=r"train.randomization must be one of \['auto'"):
+        run(_write(tmp_path, unknown, "u.yaml"), out_dir=tmp_path / "o2", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o2").exists()
 
 
 def test_randomized_evaluation_batches():
@@ -803,12 +877,13 @@ def test_randomized_evaluation_batches():
     from posenc_jax.harness.config import EvalConfig
     from posenc_jax.harness.evaluation import eval_batches
     from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import Randomization
 
     task = get_task("reverse_string")
     ecfg = EvalConfig(batch_size=5, num_batches=2)
     plain = list(eval_batches(task, 7, ecfg))
-    rand = list(eval_batches(task, 7, ecfg, randomized_range=100))
-    again = list(eval_batches(task, 7, ecfg, randomized_range=100))
+    rand = list(eval_batches(task, 7, ecfg, randomization=Randomization(100)))
+    again = list(eval_batches(task, 7, ecfg, randomization=Randomization(100)))
     assert len(rand) == 2
     for p, r, a in zip(plain, rand, again, strict=True):
         for key in ("tokens", "targets", "loss_mask", "padding_mask"):
@@ -827,7 +902,7 @@ def test_randomized_evaluation_changes_only_position_dependent_models():
     from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
     from posenc_jax.harness.evaluation import evaluate
     from posenc_jax.harness.tasks import get_task
-    from posenc_jax.harness.train import train
+    from posenc_jax.harness.train import Randomization, train
     from posenc_jax.schemes import make_scheme
 
     task = get_task("reverse_string")
@@ -839,8 +914,8 @@ def test_randomized_evaluation_changes_only_position_dependent_models():
         model_cfg = ModelConfig(num_layers=1, d_model=16, num_heads=2)
         graph, state, _ = train(task, scheme, [0], model_cfg, tcfg, ecfg, progress=False)
         out[name] = [
-            evaluate(task, graph, state, ecfg.lengths, ecfg, progress=False, randomized_range=n)
-            for n in (None, 64)
+            evaluate(task, graph, state, ecfg.lengths, ecfg, progress=False, randomization=r)
+            for r in (None, Randomization(64))
         ]
     for length in ecfg.lengths:
         plain, rand = out["nope"][0][length]["loss"], out["nope"][1][length]["loss"]
@@ -852,8 +927,12 @@ def test_randomized_evaluation_changes_only_position_dependent_models():
 def test_randomized_evaluation_config(tmp_path):
     """An evaluation sequence longer than the random range is refused before training,
     naming both keys; eval.randomized_positions: false evaluates on 0..L-1."""
-    from posenc_jax.harness.evaluation import eval_randomized_range
+    from posenc_jax.harness.evaluation import eval_randomization
     from posenc_jax.harness.plan import plan
+    from posenc_jax.harness.train import Randomization
+
+    def randomization(cfg):
+        return [eval_randomization(r.train, cfg.eval, r.scheme, num_layers=1) for r in plan(cfg)]
 
     train_cfg = {**TINY["train"], "randomized_positions": 12}
     bad = {**TINY, "schemes": ["rope"], "train": train_cfg}  # copy at 8 has 18 tokens
@@ -863,6 +942,6 @@ def test_randomized_evaluation_config(tmp_path):
     off = {**bad, "eval": {**TINY["eval"], "randomized_positions": False}}
     cfg_on = {**bad, "eval": {**TINY["eval"], "lengths": [4]}}
     cfg = load_config(_write(tmp_path, cfg_on, "on.yaml"))
-    assert [eval_randomized_range(r.train, cfg.eval) for r in plan(cfg)] == [12]
+    assert randomization(cfg) == [Randomization(12)]
     cfg = load_config(_write(tmp_path, off, "off.yaml"))
-    assert [eval_randomized_range(r.train, cfg.eval) for r in plan(cfg)] == [None]
+    assert randomization(cfg) == [None]

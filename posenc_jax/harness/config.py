@@ -87,6 +87,15 @@ class TrainConfig:
     (``task.train_lengths``, see `posenc_jax.harness.plan`); ``length`` alone trains from
     length 1, ``min_length`` alone up to the reference maximum. ``learning_rate`` may be
     a list: a sweep axis like ``seeds`` (one run per rate, see `learning_rates`).
+
+    ``randomized_positions`` N trains on randomized positions from [0, N) (Ruoss et al.
+    2023); ``randomization`` says how a scheme is randomized: "positions" (sorted random
+    positions, any scheme), "distances" (sorted random distances from [1, N) for the
+    offsets ``k - q``, drawn per step and per layer: the reference's Toeplitz bias,
+    for schemes with ``accepts_distances``: alibi, t5, kerple, xl) or "auto" (distances
+    where the reference randomizes so, alibi and xl; positions otherwise).
+    ``randomize_both_sides`` draws the distances left of the query apart from those to
+    its right (the reference's option; default: mirrored).
     """
 
     length: int | None = None
@@ -98,6 +107,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     randomized_positions: int | None = None
+    randomization: str = "auto"
+    randomize_both_sides: bool = False
     log_every: int = 50
     checkpoint_every: int = 0
     finetune_steps: int = 0
@@ -145,6 +156,7 @@ class ExperimentConfig:
 
 
 NORMS = ("layernorm", "rmsnorm")
+RANDOMIZATIONS = ("auto", "positions", "distances")
 DTYPES = ("float32", "bfloat16")
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig, "mesh": MeshConfig}
 
@@ -331,6 +343,14 @@ def validate(cfg: ExperimentConfig) -> None:
     if t.randomized_positions is not None and t.randomized_positions < 1:
         raise ConfigError(
             f"train.randomized_positions must be null or >= 1; got {t.randomized_positions}"
+        )
+    if t.randomization not in RANDOMIZATIONS:
+        raise ConfigError(
+            f"train.randomization must be one of {list(RANDOMIZATIONS)}; got {t.randomization!r}"
+        )
+    if not isinstance(t.randomize_both_sides, bool):
+        raise ConfigError(
+            f"train.randomize_both_sides must be true or false; got {t.randomize_both_sides!r}"
         )
     if e.lengths is not None and not e.lengths:
         raise ConfigError("eval.lengths must list at least one length")

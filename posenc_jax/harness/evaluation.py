@@ -20,14 +20,16 @@ from tqdm.auto import tqdm
 from posenc_jax.harness.config import EvalConfig, TrainConfig
 from posenc_jax.harness.sharding import put_batch
 from posenc_jax.harness.train import (
+    Randomization,
     RunState,
     forward,
     masked_metrics,
     pad_batch,
-    randomized_positions,
+    randomization_for,
 )
+from posenc_jax.schemes import Scheme
 
-__all__ = ["ChanceLevel", "bucket_width", "eval_batches", "eval_randomized_range", "evaluate"]
+__all__ = ["ChanceLevel", "bucket_width", "eval_batches", "eval_randomization", "evaluate"]
 
 
 def bucket_width(seq_len: int) -> int:
@@ -36,13 +38,14 @@ def bucket_width(seq_len: int) -> int:
 
 
 def eval_batches(
-    task, length: int, ecfg: EvalConfig, *, randomized_range: int | None = None
+    task, length: int, ecfg: EvalConfig, *, randomization: Randomization | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
     """Deterministic evaluation batches at one task length (the same for every scheme and seed).
 
     With ``ecfg.bucket`` the batches are right-padded to `bucket_width`, so all
-    lengths in a bucket share one compiled program. ``randomized_range`` N:
-    each row's positions are a sorted random subset of [0, N), drawn from their own
+    lengths in a bucket share one compiled program. ``randomization``: each row's
+    positions are a sorted random subset of [0, N), or each batch has its own distance
+    tables (see `posenc_jax.harness.train.Randomization`), drawn from their own
     generator (the tokens do not change), as Ruoss et al. evaluate models trained
     that way; None: positions 0..L-1.
     """
@@ -56,11 +59,10 @@ def eval_batches(
         batches = (task.sample_batch(rng, ecfg.batch_size, length) for _ in range(ecfg.num_batches))
     position_rng = np.random.default_rng([length, 104723])
     for batch in batches:
-        positions = None
-        if randomized_range:
-            b, seq_len = batch.tokens.shape
-            positions = randomized_positions(position_rng, b, seq_len, randomized_range)
-        yield pad_batch(batch, width, positions)
+        if randomization is None:
+            yield pad_batch(batch, width)
+        else:
+            yield randomization.apply(position_rng, batch, width)
 
 
 def evaluate(
@@ -74,14 +76,14 @@ def evaluate(
     mesh: Mesh | None = None,
     progress: bool = True,
     desc: str = "eval",
-    randomized_range: int | None = None,
+    randomization: Randomization | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
     """Per-length metrics for every seed: {length: {metric: [S]}}.
 
     ``graph_for_length(length)`` returns the model graph to evaluate with at that
     length (zero-shot RoPE scaling swaps the scheme; the parameters are shared).
-    ``randomized_range`` N evaluates on sorted random positions from [0, N)
-    (see `eval_batches`).
+    ``randomization`` evaluates on random positions or distance tables (see
+    `eval_batches`).
     """
 
     out = {}
@@ -90,7 +92,7 @@ def evaluate(
         fn = _metrics_fn(graph)
         totals: dict[str, np.ndarray] = {}
         chance = ChanceLevel()
-        batches = eval_batches(task, length, ecfg, randomized_range=randomized_range)
+        batches = eval_batches(task, length, ecfg, randomization=randomization)
         for batch in batches:
             chance.add(batch["targets"], batch["loss_mask"])
             if mesh is not None:
@@ -163,11 +165,17 @@ class ChanceLevel:
         }
 
 
-def eval_randomized_range(tcfg: TrainConfig, ecfg: EvalConfig) -> int | None:
-    """N when a model trained with ``tcfg`` is evaluated on sorted random positions from
-    [0, N) (trained so, and ``eval.randomized_positions`` on), else None.
+def eval_randomization(
+    tcfg: TrainConfig, ecfg: EvalConfig, scheme: Scheme, *, num_layers: int
+) -> Randomization | None:
+    """The randomization a model trained with ``tcfg`` is evaluated with: its training
+    one (random positions or distance tables, see
+    `posenc_jax.harness.train.randomization_for`) when ``eval.randomized_positions`` is
+    on, else None (positions 0..L-1).
 
     References: Ruoss et al. 2023 (arXiv 2305.16843) evaluate their randomized models
     on randomized positions too.
     """
-    return tcfg.randomized_positions if ecfg.randomized_positions else None
+    if not ecfg.randomized_positions:
+        return None
+    return randomization_for(tcfg, scheme, num_layers=num_layers)

@@ -41,6 +41,7 @@ from posenc_jax.harness.pretrained import (
 from posenc_jax.harness.results import lengths_text
 from posenc_jax.harness.sharding import choose_mesh_shape
 from posenc_jax.harness.tasks import get_task
+from posenc_jax.harness.train import randomization_for
 from posenc_jax.rope.rectified import RECTIFIED_METHODS
 from posenc_jax.schemes import Scheme, make_scheme
 
@@ -294,6 +295,10 @@ def _needed_positions(run: Run, cfg: ExperimentConfig) -> int:
             f"task {run.task_label} is packed (positions restart per document), so "
             "train.randomized_positions cannot replace its positions; use one or the other"
         )
+    try:
+        randomization_for(tcfg, run.scheme, num_layers=cfg.model.num_layers)
+    except ValueError as e:
+        raise ConfigError(f"task {run.task_label}, scheme {run.scheme_label}: {e}") from None
     train_len = task.sequence_length(tcfg.length)
     if tcfg.randomized_positions < train_len:
         raise ConfigError(

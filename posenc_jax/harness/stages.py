@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 
 from posenc_jax.harness.checkpoint import RunCheckpointer
 from posenc_jax.harness.config import ExperimentConfig, TrainConfig
-from posenc_jax.harness.evaluation import eval_randomized_range, evaluate
+from posenc_jax.harness.evaluation import eval_randomization, evaluate
 from posenc_jax.harness.figures.attention_maps import (
     attention_map_lengths,
     run_attention_maps,
@@ -36,7 +36,13 @@ from posenc_jax.harness.figures.attention_maps import (
 )
 from posenc_jax.harness.plan import Run, context_extensions
 from posenc_jax.harness.pretrained import load_pretrained
-from posenc_jax.harness.train import RunState, build_model_fn, graph_of, train
+from posenc_jax.harness.train import (
+    RunState,
+    build_model_fn,
+    graph_of,
+    randomization_for,
+    train,
+)
 from posenc_jax.schemes import Scheme
 
 __all__ = ["finetune_config", "records_for", "train_and_evaluate"]
@@ -76,7 +82,9 @@ class _Stage:
             mesh=self.mesh,
             progress=self.progress,
             desc=f"{self.desc} eval{' ' + suffix if suffix else ''}",
-            randomized_range=eval_randomized_range(tcfg, self.cfg.eval),
+            randomization=eval_randomization(
+                tcfg, self.cfg.eval, self.run.scheme, num_layers=self.cfg.model.num_layers
+            ),
         )
 
     def records(self, metrics: dict, diverged: dict[int, int], suffix: str = "") -> list[dict]:
@@ -239,6 +247,9 @@ def records_for(
         "train_lengths_from": train_from,
         "eval_lengths_from": eval_from,
     }
+    if run.train.randomized_positions:  # which of Ruoss et al.'s two ways, resolved
+        rand = randomization_for(run.train, run.scheme, num_layers=1)
+        base["randomization"] = "distances" if rand.distance_layers else "positions"
     for i, seed in enumerate(seeds):
         if int(seed) in diverged:
             out.append(

@@ -34,10 +34,12 @@ from posenc_jax.schemes import Scheme
 
 __all__ = [
     "Optimizer",
+    "Randomization",
     "RunState",
     "build_model_fn",
     "make_optimizer",
     "pad_batch",
+    "randomization_for",
     "train",
 ]
 
@@ -203,6 +205,103 @@ def randomized_positions(rng: np.random.Generator, batch: int, length: int, max_
     return np.sort(idx, axis=1).astype(np.int32)
 
 
+def distance_tables(
+    rng: np.random.Generator,
+    *,
+    layers: int,
+    length: int,
+    width: int,
+    max_distance: int,
+    both_sides: bool = False,
+) -> np.ndarray:
+    """One distance table per layer, ``[layers, 2 width - 1]`` int32 (Ruoss et al.).
+
+    Per layer: ``length - 1`` distinct distances from [1, max_distance), sorted (a second
+    draw for the left side with ``both_sides``), laid out as
+    `posenc_jax.random_distances.toeplitz_table` does; offsets beyond ``length - 1``
+    (padding columns) continue one by one past the largest distance.
+
+    References: Ruoss et al. 2023 (arXiv 2305.16843); reference code
+    google-deepmind/randomized_positional_encodings, models/positional_encodings.py,
+    ``compute_noisy_alibi_encodings_biases`` (one draw per call and per layer, shared
+    by the batch).
+    """
+    if length > max_distance:
+        raise ValueError(
+            f"train.randomized_positions ({max_distance}) must be >= the sequence length {length}"
+        )
+    extra = np.arange(1, width - length + 1)  # [width - length]
+
+    def side() -> np.ndarray:  # [width - 1]
+        d = np.sort(rng.choice(max_distance - 1, size=length - 1, replace=False) + 1)
+        top = d[-1] if d.size else 0
+        return np.concatenate([d, top + extra])
+
+    out = np.empty((layers, 2 * width - 1), np.int32)
+    for i in range(layers):
+        right = side()
+        left = side() if both_sides else right
+        out[i] = np.concatenate([-left[::-1], [0], right])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Randomization:
+    """How a run randomizes positions (Ruoss et al. 2023), resolved for its scheme.
+
+    ``max_position`` N: positions or distances come from [0, N). ``distance_layers`` > 0:
+    Toeplitz distance tables for that many layers (the batch key "distances",
+    ``[B, layers, W]``, the same table in every row) and ordinary positions; 0: sorted
+    random positions per row.
+    """
+
+    max_position: int
+    distance_layers: int = 0
+    both_sides: bool = False
+
+    def apply(self, rng: np.random.Generator, batch, width: int) -> dict[str, np.ndarray]:
+        """The padded batch (see `pad_batch`) of a task batch, randomized."""
+        b, length = batch.tokens.shape
+        if not self.distance_layers:
+            positions = randomized_positions(rng, b, length, self.max_position)
+            return pad_batch(batch, width, positions)
+        out = pad_batch(batch, width)
+        tables = distance_tables(
+            rng,
+            layers=self.distance_layers,
+            length=length,
+            width=width,
+            max_distance=self.max_position,
+            both_sides=self.both_sides,
+        )
+        out["distances"] = np.broadcast_to(tables, (b, *tables.shape)).copy()
+        return out
+
+
+def randomization_for(
+    tcfg: TrainConfig, scheme: Scheme, *, num_layers: int
+) -> Randomization | None:
+    """The run's `Randomization` (None without ``train.randomized_positions``).
+
+    Raises:
+      ValueError: ``train.randomization: distances`` for a scheme that cannot read a
+        distance table.
+    """
+    if not tcfg.randomized_positions:
+        return None
+    mode = tcfg.randomization
+    if mode == "auto":
+        mode = "distances" if scheme.distances_by_default else "positions"
+    if mode == "distances" and not scheme.accepts_distances:
+        raise ValueError(
+            f"train.randomization: distances needs a scheme whose bias is a function of "
+            f"k - q alone (alibi, t5, kerple, xl); {scheme.name} is not one: use "
+            "positions (or auto)"
+        )
+    layers = num_layers if mode == "distances" else 0
+    return Randomization(tcfg.randomized_positions, layers, tcfg.randomize_both_sides)
+
+
 def masked_metrics(logits, targets, loss_mask):
     """Sums over positions: loss, token hits, scored tokens, sequence hits, sequences."""
     mask = loss_mask.astype(jnp.float32)
@@ -230,6 +329,7 @@ def forward(model, batch, deterministic=True):
         segment_ids=batch.get("segment_ids"),  # packed rows only
         deterministic=deterministic,
         rngs=rngs,
+        relative_distances=batch.get("distances"),  # Toeplitz randomization only
     )
 
 
@@ -289,7 +389,12 @@ def _train_step(graphdef, tx):
 
 
 def training_batches(
-    task, seeds: Sequence[int], tcfg: TrainConfig, *, start_step: int = 0
+    task,
+    seeds: Sequence[int],
+    tcfg: TrainConfig,
+    *,
+    start_step: int = 0,
+    randomization: Randomization | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Deterministic stream of stacked batches [S, B, L_max], resumable at any step.
 
@@ -297,13 +402,16 @@ def training_batches(
     ``length_weights(lengths)`` where it has them (addition: every pair of widths alike).
 
     Each step's data depend only on (seed, step), so a resumed run sees exactly
-    the batches an uninterrupted run would.
+    the batches an uninterrupted run would. ``randomization``: see `randomization_for`;
+    default: random positions from ``train.randomized_positions`` when it is set.
     """
     if tcfg.length is None:
         raise ValueError(
             "train.length must be set to train outside an experiment config (the plan "
             "fills in the task's reference range)"
         )
+    if randomization is None and tcfg.randomized_positions:
+        randomization = Randomization(tcfg.randomized_positions)
     low = 1 if tcfg.min_length is None else tcfg.min_length
     width = task.sequence_length(tcfg.length)
     lengths = np.arange(low, tcfg.length + 1)
@@ -318,12 +426,10 @@ def training_batches(
         for seed in seeds:
             rng = np.random.default_rng([int(seed), step])
             batch = task.sample_batch(rng, tcfg.batch_size, length)
-            positions = None
-            if tcfg.randomized_positions:
-                positions = randomized_positions(
-                    rng, tcfg.batch_size, batch.tokens.shape[1], tcfg.randomized_positions
-                )
-            padded = pad_batch(batch, width, positions)
+            if randomization is not None:
+                padded = randomization.apply(rng, batch, width)
+            else:
+                padded = pad_batch(batch, width)
             # One draw per (seed, step), in every row (the batch is sharded by rows): the
             # key of the step's training randomness (Abacus's offset), resumable as the data.
             noise = np.random.default_rng([int(seed), step, 104729]).integers(2**31)
@@ -384,7 +490,11 @@ def train(
         dynamic_ncols=True,
     )
     t0 = time.perf_counter()
-    for batch in training_batches(task, seeds, tcfg, start_step=state.step):
+    randomization = randomization_for(tcfg, scheme, num_layers=mcfg.num_layers)
+    batches = training_batches(
+        task, seeds, tcfg, start_step=state.step, randomization=randomization
+    )
+    for batch in batches:
         if mesh is not None:
             batch = put_batch(batch, mesh, stacked=True)
         params, rest, opt_state, metrics = step_fn(state.params, state.rest, state.opt_state, batch)

@@ -15,7 +15,8 @@ from flax import nnx
 
 from posenc_jax._checks import check_at_run_time, check_heads
 from posenc_jax.attention import AttentionConfig, attend, attention_weights
-from posenc_jax.schemes import Scheme, make_scheme
+from posenc_jax.random_distances import check_distance_table
+from posenc_jax.schemes import DISTANCES, Scheme, make_scheme
 from posenc_jax.softmax_scale import SoftmaxScale, make_softmax_scale, scale_queries
 
 __all__ = ["MultiHeadAttention"]
@@ -369,6 +370,7 @@ class MultiHeadAttention(nnx.Module):
         padding_mask: jax.Array | None = None,
         decode: bool = False,
         deterministic: bool = True,
+        relative_distances: jax.Array | None = None,
     ) -> jax.Array:
         """Self-attention of x: [B, T, D] at positions [T] or [B, T].
 
@@ -381,6 +383,11 @@ class MultiHeadAttention(nnx.Module):
           padding_mask: [B, T] bool, True = real token (used as key mask).
           decode: use and extend the KV cache (call `init_cache` first).
           deterministic: disable dropout.
+          relative_distances: [W] or [B, W] int, a table of randomized signed distances
+            that a scheme with ``accepts_distances`` reads in place of ``k - q``
+            (Ruoss et al.'s Toeplitz randomization; `posenc_jax.random_distances`).
+            W = 2 R - 1 with R at least the longest sequence (the cache's
+            ``max_length`` when decoding). None: the positions' own distances.
 
         Returns:
           [B, T, D].
@@ -402,6 +409,8 @@ class MultiHeadAttention(nnx.Module):
         if segment_ids is not None:
             segment_ids = jnp.broadcast_to(jnp.asarray(segment_ids), (b, t))
         params = self.pos_params.get_value()
+        if relative_distances is not None:
+            params = {**params, DISTANCES: self._distance_table(relative_distances, t, decode)}
         inputs = dict(q_positions=positions, segment_ids=segment_ids, key_mask=padding_mask)
         if decode:
             q, k, v, inputs = self._decode_inputs(q, k, v, inputs, params, x)
@@ -431,6 +440,26 @@ class MultiHeadAttention(nnx.Module):
             self.sow(nnx.Intermediate, "attention_weights", weights)
         out = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))  # [B, T, D]
         return self.dropout(out, deterministic=deterministic)
+
+    def _distance_table(self, table: jax.Array, t: int, decode: bool) -> jax.Array:
+        """A call's distance table [W] or [B, W], checked against the scheme and the length."""
+        if not self.scheme.accepts_distances:
+            raise ValueError(
+                f"relative_distances: scheme {self.scheme.name} does not read a table of "
+                "randomized distances (its logit term is not a function of k - q alone); "
+                "randomize its positions instead"
+            )
+        table = check_distance_table(table, "MultiHeadAttention", name="relative_distances")
+        longest = t
+        if decode and self.cache is not None:
+            longest = self.cache["positions"].shape[-1]
+        if table.shape[-1] < 2 * longest - 1:
+            raise ValueError(
+                f"relative_distances: a table of width W = {table.shape[-1]} serves offsets "
+                f"up to {(table.shape[-1] - 1) // 2}, but this call has {longest} keys; "
+                f"draw it for W >= {2 * longest - 1}"
+            )
+        return table
 
     def _scale_queries(self, q: jax.Array, inputs: dict[str, Any]) -> jax.Array:
         """q [B, T, N, H] times the length-scaled softmax multiplier of each query."""

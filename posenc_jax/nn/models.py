@@ -164,6 +164,7 @@ class TransformerBlock(nnx.Module):
         padding_mask: jax.Array | None = None,
         decode: bool = False,
         deterministic: bool = True,
+        relative_distances: jax.Array | None = None,
     ) -> jax.Array:
         """x: [B, T, D] -> [B, T, D]; keywords as in `MultiHeadAttention.__call__`."""
         h = self.norm1(x)
@@ -174,6 +175,7 @@ class TransformerBlock(nnx.Module):
             padding_mask=padding_mask,
             decode=decode,
             deterministic=deterministic,
+            relative_distances=relative_distances,
         )
         if self.post_attn_norm is not None:
             a = self.post_attn_norm(a)
@@ -310,6 +312,7 @@ class _Transformer(nnx.Module):
         decode: bool = False,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        relative_distances: jax.Array | None = None,
     ) -> jax.Array:
         """Logits for tokens.
 
@@ -331,6 +334,11 @@ class _Transformer(nnx.Module):
             reads the tokens (its ``dropout`` stream); default: the model's own, forked
             at construction. Pass a fresh ``nnx.Rngs(dropout=key)`` inside a
             ``jax.grad`` or ``jax.jit`` that merges the model from its state.
+          relative_distances: tables of randomized signed distances, one per layer,
+            ``[num_layers, W]`` (shared by the batch) or ``[B, num_layers, W]``, for a
+            scheme with ``accepts_distances`` (Ruoss et al.'s Toeplitz randomization:
+            `posenc_jax.random_distances.sample_relative_distances`); each layer reads
+            its own in place of ``k - q``. None: the positions' own distances.
 
         Returns:
           [B, T, C] float32 logits (C = V for `TransformerLM`).
@@ -351,7 +359,8 @@ class _Transformer(nnx.Module):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.dropout(x, deterministic=deterministic)
-        for block in self.blocks:
+        tables = self._layer_tables(relative_distances)
+        for block, table in zip(self.blocks, tables, strict=True):
             x = block(
                 x,
                 positions=positions,
@@ -359,6 +368,7 @@ class _Transformer(nnx.Module):
                 padding_mask=padding_mask,
                 decode=decode,
                 deterministic=deterministic,
+                relative_distances=table,
             )
         x = self.final_norm(x)
         if self.head is not None:
@@ -372,6 +382,19 @@ class _Transformer(nnx.Module):
             cap = self.final_logit_softcap
             logits = cap * jnp.tanh(logits / cap)
         return logits
+
+    def _layer_tables(self, tables: jax.Array | None) -> list:
+        """Each block's distance table ([W] or [B, W]) from the call's, or Nones."""
+        n = len(self.blocks)
+        if tables is None:
+            return [None] * n
+        tables = jnp.asarray(tables)
+        if tables.ndim not in (2, 3) or tables.shape[-2] != n:
+            raise ValueError(
+                f"relative_distances must have shape [num_layers, W] or [B, num_layers, W] "
+                f"with num_layers = {n}; got shape {tables.shape}"
+            )
+        return [tables[..., i, :] for i in range(n)]
 
     def _embed_tokens(self, x, tokens, segment_ids, *, decode: bool, stream) -> jax.Array:
         """The input hook of a scheme that reads the tokens (``scheme.reads_tokens``)."""

@@ -32,7 +32,7 @@ from posenc_jax.schemes.absolute import (
     SinusoidalScheme,
     TupeScheme,
 )
-from posenc_jax.schemes.base import FrozenDict, Params, Scheme
+from posenc_jax.schemes.base import DISTANCES, FrozenDict, Params, Scheme
 from posenc_jax.schemes.bias import AlibiScheme, FireScheme, KerpleScheme, T5Scheme
 from posenc_jax.schemes.gated import CopeScheme, FoxScheme, StickBreakingScheme
 from posenc_jax.schemes.registry import (
@@ -46,6 +46,7 @@ from posenc_jax.schemes.relative import DebertaScheme, ShawScheme, TransformerXL
 from posenc_jax.schemes.rotary import PopeScheme, RopeScheme, WindowedRopeScheme, XposScheme
 
 __all__ = [
+    "DISTANCES",
     "SCHEMES",
     "AbacusScheme",
     "AlibiScheme",

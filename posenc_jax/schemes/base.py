@@ -41,7 +41,11 @@ import jax
 
 Params = dict[str, jax.Array]
 
-__all__ = ["FrozenDict", "Params", "Scheme", "thaw"]
+__all__ = ["DISTANCES", "FrozenDict", "Params", "Scheme", "thaw"]
+
+DISTANCES = "distances"
+"""The key of a call's distance table in the hook params of a scheme with
+``accepts_distances`` (set per call by the attention layer, never a learned parameter)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,12 @@ class Scheme:
     "softmax", or "stick_breaking" for a scheme whose weights break a stick from
     the nearest key back (`posenc_jax.stick_breaking`); such a scheme may fill the
     ``remainder`` hook, an output term from the stick no key took.
+    ``accepts_distances``: the logit term is a function of ``k - q`` alone, so it can
+    read a table of randomized distances in its place (Ruoss et al.'s Toeplitz
+    randomization, `posenc_jax.random_distances`): a call that has one puts it in the
+    hook's params under `DISTANCES` (``[W]`` or ``[B, W]``), and the hooks read
+    ``params.get(DISTANCES)``. ``distances_by_default``: the reference randomizes this
+    scheme that way (ALiBi, Transformer-XL), so the harness does unless told otherwise.
     """
 
     name: ClassVar[str] = "base"
@@ -80,6 +90,8 @@ class Scheme:
     causal_only: ClassVar[str | None] = None
     context_extensions: ClassVar[tuple[str, ...]] = ()
     reads_tokens: ClassVar[bool] = False
+    accepts_distances: ClassVar[bool] = False
+    distances_by_default: ClassVar[bool] = False
 
     # -- settings ---------------------------------------------------------
     def configure(self, *, causal: bool) -> Scheme:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from posenc_jax import alibi, fire, kerple, relative
 from posenc_jax._checks import as_int, check_choice, positive_float
-from posenc_jax.schemes.base import Scheme
+from posenc_jax.schemes.base import DISTANCES, Scheme
 from posenc_jax.schemes.registry import register_scheme
 
 __all__ = ["AlibiScheme", "FireScheme", "KerpleScheme", "T5Scheme"]
@@ -44,6 +44,8 @@ class AlibiScheme(Scheme):
 
     name: ClassVar[str] = "alibi"
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
+    accepts_distances: ClassVar[bool] = True
+    distances_by_default: ClassVar[bool] = True
     bidirectional: bool | str | None = None
 
     def __post_init__(self) -> None:
@@ -58,7 +60,9 @@ class AlibiScheme(Scheme):
     def logit_bias(self, params, q, q_positions, k_positions):
         slopes = alibi.alibi_slopes(q.shape[-2])
         mode = False if self.bidirectional is None else self.bidirectional
-        return alibi.alibi_bias(q_positions, k_positions, slopes, bidirectional=mode)
+        return alibi.alibi_bias(
+            q_positions, k_positions, slopes, bidirectional=mode, distances=params.get(DISTANCES)
+        )
 
 
 def check_t5_buckets(num_buckets: int, max_distance: int, scheme: str) -> None:
@@ -85,6 +89,7 @@ class T5Scheme(Scheme):
 
     name: ClassVar[str] = "t5"
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
+    accepts_distances: ClassVar[bool] = True
     num_buckets: int = 32
     max_distance: int = 128
     bidirectional: bool | None = None
@@ -110,6 +115,7 @@ class T5Scheme(Scheme):
             bidirectional=bool(self.bidirectional),
             num_buckets=int(self.num_buckets),
             max_distance=int(self.max_distance),
+            distances=params.get(DISTANCES),
         ).astype(jnp.float32)
 
 
@@ -132,6 +138,7 @@ class KerpleScheme(Scheme):
 
     name: ClassVar[str] = "kerple"
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
+    accepts_distances: ClassVar[bool] = True
     kind: str = "log"
 
     def __post_init__(self) -> None:
@@ -142,7 +149,12 @@ class KerpleScheme(Scheme):
 
     def logit_bias(self, params, q, q_positions, k_positions):
         return kerple.kerple_bias(
-            q_positions, k_positions, params["r1"], params["r2"], kind=self.kind
+            q_positions,
+            k_positions,
+            params["r1"],
+            params["r2"],
+            kind=self.kind,
+            distances=params.get(DISTANCES),
         )
 
 

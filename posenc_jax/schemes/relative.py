@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from posenc_jax import deberta, relative, transformer_xl
 from posenc_jax._checks import as_int, positive_float
-from posenc_jax.schemes.base import Scheme
+from posenc_jax.schemes.base import DISTANCES, Scheme
 from posenc_jax.schemes.registry import register_scheme
 
 __all__ = ["DebertaScheme", "ShawScheme", "TransformerXLScheme"]
@@ -106,6 +106,8 @@ class TransformerXLScheme(Scheme):
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias"})
     needs_q_for_bias: ClassVar[bool] = True
     needs_k_for_bias: ClassVar[bool] = True
+    accepts_distances: ClassVar[bool] = True
+    distances_by_default: ClassVar[bool] = True
     dim: int | None = None
     base: float = 10000.0
     clamp_len: int | None = None
@@ -150,6 +152,7 @@ class TransformerXLScheme(Scheme):
             k_positions,
             base=self.base,
             clamp_len=self.clamp_len,
+            distances=params.get(DISTANCES),
         )  # [B, N, T, S]
         content = jnp.einsum(
             "nh,bsnh->bns",
