@@ -305,6 +305,19 @@ def test_abacus_figure_plots_each_tokens_place_with_and_without_offset():
     np.testing.assert_array_equal(ax.lines[1].get_ydata(), np.where(places > 0, places + 5, 0))
 
 
+def test_randomized_alibi_figure_positions_break_diagonals_distances_keep_them():
+    """Panel 1 is -|i - j| (+0.5 left of the diagonal); panel 3 is constant along every
+    diagonal and reaches beyond the sequence length; panel 2's diagonals vary."""
+    fig = encodings.figure_randomized_alibi(length=8, max_distance=200, seed=1)
+    panels = [ax.images[0].get_array() for ax in fig.axes[:3]]
+    i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    np.testing.assert_array_equal(panels[0], -np.abs(i - j) + 0.5 * (j < i))
+    for r in range(-7, 8):
+        assert np.ptp(np.diagonal(panels[2], offset=r)) == 0
+    assert max(np.ptp(np.diagonal(panels[1], offset=r)) for r in range(-6, 7)) > 0
+    assert panels[2].min() < -8
+
+
 def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
     """Each fig_xxx(out_path, **options) through draw_all; small options keep this test fast."""
     small = {
@@ -321,6 +334,7 @@ def test_draw_all_writes_every_picture_as_a_png(tmp_path, monkeypatch):
         "gated.png": dict(length=6),
         "pope.png": dict(head_dim=4, max_distance=4, pairs=1),
         "abacus.png": dict(a=12, b=9, offset=3),
+        "randomized_alibi.png": dict(length=4, max_distance=16),
     }
     assert set(small) == set(encodings.STATIC_FIGURES)
     writers = {

@@ -9,7 +9,8 @@ of the library's functions (`absolute.sinusoidal`, `rope.rope_frequencies`,
 `fire.fire_normalized_distance`, `transformer_xl.xl_relative_logits`,
 `deberta.deberta_log_bucket`, `deberta.deberta_relative_index`, `tupe.tupe_bias`,
 `fox.fox_bias`, `stick_breaking.stick_breaking_weights`, `cope.cope_positions`,
-`pope.apply_pope`, `abacus.abacus_ids`), so the
+`pope.apply_pope`, `abacus.abacus_ids`,
+`random_distances.sample_relative_distances`), so the
 figures show what the code computes.
 
 Shape legend: B batch, T query length, S key length, N heads, H head dim.
@@ -40,6 +41,7 @@ from posenc_jax import (
     fox,
     kerple,
     pope,
+    random_distances,
     relative,
     rope,
     stick_breaking,
@@ -58,6 +60,7 @@ __all__ = [
     "fig_deberta",
     "fig_gated",
     "fig_pope",
+    "fig_randomized_alibi",
     "fig_research_schemes",
     "fig_rope_decay",
     "fig_rope_frequencies",
@@ -71,6 +74,7 @@ __all__ = [
     "figure_deberta",
     "figure_gated",
     "figure_pope",
+    "figure_randomized_alibi",
     "figure_research_schemes",
     "figure_rope_decay",
     "figure_rope_frequencies",
@@ -740,6 +744,50 @@ def fig_abacus(out_path: str | Path, **options: Any) -> Path:
     return save_figure(figure_abacus(**options), out_path)
 
 
+def figure_randomized_alibi(*, length: int = 12, max_distance: int = 64, seed: int = 0) -> Figure:
+    """ALiBi's bias (slope 1, ``bidirectional="ruoss"``) three ways: ordinary positions,
+    randomized positions (a sorted random subset of [0, max_distance), Ruoss et al.'s
+    way for any scheme) and randomized distances (`random_distances.sample_relative_distances`,
+    their reference code's way for ALiBi: the bias stays Toeplitz)."""
+    pos = jnp.arange(length)
+    key_pos, key_dist = jax.random.split(jax.random.key(seed))
+    random_pos = jnp.sort(jax.random.choice(key_pos, max_distance, (length,), replace=False))
+    table = random_distances.sample_relative_distances(
+        key_dist, length=length, max_distance=max_distance
+    )
+    one = jnp.ones((1,))
+    panels = (
+        ("positions 0..T-1", alibi.alibi_bias(pos, pos, one, bidirectional="ruoss")),
+        (
+            f"random positions from [0, {max_distance})",
+            alibi.alibi_bias(random_pos, random_pos, one, bidirectional="ruoss"),
+        ),
+        (
+            f"random distances from [1, {max_distance})",
+            alibi.alibi_bias(pos, pos, one, bidirectional="ruoss", distances=table),
+        ),
+    )
+    fig = Figure(figsize=(10.0, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    low = min(float(np.min(np.asarray(b))) for _, b in panels)
+    for ax, (title, bias) in zip(axes, panels, strict=True):
+        image = ax.imshow(np.asarray(bias)[0], cmap="magma", origin="upper", vmin=low, vmax=0.0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("key j", fontsize=8)
+        ax.set_ylabel("query i", fontsize=8)
+        int_ticks(ax)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="bias (m = 1)")
+    fig.suptitle(
+        "ALiBi randomized: random positions break the diagonals, random distances keep them"
+    )
+    return fig
+
+
+def fig_randomized_alibi(out_path: str | Path, **options: Any) -> Path:
+    """Writes `figure_randomized_alibi` as a PNG; returns the path."""
+    return save_figure(figure_randomized_alibi(**options), out_path)
+
+
 # --------------------------------------------------------------------------------------------
 # All
 # --------------------------------------------------------------------------------------------
@@ -758,6 +806,7 @@ STATIC_FIGURES = {
     "gated.png": fig_gated,
     "pope.png": fig_pope,
     "abacus.png": fig_abacus,
+    "randomized_alibi.png": fig_randomized_alibi,
 }
 """File name -> figure writer of the pictures that need no trained model."""
 
