@@ -67,6 +67,7 @@ from posenc_jax.harness.train import (
     init_state,
     make_optimizer,
     make_train_step,
+    randomization_for,
     train,
     training_batches,
 )
@@ -159,13 +160,19 @@ class _Stepper:
         return (time.perf_counter() - t0) / n
 
 
-def _make_stepper(label, scheme, task, seeds, tcfg, cfg) -> _Stepper:
+def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> _Stepper:
     scheme = scheme.configure(causal=task.causal)
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
     graphdef, state = init_state(make_model, seeds, tx)
     step = make_train_step(graphdef, tx)
-    batch = jax.device_put(next(training_batches(task, seeds, tcfg)))
+    rand = None
+    if randomization is not None:  # (range N, "positions" or "distances")
+        rtcfg = dataclasses.replace(
+            tcfg, randomized_positions=randomization[0], randomization=randomization[1]
+        )
+        rand = randomization_for(rtcfg, scheme, num_layers=cfg.model.num_layers)
+    batch = jax.device_put(next(training_batches(task, seeds, tcfg, randomization=rand)))
     s = _Stepper(label, step, state.params, state.rest, state.opt_state, batch)
     t0 = time.perf_counter()
     s.run(1)  # compiles
@@ -220,11 +227,21 @@ def train_child(args) -> list[dict]:
     cases = train_cases(cfg, runs, lm_length=args.lm_length, lm_batch=args.lm_batch)
     if args.cases:
         cases = [c for i, c in enumerate(cases) if i in args.cases]
+    variants = [(label, scheme, None) for label, scheme in schemes]
+    if args.randomized:  # each scheme also with random positions, and random distances
+        for label, scheme in schemes:
+            if label == "nope":
+                continue
+            variants.append((f"{label} +rand positions", scheme, (args.randomized, "positions")))
+            if scheme.accepts_distances:
+                variants.append(
+                    (f"{label} +rand distances", scheme, (args.randomized, "distances"))
+                )
     rows = []
     for case in cases:
         steppers = [
-            _make_stepper(label, scheme, case["task"], case["seeds"], case["tcfg"], cfg)
-            for label, scheme in schemes
+            _make_stepper(label, scheme, case["task"], case["seeds"], case["tcfg"], cfg, rand)
+            for label, scheme, rand in variants
         ]
         samples = {s.label: [] for s in steppers}
         for rep in range(args.repeats):
@@ -729,6 +746,13 @@ def main() -> None:
         dest="diagnostics",
         action="store_false",
         help=f"train: leave out the extra rows {list(DIAGNOSTICS)}",
+    )
+    p.add_argument(
+        "--randomized",
+        type=int,
+        metavar="N",
+        help="train: also time each scheme trained on random positions from [0, N) and, where "
+        "it accepts them, on random distances (Ruoss et al.; train.randomization)",
     )
     p.add_argument("--repeats", type=int, default=7, help="train: interleaved samples")
     p.add_argument("--steps-per-sample", type=int, default=5)

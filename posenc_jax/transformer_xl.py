@@ -147,7 +147,13 @@ def xl_relative_logits(
 
 
 def _xl_from_table(q, w_r, qp, kp, distances, inv_freq, clamp_len, fn) -> jax.Array:
-    """``(q_i + v) . W_R R_{-table[k_j - q_i]}`` per pair: [B, N, T, S] float32."""
+    """``(q_i + v) . W_R R_{-table[k_j - q_i]}`` per pair: [B, N, T, S] float32.
+
+    The product with R is taken once per table entry, ``[B, T, W, N]``; each (query,
+    key) pair then reads one row of all heads (one gather index per pair, as
+    `posenc_jax.relative.shaw_key_logits` does: a per-element ``take_along_axis``
+    needs a multi-dimensional index per element under ``vmap``).
+    """
     table = check_distance_table(distances, fn)  # [(B,) W]
     idx = table_index(qp, kp, table, fn)  # [(B,) T, S]
     dist = -table  # i - j of each entry: [(B,) W]
@@ -155,10 +161,13 @@ def _xl_from_table(q, w_r, qp, kp, distances, inv_freq, clamp_len, fn) -> jax.Ar
         dist = jnp.clip(dist, -clamp_len, clamp_len)
     a = angles(dist, inv_freq)  # [(B,) W, F]
     r = jnp.stack([jnp.sin(a), jnp.cos(a)], -1).reshape(*a.shape[:-1], -1)  # [(B,) W, D_r]
-    if r.ndim == 2:
-        per_entry = jnp.einsum("btnh,rnh,wr->bntw", q, w_r, r, preferred_element_type=jnp.float32)
-    else:
-        per_entry = jnp.einsum("btnh,rnh,bwr->bntw", q, w_r, r, preferred_element_type=jnp.float32)
-    b, n, t, _ = per_entry.shape
-    idx = jnp.broadcast_to(idx.reshape(-1, 1, *idx.shape[-2:]), (b, n, t, idx.shape[-1]))
-    return jnp.take_along_axis(per_entry, idx, axis=-1)  # [B, N, T, S]
+    spec = "wr" if r.ndim == 2 else "bwr"
+    per_entry = jnp.einsum(
+        f"btnh,rnh,{spec}->btwn", q, w_r, r, preferred_element_type=jnp.float32
+    )  # [B, T, W, N]
+    b, t, w, n = per_entry.shape
+    s = idx.shape[-1]
+    idx = jnp.broadcast_to(idx, (b, t, s))
+    rows = jnp.arange(b * t, dtype=jnp.int32).reshape(b, t, 1) * w + idx  # [B, T, S]
+    picked = jnp.take(per_entry.reshape(b * t * w, n), rows.reshape(-1), axis=0, mode="clip")
+    return jnp.transpose(picked.reshape(b, t, s, n), (0, 3, 1, 2))  # [B, N, T, S]
