@@ -213,6 +213,47 @@ def test_results_table_shows_the_best_run_and_the_learning_rate_beside_mean_and_
     assert "- b / t / lr 0.0001 / seed 1: step 3" in lines
 
 
+def test_mean_reciprocal_rank_across_tasks_and_seeds():
+    """Kazemnejad et al.'s Figure 1 aggregate, worked by hand: per (task, seed) the schemes
+    ranked by their score beyond training (perplexity: lower first), ties at their mean
+    rank, 1 / rank averaged; a query some scheme lacks (a diverged seed) is left out."""
+    from posenc_jax.harness.results import mean_reciprocal_rank
+
+    scores = {  # (task, metric): {seed: (x, y, z)}
+        ("t1", "accuracy"): {0: (0.9, 0.5, 0.5), 1: (0.2, 0.8, 0.1)},
+        ("t2", "perplexity"): {0: (3.0, 2.0, 4.0), 1: (2.0, 2.0, 2.0)},
+        ("t3", "accuracy"): {0: (0.1, 0.2, 0.3), 1: (0.5, 0.6, None)},
+    }
+    records = []
+    for (task, metric), by_seed in scores.items():
+        for seed, values in by_seed.items():
+            for scheme, v in zip("xyz", values, strict=True):
+                base = {"scheme": scheme, "task": task, "train_length": 2, "seed": seed}
+                if v is None:
+                    records.append({**base, "eval_length": None, "status": "diverged"})
+                    continue
+                for n in (2, 3):  # length 2 is in range: it does not count
+                    value = v if n == 3 else 123.0
+                    records.append({**base, "eval_length": n, metric: value, "metric": metric,
+                                    "status": "ok"})  # fmt: skip
+    # ranks: t1/0 x1 y2.5 z2.5; t1/1 y1 x2 z3; t2/0 y1 x2 z3; t2/1 all 2; t3/0 z1 y2 x3
+    want = {
+        "x": (1 + 1 / 2 + 1 / 2 + 1 / 2 + 1 / 3) / 5,
+        "y": (1 / 2.5 + 1 + 1 + 1 / 2 + 1 / 2) / 5,
+        "z": (1 / 2.5 + 1 / 3 + 1 / 3 + 1 / 2 + 1) / 5,
+    }
+    assert mean_reciprocal_rank(records) == pytest.approx(want)
+    table = markdown_table(records)
+    assert "### All tasks — mean reciprocal rank" in table
+    lines = table.splitlines()
+    first = lines.index("| scheme | MRR |")
+    assert lines[first + 2 : first + 5] == [
+        f"| y | {want['y']:.3f} |", f"| x | {want['x']:.3f} |", f"| z | {want['z']:.3f} |"
+    ]  # fmt: skip
+    one_task = [r for r in records if r["task"] == "t1"]
+    assert "mean reciprocal rank" not in markdown_table(one_task)
+
+
 def test_one_run_per_scheme_needs_no_best_column():
     records = [r for r in _records() if r["scheme"] == "b" and r["status"] == "ok"]
     header = next(line for line in markdown_table(records).splitlines() if line.startswith("| s"))

@@ -25,6 +25,7 @@ __all__ = [
     "environment",
     "lengths_text",
     "markdown_table",
+    "mean_reciprocal_rank",
     "read_records",
     "run_scores",
     "summarize",
@@ -243,6 +244,61 @@ def at_best_learning_rate(records: Sequence[dict[str, Any]]) -> list[dict[str, A
     ]
 
 
+def mean_reciprocal_rank(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Each scheme's mean reciprocal rank over the (task, seed) queries (NaN: none).
+
+    In each query the schemes are ranked by their `run_scores` score (the mean headline
+    metric over the evaluation lengths beyond training: higher is better, lower for
+    perplexity), at each (task, scheme)'s `best_learning_rate`; tied schemes share the
+    mean of their ranks. A query counts only when every scheme has a score in it.
+
+    References: Kazemnejad et al. 2023 (arXiv 2305.19466), Figure 1: the reciprocal rank
+    of each positional encoding per (dataset split, seed), averaged (the authors'
+    notebooks/plot_aggregate_final.ipynb breaks ties by row order instead).
+    """
+    ok = at_best_learning_rate([r for r in records if r.get("status", "ok") == "ok"])
+    schemes = list(dict.fromkeys(r["scheme"] for r in ok))
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        by_task[r["task"]].append(r)
+    reciprocal: dict[str, list[float]] = {s: [] for s in schemes}
+    for rs in by_task.values():
+        metric = metric_of(rs)
+        sign = -1.0 if metric == "perplexity" else 1.0
+        scores = {s: run_scores([r for r in rs if r["scheme"] == s], metric) for s in schemes}
+        seeds = set.intersection(*({seed for _, seed in v} for v in scores.values()))
+        for seed in sorted(seeds):
+            value = {s: sign * next(v for (_, sd), v in scores[s].items() if sd == seed)
+                     for s in schemes}  # fmt: skip
+            for s in schemes:
+                above = sum(value[o] > value[s] for o in schemes)
+                tied = sum(value[o] == value[s] for o in schemes)  # itself included
+                reciprocal[s].append(1.0 / (above + (tied + 1) / 2))
+    return {s: (sum(v) / len(v) if v else float("nan")) for s, v in reciprocal.items()}
+
+
+def _mrr_section(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The markdown of `mean_reciprocal_rank` when two schemes or more are compared on two
+    tasks or more; [] otherwise."""
+    ok = [r for r in records if r.get("status", "ok") == "ok"]
+    tasks = {r["task"] for r in ok if r["eval_length"] > r["train_length"]}
+    if len(tasks) < 2 or len({r["scheme"] for r in ok}) < 2:
+        return []
+    mrr = mean_reciprocal_rank(ok)
+    ranked = sorted(mrr, key=lambda s: -mrr[s] if not math.isnan(mrr[s]) else math.inf)
+    out = ["### All tasks — mean reciprocal rank\n"]
+    out.append("| scheme | MRR |")
+    out.append("|---|---|")
+    out += [f"| {s} | {mrr[s]:.3f} |" for s in ranked]
+    out.append("")
+    out.append(
+        "MRR: in each (task, seed), the schemes ranked by their score beyond the training "
+        "length (ties share their mean rank); 1 / rank averaged over the queries "
+        "(Kazemnejad et al. 2023, Figure 1).\n"
+    )
+    return out
+
+
 def markdown_table(records: Sequence[dict[str, Any]]) -> str:
     """One table per task: schemes x eval lengths, mean ± std over seeds.
 
@@ -254,7 +310,9 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
     row's mean ± std is taken (`best_learning_rate`). Each task shows its headline
     metric (`metric_of`): token accuracy in percent (encoder tasks), exact match of the
     whole answer in percent (decoder tasks), perplexity (language modelling); a last row
-    gives the chance level, the input-blind best guess on the same evaluation data. A
+    gives the chance level, the input-blind best guess on the same evaluation data.
+    Two schemes or more on two tasks or more add a table of `mean_reciprocal_rank`
+    (Kazemnejad et al.'s aggregate over tasks). A
     line under each heading says which lengths the runs used and where they came from
     (the config or the task's reference ranges), one under each table what the columns
     are. Diverged runs are listed under the tables.
@@ -315,6 +373,7 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
         out.append(_chance_row(ok, metric, lengths, len(header), lead=len(lead)))
         out.append("")
         out.append(_columns_line(ok, metric, sweep=sweep, show_best=show_best) + "\n")
+    out += _mrr_section(records)
     diverged = [r for r in records if r.get("status") == "diverged"]
     if diverged:
         out.append("Diverged runs (loss became NaN or infinite):\n")
