@@ -74,7 +74,7 @@ def toeplitz_table(right, left=None, *, width: int | None = None) -> jax.Array:
       >>> toeplitz_table(jnp.array([2, 5])).tolist()
       [-5, -2, 0, 2, 5]
       >>> toeplitz_table(jnp.array([2, 5]), jnp.array([1, 3]), width=4).tolist()
-      [-5, -3, -1, 0, 2, 5, 6]
+      [-4, -3, -1, 0, 2, 5, 6]
     """
     fn = "toeplitz_table"
     right = _as_int_array(right, "right", fn)

@@ -13,6 +13,7 @@ from posenc_jax import (
     fox,
     kerple,
     pope,
+    random_distances,
     relative,
     rope,
     schemes,
@@ -28,7 +29,7 @@ from posenc_jax.rope import rectified
 def test_every_public_name_resolves_to_its_module_object():
     modules = [absolute, alibi, attention, deberta, fire, kerple, relative, rope, schemes]
     modules += [softmax_scale, transformer_xl, tupe, xpos]
-    modules += [cope, fox, pope, stick_breaking, rectified]
+    modules += [cope, fox, pope, stick_breaking, rectified, random_distances]
     for name in posenc_jax.__all__:
         obj = getattr(posenc_jax, name)
         homes = [m for m in modules if name in getattr(m, "__all__", ())]

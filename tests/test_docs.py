@@ -92,8 +92,8 @@ def test_figures_tool_reads_every_results_table(tmp_path):
     )
     assert len(kaz) == 5 * 6 and {r["train_length"] for r in kaz} == {20}
     summary, from_runs = figures.chomsky_summary(tmp_path)  # no runs there: the table
-    assert not from_runs and all(len(s) == 11 for s in summary.values())  # ALiBi twice, XL,
-    # DeBERTa, TUPE
+    # ALiBi three times (two tie-breaks, random distances), XL and T5 twice, DeBERTa, TUPE
+    assert not from_runs and all(len(s) == 14 for s in summary.values())
     assert summary["bucket_sort"]["Shaw"] == [98.5, 92.9, 97.8, 97.1]
 
 
