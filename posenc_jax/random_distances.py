@@ -50,7 +50,12 @@ def _as_int_array(x, name: str, fn: str) -> jax.Array:
     return x.astype(jnp.int32)
 
 
-def toeplitz_table(right, left=None, *, width: int | None = None) -> jax.Array:
+def toeplitz_table(
+    right: jax.Array | np.ndarray,
+    left: jax.Array | np.ndarray | None = None,
+    *,
+    width: int | None = None,
+) -> jax.Array:
     """The distance table of sorted distances: ``[0 - ... , 0, right]``, centre 0.
 
     Args:
@@ -158,7 +163,9 @@ def sample_relative_distances(
     return toeplitz_table(right, left, width=width)
 
 
-def check_distance_table(table, fn: str, *, name: str = "distances") -> jax.Array:
+def check_distance_table(
+    table: jax.Array | np.ndarray, fn: str, *, name: str = "distances"
+) -> jax.Array:
     """A table ``[W]`` or ``[B, W]`` of integers with W odd; returned as int32.
 
     Raises:
