@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_int, check_positions, relative_distance
+from posenc_jax.random_distances import relative_from_table
 
 __all__ = [
     "deberta_c2p",
@@ -186,6 +187,7 @@ def deberta_relative_index(
     *,
     position_buckets: int | None = 256,
     max_relative_positions: int = 512,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """Table row of each (query, key) pair: ``clip(bucket(q_i - k_j) + span, 0, 2 span - 1)``.
 
@@ -199,10 +201,12 @@ def deberta_relative_index(
       k_positions: integer key positions ``[S]`` or ``[B, S]``.
       position_buckets: >= 2, or None for plain clipping.
       max_relative_positions: see `deberta_log_bucket`; the span without buckets.
+      distances: None, or a distance table ``[W]`` / ``[B, W]`` of randomized signed
+        distances (`posenc_jax.random_distances`): ``q - k`` becomes ``-table[k - q]``.
 
     Returns:
-      int32 ``[T, S]`` when both position arrays are 1-D, else ``[B, T, S]``, in
-      ``[0, 2 span)``.
+      int32 ``[T, S]`` when both position arrays and the table are 1-D, else
+      ``[B, T, S]``, in ``[0, 2 span)``.
 
     Raises:
       ValueError: bad settings, non-integer positions or positions not 1-D/2-D.
@@ -219,7 +223,10 @@ def deberta_relative_index(
     pb, m = _check_buckets(position_buckets, max_relative_positions, fn)
     q = check_positions(q_positions, "q_positions", fn, integer=True)
     k = check_positions(k_positions, "k_positions", fn, integer=True)
-    rel = -relative_distance(q, k, fn)  # query - key: [..., T, S]
+    if distances is None:
+        rel = -relative_distance(q, k, fn)  # query - key: [..., T, S]
+    else:
+        rel = -relative_from_table(q, k, distances, fn)
     if pb is not None:
         rel = deberta_log_bucket(rel, position_buckets=pb, max_relative_positions=m)
     span = m if pb is None else pb

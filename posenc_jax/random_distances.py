@@ -14,7 +14,7 @@ A **distance table** holds this map for the offsets of one call: an integer arra
 and the table increases strictly. ``randomize_both_sides`` draws the distances to the
 left of the query apart from those to the right (the reference's option); otherwise the
 left side mirrors the right one. A scheme whose logit term is a function of ``k - q``
-only (ALiBi, T5, KERPLE, Transformer-XL) accepts such a table and reads
+only (ALiBi, T5, KERPLE, Shaw, DeBERTa, Transformer-XL) accepts such a table and reads
 ``table[R - 1 + (k - q)]`` in place of ``k - q`` (`relative_from_table`).
 
 Shape legend: B batch, T query length, S key length, W table width (odd).

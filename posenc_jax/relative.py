@@ -70,6 +70,8 @@ def shaw_relative_index(
     q_positions: jax.Array,
     k_positions: jax.Array,
     max_distance: int,
+    *,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """Clipped relative index ``clip(k_j - q_i, -K, K) + K`` in ``[0, 2K]``.
 
@@ -77,6 +79,8 @@ def shaw_relative_index(
       q_positions: integer query positions ``[T]`` or ``[B, T]``.
       k_positions: integer key positions ``[S]`` or ``[B, S]``.
       max_distance: K >= 0 (K = 0 puts every pair in one bucket).
+      distances: None, or a distance table ``[W]`` / ``[B, W]`` of randomized signed
+        distances (`posenc_jax.random_distances`) clipped in place of ``k - q``.
 
     Returns:
       int32 ``[T, S]`` when both position arrays are 1-D, else ``[B, T, S]``.
@@ -93,7 +97,10 @@ def shaw_relative_index(
     """
     fn = "shaw_relative_index"
     k = _check_max_distance(max_distance, fn)
-    rel = _relative_position(q_positions, k_positions, fn)  # [..., T, S]
+    if distances is None:
+        rel = _relative_position(q_positions, k_positions, fn)  # [..., T, S]
+    else:
+        rel = relative_from_table(q_positions, k_positions, distances, fn)
     return jnp.clip(rel, -k, k) + k
 
 
@@ -104,6 +111,7 @@ def shaw_key_logits(
     k_positions: jax.Array,
     *,
     max_distance: int,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """Relative key term of the logits, ``e_ij += q_i . a^K_ij``.
 
@@ -127,6 +135,8 @@ def shaw_key_logits(
       q_positions: integer query positions ``[T]`` or ``[B, T]``.
       k_positions: integer key positions ``[S]`` or ``[B, S]``.
       max_distance: K >= 0.
+      distances: None, or a distance table read in place of ``k - q`` (as in
+        `shaw_relative_index`).
 
     Returns:
       ``[B, N, T, S]`` in the result dtype of ``q`` and ``table_k``.
@@ -155,7 +165,7 @@ def shaw_key_logits(
             f"{table_k.shape[-1]}; got q shape {q.shape}"
         )
     b, t, n, _ = q.shape
-    index = shaw_relative_index(q_positions, k_positions, k)  # [T, S] or [B', T, S]
+    index = shaw_relative_index(q_positions, k_positions, k, distances=distances)  # [(B',) T, S]
     if index.shape[-2] != t:
         raise ValueError(f"{fn}: q has T={t} queries but q_positions give {index.shape[-2]}")
     s = index.shape[-1]
@@ -181,6 +191,7 @@ def shaw_value_term(
     k_positions: jax.Array,
     *,
     max_distance: int,
+    distances: jax.Array | None = None,
 ) -> jax.Array:
     """Relative value term of the outputs, ``z_i += sum_j w_ij a^V_ij``.
 
@@ -200,6 +211,8 @@ def shaw_value_term(
       q_positions: integer query positions ``[T]`` or ``[B, T]``.
       k_positions: integer key positions ``[S]`` or ``[B, S]``.
       max_distance: K >= 0.
+      distances: None, or a distance table read in place of ``k - q`` (as in
+        `shaw_relative_index`).
 
     Returns:
       ``[B, T, N, H]`` in the result dtype of ``weights`` and ``table_v``.
@@ -222,7 +235,7 @@ def shaw_value_term(
     k = _check_max_distance(max_distance, fn)
     table_v = _check_table(table_v, "table_v", k, fn)
     weights = jnp.asarray(weights)
-    index = shaw_relative_index(q_positions, k_positions, k)  # [T, S] or [B', T, S]
+    index = shaw_relative_index(q_positions, k_positions, k, distances=distances)  # [(B',) T, S]
     if weights.ndim != 4 or weights.shape[-2:] != index.shape[-2:]:
         raise ValueError(
             f"{fn} needs weights of shape [B, N, T, S] with (T, S) = {index.shape[-2:]} "

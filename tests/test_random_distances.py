@@ -17,7 +17,14 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posenc_jax import alibi_bias, alibi_slopes, kerple_bias, t5_bias
+from posenc_jax import (
+    alibi_bias,
+    alibi_slopes,
+    deberta_relative_index,
+    kerple_bias,
+    shaw_relative_index,
+    t5_bias,
+)
 from posenc_jax.random_distances import (
     relative_from_table,
     sample_relative_distances,
@@ -74,6 +81,21 @@ def test_alibi_with_a_table_is_the_reference_noisy_alibi(length, heads, both_sid
     got = alibi_bias(pos, pos, alibi_slopes(heads), bidirectional="ruoss", distances=table)
     assert not np.isnan(want).any()  # the dummy entry is never read
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+
+
+def test_clipped_and_bucketed_indices_read_the_randomized_distance():
+    """Shaw clips table[k - q] at K; DeBERTa buckets -table[k - q] (its q - k)."""
+    table = toeplitz_table(jnp.array([1, 5, 40]))  # offsets -3..3 -> -40 -5 -1 0 1 5 40
+    pos = jnp.arange(4)
+    got = np.asarray(shaw_relative_index(pos, pos, 2, distances=table))
+    np.testing.assert_array_equal(got[0], [2, 3, 4, 4])  # clip(0, 1, 5, 40) + 2
+    np.testing.assert_array_equal(got[3], [0, 0, 1, 2])  # clip(-40, -5, -1, 0) + 2
+    got = np.asarray(
+        deberta_relative_index(pos, pos, position_buckets=None, max_relative_positions=3,
+                               distances=table)
+    )  # fmt: skip
+    np.testing.assert_array_equal(got[0], [3, 2, 0, 0])  # clip(0, -1, -5, -40) + 3
+    np.testing.assert_array_equal(got[3], [5, 5, 4, 3])  # clip(40, 5, 1, 0) + 3, at most 5
 
 
 def test_alibi_table_in_a_wider_table_and_per_row_tables():
@@ -153,6 +175,17 @@ def test_identity_table_gives_the_positions_own_bias(t, extra, seed, offset):
         np.asarray(t5_bias(pos, pos, table, distances=identity)),
         np.asarray(t5_bias(pos, pos, table)),
     )
+    for k in (0, 2):
+        np.testing.assert_array_equal(
+            np.asarray(shaw_relative_index(pos, pos, k, distances=identity)),
+            np.asarray(shaw_relative_index(pos, pos, k)),
+        )
+    for buckets in ({"position_buckets": None, "max_relative_positions": 3},
+                    {"position_buckets": 4, "max_relative_positions": 8}):  # fmt: skip
+        np.testing.assert_array_equal(
+            np.asarray(deberta_relative_index(pos, pos, distances=identity, **buckets)),
+            np.asarray(deberta_relative_index(pos, pos, **buckets)),
+        )
     q = jnp.asarray(rng.normal(size=(1, t, 2, 4)), jnp.float32)
     w_r = jnp.asarray(rng.normal(size=(6, 2, 4)), jnp.float32)
     np.testing.assert_allclose(
@@ -257,7 +290,7 @@ def test_sampled_distances_follow_the_reference_law():
 # --------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------
-ACCEPTING = ["alibi", "xl", "t5", "kerple"]
+ACCEPTING = ["alibi", "xl", "t5", "kerple", "shaw", "deberta"]
 
 
 def test_the_schemes_that_accept_a_table():

@@ -92,8 +92,9 @@ class TrainConfig:
     2023); ``randomization`` says how a scheme is randomized: "positions" (sorted random
     positions, any scheme), "distances" (sorted random distances from [1, N) for the
     offsets ``k - q``, drawn per step and per layer: the reference's Toeplitz bias,
-    for schemes with ``accepts_distances``: alibi, t5, kerple, xl) or "auto" (distances
-    where the reference randomizes so, alibi and xl; positions otherwise).
+    for schemes with ``accepts_distances``: alibi, t5, kerple, shaw, deberta, xl) or
+    "auto" (distances where the reference randomizes so, alibi and xl; positions
+    otherwise).
     ``randomize_both_sides`` draws the distances left of the query apart from those to
     its right (the reference's option; default: mirrored).
     """

@@ -295,7 +295,7 @@ def randomization_for(
     if mode == "distances" and not scheme.accepts_distances:
         raise ValueError(
             f"train.randomization: distances needs a scheme whose bias is a function of "
-            f"k - q alone (alibi, t5, kerple, xl); {scheme.name} is not one: use "
+            f"k - q alone (alibi, t5, kerple, shaw, deberta, xl); {scheme.name} is not one: use "
             "positions (or auto)"
         )
     layers = num_layers if mode == "distances" else 0

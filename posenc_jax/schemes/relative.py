@@ -40,6 +40,7 @@ class ShawScheme(Scheme):
     name: ClassVar[str] = "shaw"
     hooks: ClassVar[frozenset[str]] = frozenset({"logit_bias", "value_term"})
     needs_q_for_bias: ClassVar[bool] = True
+    accepts_distances: ClassVar[bool] = True
     max_distance: int = 16
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ class ShawScheme(Scheme):
             q_positions,
             k_positions,
             max_distance=int(self.max_distance),
+            distances=params.get(DISTANCES),
         )
         return out.astype(jnp.float32)
 
@@ -72,6 +74,7 @@ class ShawScheme(Scheme):
             q_positions,
             k_positions,
             max_distance=int(self.max_distance),
+            distances=params.get(DISTANCES),
         )
 
 
@@ -197,6 +200,7 @@ class DebertaScheme(Scheme):
     hooks: ClassVar[frozenset[str]] = frozenset({"rotate", "logit_bias"})
     needs_q_for_bias: ClassVar[bool] = True
     needs_k_for_bias: ClassVar[bool] = True
+    accepts_distances: ClassVar[bool] = True
     position_buckets: int | None = 256
     max_relative_positions: int = 512
     c2p: bool = True
@@ -247,7 +251,9 @@ class DebertaScheme(Scheme):
             return out
         buckets = self._buckets()
         # One index for both terms: they read the same row of their tables.
-        index = deberta.deberta_relative_index(q_positions, k_positions, **buckets)
+        index = deberta.deberta_relative_index(
+            q_positions, k_positions, distances=params.get(DISTANCES), **buckets
+        )
         args = (q_positions, k_positions)
         if self.c2p:  # q arrives scaled by 1/sqrt(c H)
             table = params["pos_key"].astype(q.dtype)
