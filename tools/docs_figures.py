@@ -322,7 +322,8 @@ def chomsky(runs: Path) -> dict[str, Figure]:
     axes[0].set_ylabel("token accuracy %")
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside right center")
     fig.suptitle(
-        "chomsky: accuracy beyond the training length, plain and randomized (positions; distances where marked) "
+        "chomsky: accuracy beyond the training length, plain and randomized "
+        "(positions; distances where marked) "
         f"({_source_note(from_runs, 'chomsky')})",
         fontsize=10,
     )
