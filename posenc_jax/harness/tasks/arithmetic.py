@@ -34,6 +34,7 @@ index hints from 102 symbols sampled as a consecutive run, lengths 1..40 for tra
 import numpy as np
 
 from posenc_jax.harness.tasks.base import (
+    DIGITS,
     NUM_SPECIAL,
     Batch,
     DecoderTask,
@@ -42,8 +43,6 @@ from posenc_jax.harness.tasks.base import (
     check_rng,
 )
 from posenc_jax.harness.tasks.decoder import right_padded_decoder_batch, width_pairs
-
-_DIGITS = tuple(str(i) for i in range(10))
 
 
 class ReversedAddition(DecoderTask):
@@ -83,7 +82,7 @@ class ReversedAddition(DecoderTask):
         self.index_hints = index_hints
         self.num_hints = check_int("num_hints", num_hints, minimum=2)
         hints = tuple(f"h{i}" for i in range(self.num_hints)) if index_hints else ()
-        self.symbols = (*_DIGITS, "+", "=", *hints)
+        self.symbols = (*DIGITS, "+", "=", *hints)
         if widths == "equal":
             self.train_lengths, self.eval_lengths = (1, 40), (40, 50, 60, 80, 100)
         else:

@@ -32,6 +32,8 @@ BOS = 2
 SEP = 3
 EOS = 4
 NUM_SPECIAL = 5
+DIGITS: tuple[str, ...] = tuple(str(i) for i in range(10))
+"""The ten digit symbols "0".."9", in order (the arithmetic tasks' first symbols)."""
 SPECIAL_NAMES = ("<pad>", "<placeholder>", "<bos>", "<sep>", "<eos>")
 
 

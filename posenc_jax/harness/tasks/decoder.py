@@ -15,6 +15,7 @@ import numpy as np
 
 from posenc_jax.harness.tasks.base import (
     BOS,
+    DIGITS,
     EOS,
     NUM_SPECIAL,
     PAD,
@@ -25,8 +26,6 @@ from posenc_jax.harness.tasks.base import (
     check_int,
     check_rng,
 )
-
-_DIGITS = tuple(str(i) for i in range(10))
 
 # _REFERENCE_RANGES. Each Kazemnejad task declares the training range and the test lengths
 # of the paper's split as ``train_lengths`` / ``eval_lengths``; the plan uses them when a
@@ -173,7 +172,7 @@ class Summation(DecoderTask):
             raise ValueError(
                 f"summation answers are one digit: modulus must be in 2..10; got modulus={modulus}"
             )
-        self.symbols = _DIGITS
+        self.symbols = DIGITS
 
     def prompt_length(self, length: int) -> int:
         return length + 1
@@ -267,7 +266,7 @@ class Addition(DecoderTask):
             raise ValueError('reverse_answer needs widths="equal" (the reference never reverses)')
         self.widths = widths
         self.reverse_answer = reverse_answer
-        self.symbols = (*_DIGITS, "+")
+        self.symbols = (*DIGITS, "+")
 
     def check_length(self, length: int) -> int:
         length = check_int("length", length, minimum=1)
@@ -473,7 +472,7 @@ class Passkey(DecoderTask):
         ):
             raise ValueError(f"depth must be None or a fraction in [0, 1]; got depth={depth!r}")
         self.depth = None if depth is None else float(depth)
-        self.symbols = (*_DIGITS, "KEY", *(f"f{i}" for i in range(self._NUM_FILLER)))
+        self.symbols = (*DIGITS, "KEY", *(f"f{i}" for i in range(self._NUM_FILLER)))
 
     def prompt_length(self, length: int) -> int:
         return length + self.digits + 2

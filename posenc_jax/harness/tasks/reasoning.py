@@ -18,13 +18,13 @@ Transformers with LEGO" (arXiv 2206.04301).
 import numpy as np
 
 from posenc_jax.harness.tasks.base import (
+    DIGITS,
     NUM_SPECIAL,
     SEP,
     DecoderTask,
     check_int,
 )
 
-_DIGITS = tuple(str(i) for i in range(10))
 _LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
 
 
@@ -83,7 +83,7 @@ class Polynomial(DecoderTask):
             raise ValueError(
                 f"polynomial answers are one digit: modulus must be in 2..10; got modulus={modulus}"
             )
-        self.symbols = (*_DIGITS, "-3", "-2", "-1", "x", "=", "in", "*", "**", "+")
+        self.symbols = (*DIGITS, "-3", "-2", "-1", "x", "=", "in", "*", "**", "+")
 
     def _number_id(self, values: np.ndarray) -> np.ndarray:
         """Ids of integers in -3..9 (``-k`` is the symbol ``"-k"``)."""
