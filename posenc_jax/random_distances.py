@@ -182,8 +182,9 @@ def check_distance_table(
 
 def table_index(
     q_positions: jax.Array, k_positions: jax.Array, table: jax.Array, fn: str
-) -> jax.Array:
-    """The table entry of every pair, ``R - 1 + (k - q)``: int32 ``[..., T, S]``.
+) -> tuple[jax.Array, jax.Array]:
+    """The checked table (int32 ``[W]`` or ``[B, W]``) and the entry of every pair,
+    ``R - 1 + (k - q)``: int32 ``[..., T, S]``.
 
     For a scheme that computes something per table entry and gathers it (Transformer-XL's
     ``q . W_R R_d``); the others call `relative_from_table`.
@@ -203,7 +204,7 @@ def table_index(
                 f"{fn}: an offset |k - q| = {worst} exceeds the distance table's "
                 f"{half} (W = {table.shape[-1]}); draw the table for the longest sequence"
             )
-    return jnp.clip(rel + half, 0, 2 * half)
+    return table, jnp.clip(rel + half, 0, 2 * half)
 
 
 def relative_from_table(
@@ -229,8 +230,7 @@ def relative_from_table(
       >>> relative_from_table(jnp.arange(3), jnp.arange(3), table, "demo").tolist()
       [[0, 3, 7], [-3, 0, 3], [-7, -3, 0]]
     """
-    table = check_distance_table(table, fn)
-    idx = table_index(q_positions, k_positions, table, fn)  # [..., T, S]
+    table, idx = table_index(q_positions, k_positions, table, fn)  # [(B,) W], [..., T, S]
     if table.ndim == 1:
         return table[idx]  # [..., T, S]
     if idx.ndim == 2:

@@ -43,7 +43,7 @@ import numpy as np
 
 from posenc_jax._checks import as_int, check_positions, positive_float, relative_distance
 from posenc_jax.absolute import sinusoidal_frequencies
-from posenc_jax.random_distances import check_distance_table, table_index
+from posenc_jax.random_distances import table_index
 from posenc_jax.rope.numerics import angles
 
 __all__ = ["xl_relative_logits"]
@@ -154,8 +154,7 @@ def _xl_from_table(q, w_r, qp, kp, distances, inv_freq, clamp_len, fn) -> jax.Ar
     `posenc_jax.relative.shaw_key_logits` does: a per-element ``take_along_axis``
     needs a multi-dimensional index per element under ``vmap``).
     """
-    table = check_distance_table(distances, fn)  # [(B,) W]
-    idx = table_index(qp, kp, table, fn)  # [(B,) T, S]
+    table, idx = table_index(qp, kp, distances, fn)  # [(B,) W], [(B,) T, S]
     dist = -table  # i - j of each entry: [(B,) W]
     if clamp_len is not None:
         dist = jnp.clip(dist, -clamp_len, clamp_len)
