@@ -164,7 +164,7 @@ def make_batch(shape: Shape, seed: int = 0):
 class Ours:
     """posenc-jax: the harness's jitted train step (one seed), state threaded (donated)."""
 
-    def __init__(self, scheme: str, shape: Shape, tokens):
+    def __init__(self, scheme: str, shape: Shape, tokens, *, micro_batches: str | int = "auto"):
         import jax
         import numpy as np
 
@@ -174,16 +174,20 @@ class Ours:
             init_state,
             make_optimizer,
             make_train_step,
+            micro_batches_for,
         )
         from posenc_jax.schemes import make_scheme
 
         task = _ByteTask(shape.vocab)
         mcfg = ModelConfig(num_layers=shape.layers, d_model=shape.d_model, num_heads=shape.heads)
-        tcfg = train_config(shape)
+        tcfg = dataclasses.replace(train_config(shape), micro_batches=micro_batches)
         tx = make_optimizer(tcfg)
-        make_model = build_model_fn(task, make_scheme(scheme), mcfg, EvalConfig())
+        bound = make_scheme(scheme)
+        make_model = build_model_fn(task, bound, mcfg, EvalConfig())
         graphdef, state = init_state(make_model, [0], tx)
-        self.step = make_train_step(graphdef, tx)
+        platform = jax.devices()[0].platform
+        self.micro_batches = micro_batches_for(tcfg, mcfg, bound, platform=platform)
+        self.step = make_train_step(graphdef, tx, micro_batches=self.micro_batches)
         self.params, self.rest, self.opt_state = state.params, state.rest, state.opt_state
         b, t = shape.batch, shape.length
         batch = {
@@ -296,7 +300,7 @@ def parameter_counts(ours: Ours, peer: Peer) -> tuple[int, int]:
 def measure(shape: Shape, scheme: str, args) -> dict:
     tokens = make_batch(shape)
     t0 = time.perf_counter()
-    ours = Ours(scheme, shape, tokens)
+    ours = Ours(scheme, shape, tokens, micro_batches=args.micro_batches)
     ours.run(1)  # compiles
     compile_s = time.perf_counter() - t0
     peer = Peer(scheme, shape, tokens, flash=args.peer_flash)
@@ -321,11 +325,21 @@ def measure(shape: Shape, scheme: str, args) -> dict:
         ours_spread_ms=[1e3 * min(samples["ours"]), 1e3 * max(samples["ours"])],
         peer_spread_ms=[1e3 * min(samples["peer"]), 1e3 * max(samples["peer"])],
         ours_compile_s=compile_s,
+        ours_micro_batches=ours.micro_batches,
         ours_params=n_ours,
         peer_params=n_peer,
         ours_loss=ours.loss,
         peer_loss=peer.loss,
     )
+
+
+def _micro_batches(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--micro-batches: auto or an int; got {text!r}") from None
 
 
 def main() -> None:
@@ -364,6 +378,12 @@ def main() -> None:
         choices=["default", "kept"],
         default="default",
         help="kept: glibc keeps freed blocks, as `posenc run` sets it (both sides)",
+    )
+    p.add_argument(
+        "--micro-batches",
+        type=_micro_batches,
+        default="auto",
+        help="our train.micro_batches: auto (as `posenc run`: 2 on a CPU) or a count",
     )
     p.add_argument("--json", help="also write every figure to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes, 2 steps (for the tests)")

@@ -67,6 +67,7 @@ from posenc_jax.harness.train import (
     init_state,
     make_optimizer,
     make_train_step,
+    micro_batches_for,
     randomization_for,
     train,
     training_batches,
@@ -165,7 +166,8 @@ def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> 
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
     graphdef, state = init_state(make_model, seeds, tx)
-    step = make_train_step(graphdef, tx)
+    micro = micro_batches_for(tcfg, cfg.model, scheme, platform=jax.devices()[0].platform)
+    step = make_train_step(graphdef, tx, micro_batches=micro)  # as train() resolves it
     rand = None
     if randomization is not None:  # (range N, "positions" or "distances")
         rtcfg = dataclasses.replace(
@@ -615,8 +617,9 @@ def _split(task, scheme, seeds, cfg, tcfg) -> dict:
     t1 = time.perf_counter()
     batches = training_batches(task, seeds, tcfg)
     first = next(batches)
+    micro = micro_batches_for(tcfg, cfg.model, scheme, platform=jax.devices()[0].platform)
     compiled = (
-        make_train_step(graphdef, tx)
+        make_train_step(graphdef, tx, micro_batches=micro)
         .lower(state.params, state.rest, state.opt_state, first)
         .compile()
     )

@@ -46,6 +46,7 @@ from posenc_jax._checks import check_heads
 from posenc_jax.schemes import Params, Scheme, make_scheme
 
 __all__ = [
+    "DENSE_BACKWARDS",
     "IMPLEMENTATIONS",
     "MASK_VALUE",
     "AttentionConfig",
@@ -65,6 +66,9 @@ MASK_VALUE = stick_breaking.MASK_VALUE  # -1e30; stick-breaking weights rely on 
 
 IMPLEMENTATIONS = ("auto", "dense", "cudnn", "blockwise")
 """Choices of `AttentionConfig.implementation` (see `attend`)."""
+
+DENSE_BACKWARDS = ("manual", "autodiff")
+"""Choices of `dense_attention`'s ``backward`` (and `AttentionConfig.dense_backward`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +91,17 @@ class AttentionConfig:
         as `fused_attention` hands it to the kernel: faster, but the bias is
         rounded (step 0.0625 at |bias| 8-16 in bfloat16). False (default): such
         schemes take the dense or blockwise path, which keep the bias in float32.
+      dense_backward: the dense path's gradient, "manual" (default: a hand-written
+        backward with fewer passes over the [B, N, T, S] arrays; no forward-mode
+        autodiff) or "autodiff" (JAX differentiates the forward; `jax.jvp` works).
+        See `dense_attention`.
     """
 
     implementation: str = "auto"
     blockwise_threshold: int | None = 4096
     block_size: int = 512
     low_precision_bias: bool = False
+    dense_backward: str = "manual"
 
     def __post_init__(self) -> None:
         if self.implementation not in IMPLEMENTATIONS:
@@ -114,6 +123,11 @@ class AttentionConfig:
             raise ValueError(
                 "AttentionConfig: low_precision_bias must be True or False; got "
                 f"{self.low_precision_bias!r}"
+            )
+        if self.dense_backward not in DENSE_BACKWARDS:
+            raise ValueError(
+                f"AttentionConfig: dense_backward must be one of {list(DENSE_BACKWARDS)}; "
+                f"got {self.dense_backward!r}"
             )
 
 
@@ -290,6 +304,33 @@ def _allowed(
     return allowed
 
 
+def _additive_terms(
+    qs: jax.Array,
+    k: jax.Array,
+    q_pos: jax.Array,
+    k_pos: jax.Array,
+    *,
+    scheme: Scheme,
+    params: Params,
+    allowed: jax.Array,
+    states: _States | None,
+    bias: jax.Array | None,
+) -> list[jax.Array]:
+    """The terms added to q . k before the mask: the scheme's logit bias and ``bias``
+    (float32, each broadcastable to [B, N, T, S]); `_masked_logits` adds them in order."""
+    terms = []
+    if "logit_bias" in scheme.hooks:
+        keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
+        if states is not None:
+            keys.update(q_state=states.q, k_state=states.k)  # FoX's cumulative forget gates
+        if scheme.needs_mask_for_bias:
+            keys.update(allowed=allowed)  # CoPE counts only the keys a query may attend
+        terms.append(scheme.logit_bias(params, qs, q_pos, k_pos, **keys))
+    if bias is not None:
+        terms.append(bias.astype(jnp.float32))
+    return terms
+
+
 def _masked_logits(
     qs: jax.Array,
     k: jax.Array,
@@ -332,15 +373,10 @@ def _masked_logits(
     )
     if mask is not None:
         allowed = allowed & mask.astype(bool)
-    if "logit_bias" in scheme.hooks:
-        keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
-        if states is not None:
-            keys.update(q_state=states.q, k_state=states.k)  # FoX's cumulative forget gates
-        if scheme.needs_mask_for_bias:
-            keys.update(allowed=allowed)  # CoPE counts only the keys a query may attend
-        logits = logits + scheme.logit_bias(params, qs, q_pos, k_pos, **keys)
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
+    for term in _additive_terms(
+        qs, k, q_pos, k_pos, scheme=scheme, params=params, allowed=allowed, states=states, bias=bias
+    ):
+        logits = logits + term
     if logit_softcap is not None:  # Gemma 2: c * tanh(logits / c), before the mask
         logits = logit_softcap * jnp.tanh(logits / logit_softcap)
     return jnp.where(allowed, logits, MASK_VALUE), allowed
@@ -461,6 +497,96 @@ def attention_weights(
     return jnp.where(jnp.any(allowed, axis=-1, keepdims=True), weights, 0.0)
 
 
+def _manual_backward_applies(
+    scheme: Scheme, *, logit_softcap: float | None, sink_logits: jax.Array | None
+) -> bool:
+    """Whether `_softmax_values` computes this call: a plain softmax over q . k plus
+    additive terms, with no cap, sink, value term or stick remainder."""
+    return (
+        scheme.normalization == "softmax"
+        and not scheme.replaces_content_logits
+        and logit_softcap is None
+        and sink_logits is None
+        and "value_term" not in scheme.hooks
+        and "remainder" not in scheme.hooks
+    )
+
+
+def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sums x over the axes that broadcasting ``shape`` up to ``x.shape`` added or
+    stretched (the cotangent of a broadcast input)."""
+    lead = x.ndim - len(shape)
+    x = jnp.sum(x, axis=tuple(range(lead))) if lead else x
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    return jnp.sum(x, axis=stretched, keepdims=True) if stretched else x
+
+
+def _bmm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """[X, Y, M, K] x [X, Y, K, N] -> [X, Y, M, N] in float32: each operand in the layout
+    of a plain matrix product (rows of a, columns of b), so no [T, S] array is transposed.
+    """
+    dims = (((3,), (2,)), ((0, 1), (0, 1)))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def _softmax_values_forward(qs, k, v, extra, allowed):
+    """out [B, T, N, H] and the residuals: e = exp(s - max) (0 where masked), 1 / sum."""
+    q_h = jnp.transpose(qs, (0, 2, 1, 3))  # [B, N, T, H]
+    s = _bmm(q_h, jnp.transpose(k, (0, 2, 3, 1))) + extra  # [B, N, T, S]
+    s = jnp.where(allowed, s, -jnp.inf)
+    top = jnp.max(s, axis=-1, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)  # a row with no allowed key
+    e = jnp.exp(s - top)  # [B, N, T, S] float32
+    total = jnp.sum(e, axis=-1, keepdims=True)  # [B, N, T, 1]
+    inv = 1.0 / jnp.where(total > 0, total, 1.0)
+    # The normalisation on the small side: (e . v) / sum.
+    out_h = _bmm(e.astype(v.dtype), jnp.transpose(v, (0, 2, 1, 3))) * inv  # [B, N, T, H]
+    out = jnp.transpose(out_h, (0, 2, 1, 3)).astype(v.dtype)
+    return out, (q_h, k, v, e, inv, out_h)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _softmax_values(extra_shape, qs, k, v, extra, allowed):
+    """softmax(where(allowed, qs . k + extra, -inf)) . v, zeros for a row with no key.
+
+    The backward is FlashAttention's (Dao et al. 2022, Algorithm 2's identities on the
+    whole arrays): with P = e / sum and g the output's cotangent,
+    dS = P * (g . v^T - rowsum(g * out)), so the [B, N, T, S] arrays are read and
+    written once each way instead of once per primitive of the softmax and mask, and
+    every product reads them in a matrix layout (no transposed copy of one).
+    """
+    del extra_shape
+    return _softmax_values_forward(qs, k, v, extra, allowed)[0]
+
+
+def _softmax_values_fwd(extra_shape, qs, k, v, extra, allowed):
+    del extra_shape
+    return _softmax_values_forward(qs, k, v, extra, allowed)
+
+
+def _softmax_values_bwd(extra_shape, residuals, g):
+    q_h, k, v, e, inv, out_h = residuals
+    gs = jnp.transpose(g, (0, 2, 1, 3)).astype(jnp.float32) * inv  # [B, N, T, H]: g / sum
+    gs_t = jnp.transpose(gs, (0, 1, 3, 2))  # [B, N, H, T]
+    dv = _bmm(gs_t, e)  # [B, N, H, S]: (P^T . g)^T
+    dp = _bmm(gs, jnp.transpose(v, (0, 2, 3, 1)).astype(jnp.float32))  # (g . v^T) / sum
+    row = jnp.sum(gs * out_h, axis=-1, keepdims=True)  # [B, N, T, 1]: rowsum(g * out) / sum
+    ds = e * (dp - row)  # P * (g . v^T - rowsum(g * out)), 0 where masked
+    dq = _bmm(ds, jnp.transpose(k, (0, 2, 1, 3)).astype(jnp.float32))  # [B, N, T, H]
+    dk = _bmm(jnp.transpose(q_h, (0, 1, 3, 2)).astype(jnp.float32), ds)  # [B, N, H, S]
+    dextra = _sum_to_shape(ds, extra_shape)
+    return (
+        jnp.transpose(dq, (0, 2, 1, 3)).astype(q_h.dtype),
+        jnp.transpose(dk, (0, 3, 1, 2)).astype(k.dtype),
+        jnp.transpose(dv, (0, 3, 1, 2)).astype(v.dtype),
+        dextra,
+        None,
+    )
+
+
+_softmax_values.defvjp(_softmax_values_fwd, _softmax_values_bwd)
+
+
 def dense_attention(
     q: jax.Array,
     k: jax.Array,
@@ -484,6 +610,7 @@ def dense_attention(
     sink_tokens: int = 0,
     logit_softcap: float | None = None,
     sink_logits: jax.Array | None = None,
+    backward: str = "manual",
 ) -> jax.Array:
     """`attention_weights` times v (plus the scheme's value term); reference for the other paths.
 
@@ -494,12 +621,61 @@ def dense_attention(
         attention_chunk, sink_tokens, sink_logits, logit_softcap: as in
         `attention_weights`; the
         scheme also fills the value hook here.
+      backward: "manual" (default): where the weights are a plain softmax (no cap,
+        sink, value term or stick-breaking), the gradient is written out as
+        FlashAttention's backward on whole arrays, ``dS = P * (dO . v^T - rowsum(dO *
+        out))``, and the forward normalises ``exp(s - max) . v`` on the [B, T, N, H]
+        side, so the [B, N, T, S] arrays take a few passes instead of one per
+        primitive (the train step is 0.87x on the CPU, see docs/performance.md); the
+        same function, and reverse-mode only (`jax.grad`, `jax.vjp`). "autodiff": JAX
+        differentiates the forward below, for forward-mode autodiff (`jax.jvp`,
+        `jax.jacfwd`).
 
     Returns:
       [B, T, N, H] in v's dtype.
+
+    References: Dao et al. 2022, "FlashAttention" (arXiv 2205.14135), the backward pass.
     """
+    if backward not in DENSE_BACKWARDS:
+        raise ValueError(f"backward must be one of {list(DENSE_BACKWARDS)}; got {backward!r}")
     scheme = make_scheme(scheme or "nope")
     params = params or {}
+    if backward == "manual" and _manual_backward_applies(
+        scheme, logit_softcap=logit_softcap, sink_logits=sink_logits
+    ):
+        b, _, n, h = q.shape
+        k, v = _repeat_kv(k, n), _repeat_kv(v, n)  # [B, S, N, H]
+        q_pos = _as_batched_positions(q_positions, b)
+        k_pos = _as_batched_positions(k_positions, b)
+        t, s_len = q.shape[1], k.shape[1]
+        segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s_len)
+        states = _states(scheme, q_state, k_state, batch=b, q_len=t, k_len=s_len, heads=n)
+        qs = q * jnp.asarray(1.0 / math.sqrt(h) if scale is None else scale, q.dtype)
+        allowed = _allowed(
+            q_pos,
+            k_pos,
+            causal=causal,
+            key_mask=key_mask,
+            segments=segments,
+            sliding_window=sliding_window,
+            attention_chunk=attention_chunk,
+            sink_tokens=sink_tokens,
+        )
+        if mask is not None:
+            allowed = allowed & mask.astype(bool)
+        terms = _additive_terms(
+            qs,
+            k,
+            q_pos,
+            k_pos,
+            scheme=scheme,
+            params=params,
+            allowed=allowed,
+            states=states,
+            bias=bias,
+        )
+        extra = functools.reduce(operator.add, terms) if terms else jnp.zeros((), jnp.float32)
+        return _softmax_values(jnp.shape(extra), qs, k, v, extra, allowed)
     weights32 = attention_weights(
         q,
         k,
@@ -1116,4 +1292,6 @@ def attend(
         return blockwise_attention(
             q, k, v, key_mask=key_mask, q_block=size, k_block=size, **states, **local, **common
         )
-    return dense_attention(q, k, v, key_mask=key_mask, **states, **local, **common)
+    return dense_attention(
+        q, k, v, key_mask=key_mask, backward=attention.dense_backward, **states, **local, **common
+    )

@@ -97,6 +97,13 @@ class TrainConfig:
     otherwise).
     ``randomize_both_sides`` draws the distances left of the query apart from those to
     its right (the reference's option; default: mirrored).
+
+    ``micro_batches`` M splits each step's rows into M parts whose forward and backward
+    passes are independent computations in one compiled step, their gradients summed
+    (the same update; XLA:CPU runs the parts side by side on the cores, which a
+    small model's operations alone do not fill). "auto": 2 on a CPU when the batch
+    is even, not sharded over a data axis and the model draws no training randomness
+    (dropout, Abacus offsets); 1 otherwise (GPU, TPU). See docs/performance.md.
     """
 
     length: int | None = None
@@ -110,6 +117,7 @@ class TrainConfig:
     randomized_positions: int | None = None
     randomization: str = "auto"
     randomize_both_sides: bool = False
+    micro_batches: int | str = "auto"
     log_every: int = 50
     checkpoint_every: int = 0
     finetune_steps: int = 0
@@ -297,6 +305,23 @@ def _choice(value: str, key: str, choices: Sequence[str]) -> None:
         raise ConfigError(f"{key} must be one of {list(choices)}; got {value!r}")
 
 
+def _check_micro_batches(t: TrainConfig, m: ModelConfig) -> None:
+    value = t.micro_batches
+    if value == "auto":
+        return
+    if isinstance(value, str) or value < 1:
+        raise ConfigError(f'train.micro_batches must be "auto" or an int >= 1; got {value!r}')
+    if t.batch_size % value:
+        raise ConfigError(
+            f"train.micro_batches ({value}) must divide train.batch_size ({t.batch_size})"
+        )
+    if value > 1 and m.dropout > 0:
+        raise ConfigError(
+            f"train.micro_batches ({value}) > 1 needs a model without dropout (model.dropout "
+            f"= {m.dropout}): every part would draw the same dropout masks; use 1 or auto"
+        )
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Checks values across a whole config (ranges, choices, consistency)."""
     m, t, e = cfg.model, cfg.train, cfg.eval
@@ -353,6 +378,7 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"train.randomize_both_sides must be true or false; got {t.randomize_both_sides!r}"
         )
+    _check_micro_batches(t, m)
     if e.lengths is not None and not e.lengths:
         raise ConfigError("eval.lengths must list at least one length")
     for i, length in enumerate(e.lengths or ()):

@@ -41,7 +41,7 @@ from posenc_jax.harness.pretrained import (
 from posenc_jax.harness.results import lengths_text
 from posenc_jax.harness.sharding import choose_mesh_shape
 from posenc_jax.harness.tasks import get_task
-from posenc_jax.harness.train import randomization_for
+from posenc_jax.harness.train import micro_batches_for, randomization_for
 from posenc_jax.rope.rectified import RECTIFIED_METHODS
 from posenc_jax.schemes import Scheme, make_scheme
 
@@ -344,6 +344,7 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
     """
     schemes = _resolve_schemes(cfg)
     tasks = _resolve_tasks(cfg)
+    platform = jax.devices()[0].platform
     runs = []
     for i, (s_label, scheme) in enumerate(schemes):
         for t_label, task, tcfg, lengths, sources in tasks:
@@ -365,6 +366,10 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                         "out_of_range: clip"
                     )
                 _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
+                try:
+                    micro_batches_for(one, cfg.model, bound, platform=platform)
+                except ValueError as e:
+                    raise ConfigError(f"schemes[{i}] ({s_label}), task {t_label}: {e}") from None
                 # Positions are checked here, once; the compiled steps need no run-time check.
                 runs.append(dataclasses.replace(run, scheme=bound.assume_positions_below(needed)))
     mesh_shape(cfg, runs)
