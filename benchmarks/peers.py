@@ -164,10 +164,23 @@ def make_batch(shape: Shape, seed: int = 0):
 class Ours:
     """posenc-jax: the harness's jitted train step (one seed), state threaded (donated)."""
 
-    def __init__(self, scheme: str, shape: Shape, tokens, *, micro_batches: str | int = "auto"):
+    def __init__(
+        self,
+        scheme: str,
+        shape: Shape,
+        tokens,
+        *,
+        micro_batches: str | int = "auto",
+        dense_backward: str = "manual",
+    ):
+        import functools
+        from unittest import mock
+
         import jax
         import numpy as np
 
+        from posenc_jax.attention import AttentionConfig
+        from posenc_jax.harness import train as train_module
         from posenc_jax.harness.config import EvalConfig, ModelConfig
         from posenc_jax.harness.train import (
             build_model_fn,
@@ -183,10 +196,16 @@ class Ours:
         tcfg = dataclasses.replace(train_config(shape), micro_batches=micro_batches)
         tx = make_optimizer(tcfg)
         bound = make_scheme(scheme)
-        make_model = build_model_fn(task, bound, mcfg, EvalConfig())
+        # The harness builds its models with AttentionConfig's default backward ("manual");
+        # the ablation swaps the other one in for this model only.
+        config = functools.partial(AttentionConfig, dense_backward=dense_backward)
+        with mock.patch.object(train_module, "AttentionConfig", config):
+            make_model = build_model_fn(task, bound, mcfg, EvalConfig())
         graphdef, state = init_state(make_model, [0], tx)
         platform = jax.devices()[0].platform
-        self.micro_batches = micro_batches_for(tcfg, mcfg, bound, platform=platform)
+        self.micro_batches = micro_batches_for(
+            tcfg, mcfg, bound, platform=platform, tokens_per_step=shape.batch * shape.length
+        )
         self.step = make_train_step(graphdef, tx, micro_batches=self.micro_batches)
         self.params, self.rest, self.opt_state = state.params, state.rest, state.opt_state
         b, t = shape.batch, shape.length
@@ -297,39 +316,48 @@ def parameter_counts(ours: Ours, peer: Peer) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
+ABLATION = (("autodiff", 1), ("manual", 1), ("autodiff", 2), ("manual", 2))
+"""--ablation: (dense backward, micro-batches) of our step, each timed beside the peer."""
+
+
 def measure(shape: Shape, scheme: str, args) -> dict:
     tokens = make_batch(shape)
+    variants = ABLATION if args.ablation else (("manual", args.micro_batches),)
     t0 = time.perf_counter()
-    ours = Ours(scheme, shape, tokens, micro_batches=args.micro_batches)
-    ours.run(1)  # compiles
+    ours = {}
+    for backward, micro in variants:
+        o = Ours(scheme, shape, tokens, micro_batches=micro, dense_backward=backward)
+        o.run(1)  # compiles
+        ours[f"{backward}/{o.micro_batches}"] = o
     compile_s = time.perf_counter() - t0
     peer = Peer(scheme, shape, tokens, flash=args.peer_flash)
+    sides = [*ours.items(), ("peer", peer)]
     if args.warmup:
-        for s in (ours, peer):
+        for _, s in sides:
             s.run(args.warmup)
-    samples = {"ours": [], "peer": []}
+    samples = {name: [] for name, _ in sides}
     for rep in range(args.repeats):
-        order = (("ours", ours), ("peer", peer))
-        for name, s in order if rep % 2 == 0 else order[::-1]:
+        for name, s in sides if rep % 2 == 0 else sides[::-1]:
             samples[name].append(s.run(args.steps_per_sample))
-    ms_ours = 1e3 * statistics.median(samples["ours"])
-    ms_peer = 1e3 * statistics.median(samples["peer"])
-    n_ours, n_peer = parameter_counts(ours, peer)
+    ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
+    main_name, main = next(iter(ours.items())) if not args.ablation else list(ours.items())[-1]
+    n_ours, n_peer = parameter_counts(main, peer)
     return dict(
         shape=str(shape),
         spec=dataclasses.asdict(shape),
         scheme=scheme,
-        ours_ms=ms_ours,
-        peer_ms=ms_peer,
-        ratio=ms_ours / ms_peer,
-        ours_spread_ms=[1e3 * min(samples["ours"]), 1e3 * max(samples["ours"])],
+        ours_ms=ms[main_name],
+        peer_ms=ms["peer"],
+        ratio=ms[main_name] / ms["peer"],
+        ours_spread_ms=[1e3 * min(samples[main_name]), 1e3 * max(samples[main_name])],
         peer_spread_ms=[1e3 * min(samples["peer"]), 1e3 * max(samples["peer"])],
         ours_compile_s=compile_s,
-        ours_micro_batches=ours.micro_batches,
+        ours_micro_batches=main.micro_batches,
         ours_params=n_ours,
         peer_params=n_peer,
-        ours_loss=ours.loss,
+        ours_loss=main.loss,
         peer_loss=peer.loss,
+        variants={name: dict(ms=ms[name], ratio=ms[name] / ms["peer"]) for name in ours},
     )
 
 
@@ -384,6 +412,12 @@ def main() -> None:
         type=_micro_batches,
         default="auto",
         help="our train.micro_batches: auto (as `posenc run`: 2 on a CPU) or a count",
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="time our step four ways beside the peer: dense backward autodiff or manual, "
+        "micro-batches 1 or 2",
     )
     p.add_argument("--json", help="also write every figure to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes, 2 steps (for the tests)")
@@ -445,11 +479,14 @@ def main() -> None:
         for scheme in args.schemes:
             r = measure(shape, scheme, args)
             rows.append(r)
-            print(
-                f"{r['shape']:52s} {scheme:6s} {r['ours_ms']:8.2f} {r['peer_ms']:8.2f} "
-                f"{r['ratio']:5.2f}x",
-                flush=True,
-            )
+            for name, v in r["variants"].items() if args.ablation else [("", r)]:
+                label = f"{scheme} {name}".strip()
+                ours_ms = v["ms"] if args.ablation else r["ours_ms"]
+                print(
+                    f"{r['shape']:52s} {label:6s} {ours_ms:8.2f} {r['peer_ms']:8.2f} "
+                    f"{v['ratio']:5.2f}x",
+                    flush=True,
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(dict(header, rows=rows), indent=2) + "\n")
 

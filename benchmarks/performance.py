@@ -166,8 +166,14 @@ def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> 
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
     graphdef, state = init_state(make_model, seeds, tx)
-    micro = micro_batches_for(tcfg, cfg.model, scheme, platform=jax.devices()[0].platform)
-    step = make_train_step(graphdef, tx, micro_batches=micro)  # as train() resolves it
+    micro = micro_batches_for(  # as train() resolves it
+        tcfg,
+        cfg.model,
+        scheme,
+        platform=jax.devices()[0].platform,
+        tokens_per_step=len(seeds) * tcfg.batch_size * task.sequence_length(tcfg.length),
+    )
+    step = make_train_step(graphdef, tx, micro_batches=micro)
     rand = None
     if randomization is not None:  # (range N, "positions" or "distances")
         rtcfg = dataclasses.replace(
@@ -617,7 +623,13 @@ def _split(task, scheme, seeds, cfg, tcfg) -> dict:
     t1 = time.perf_counter()
     batches = training_batches(task, seeds, tcfg)
     first = next(batches)
-    micro = micro_batches_for(tcfg, cfg.model, scheme, platform=jax.devices()[0].platform)
+    micro = micro_batches_for(
+        tcfg,
+        cfg.model,
+        scheme,
+        platform=jax.devices()[0].platform,
+        tokens_per_step=len(seeds) * tcfg.batch_size * task.sequence_length(tcfg.length),
+    )
     compiled = (
         make_train_step(graphdef, tx, micro_batches=micro)
         .lower(state.params, state.rest, state.opt_state, first)

@@ -368,6 +368,104 @@ def test_a_learning_rate_sweep_shares_one_train_step_equal_to_optax_adamw():
     assert not np.allclose(low[0], high[0])  # the shared step trains at each run's rate
 
 
+def test_micro_batches_give_the_unsplit_update_and_metrics():
+    """Two and four parts of a step's rows: the same loss, metrics and updated parameters
+    as one part (a learned T5 table, variable-length rows with a train mask, two seeds),
+    to float rounding; one compiled step per count."""
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import (
+        build_model_fn,
+        init_state,
+        make_optimizer,
+        make_train_step,
+        training_batches,
+    )  # fmt: skip
+    from posenc_jax.schemes import make_scheme
+
+    task = get_task("stack_manipulation", loss="all_slots")
+    scheme = make_scheme({"name": "t5", "num_buckets": 8})
+    make = build_model_fn(task, scheme, ModelConfig(1, 16, 2), EvalConfig())
+    tcfg = TrainConfig(length=6, min_length=2, steps=3, batch_size=8, warmup_steps=1)
+    tx = make_optimizer(tcfg)
+    graphdef, start = init_state(make, [0, 1], tx)
+    batches = list(training_batches(task, [0, 1], tcfg))
+    assert make_train_step(graphdef, tx, micro_batches=2) is not make_train_step(graphdef, tx)
+
+    def trained(micro):
+        p, r, o = (jax.tree.map(jnp.copy, t) for t in (start.params, start.rest, start.opt_state))
+        step = make_train_step(graphdef, tx, micro_batches=micro)
+        for batch in batches:
+            p, r, o, metrics = step(p, r, o, batch)
+        return jax.tree.leaves(p), metrics
+
+    whole, whole_metrics = trained(1)
+    for micro in (2, 4):
+        parts, metrics = trained(micro)
+        for key in ("loss", "correct", "tokens", "seq_correct", "sequences"):
+            np.testing.assert_allclose(metrics[key], whole_metrics[key], rtol=1e-5)
+        for got, want in zip(parts, whole, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(whole[0], jax.tree.leaves(start.params)[0])  # it did train
+
+
+def test_micro_batches_auto_and_its_errors():
+    from posenc_jax.harness.config import ModelConfig, TrainConfig
+    from posenc_jax.harness.train import MICRO_BATCH_TOKENS, make_train_step, micro_batches_for
+    from posenc_jax.schemes import make_scheme
+
+    alibi, abacus = make_scheme("alibi"), make_scheme("abacus")
+    m, t = ModelConfig(), TrainConfig(batch_size=32)
+    big = dict(tokens_per_step=MICRO_BATCH_TOKENS)
+    assert micro_batches_for(t, m, alibi, platform="cpu", **big) == 2
+    assert (
+        micro_batches_for(t, m, alibi, platform="cpu", tokens_per_step=MICRO_BATCH_TOKENS - 1) == 1
+    )
+    assert micro_batches_for(t, m, alibi, platform="gpu", **big) == 1
+    assert micro_batches_for(t, m, alibi, platform="tpu", **big) == 1
+    assert micro_batches_for(t, m, alibi, platform="cpu", data_shards=2, **big) == 1
+    assert micro_batches_for(TrainConfig(batch_size=7), m, alibi, platform="cpu", **big) == 1
+    assert micro_batches_for(t, ModelConfig(dropout=0.1), alibi, platform="cpu", **big) == 1
+    assert micro_batches_for(t, m, abacus, platform="cpu", **big) == 1
+    four = TrainConfig(batch_size=32, micro_batches=4)
+    assert micro_batches_for(four, m, alibi, platform="gpu", tokens_per_step=8) == 4  # explicit
+    with pytest.raises(ValueError, match=r"micro_batches \(4\) > 1 needs a model that draws no"):
+        micro_batches_for(four, m, abacus, platform="cpu", **big)
+    sixteen = TrainConfig(batch_size=8, micro_batches=16)
+    with pytest.raises(ValueError, match=r"must divide the rows per device \(8\)"):
+        micro_batches_for(sixteen, m, alibi, platform="cpu", **big)
+    with pytest.raises(ValueError, match="micro_batches must be an int >= 1; got 0"):
+        make_train_step(None, None, micro_batches=0)
+
+
+@pytest.mark.parametrize(
+    ("train", "model", "match"),
+    [
+        ({"micro_batches": 0}, {}, 'train.micro_batches must be "auto" or an int >= 1; got 0'),
+        ({"micro_batches": "two"}, {}, "train.micro_batches must be"),
+        ({"micro_batches": 3}, {}, r"train.micro_batches \(3\) must divide train.batch_size"),
+        ({"micro_batches": 2}, {"dropout": 0.1}, "needs a model without dropout"),
+    ],
+)
+def test_micro_batches_config_errors_name_the_key(train, model, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict({"train": {"batch_size": 32, **train}, "model": model})
+
+
+def test_plan_refuses_micro_batches_for_a_scheme_that_reads_the_tokens():
+    from posenc_jax.harness.plan import plan
+
+    cfg = config_from_dict(
+        {
+            "schemes": ["abacus"],
+            "tasks": ["addition"],
+            "train": {"batch_size": 8, "micro_batches": 2, "steps": 1},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"schemes\[0\] \(abacus\), task addition: train"):
+        plan(cfg)
+
+
 def test_model_softmax_scale_is_read_checked_and_reaches_every_attention_layer():
     from flax import nnx
 

@@ -101,9 +101,10 @@ class TrainConfig:
     ``micro_batches`` M splits each step's rows into M parts whose forward and backward
     passes are independent computations in one compiled step, their gradients summed
     (the same update; XLA:CPU runs the parts side by side on the cores, which a
-    small model's operations alone do not fill). "auto": 2 on a CPU when the batch
-    is even, not sharded over a data axis and the model draws no training randomness
-    (dropout, Abacus offsets); 1 otherwise (GPU, TPU). See docs/performance.md.
+    small model's operations alone do not fill). "auto": 2 on a CPU for a step of at
+    least 4096 tokens whose batch is even, not sharded over a data axis, and whose
+    model draws no training randomness (dropout, Abacus offsets); 1 otherwise (GPU,
+    TPU). See `posenc_jax.harness.train.micro_batches_for` and docs/performance.md.
     """
 
     length: int | None = None

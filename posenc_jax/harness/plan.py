@@ -367,7 +367,10 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                     )
                 _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
                 try:
-                    micro_batches_for(one, cfg.model, bound, platform=platform)
+                    tokens = len(cfg.seeds) * one.batch_size * task.sequence_length(one.length)
+                    micro_batches_for(
+                        one, cfg.model, bound, platform=platform, tokens_per_step=tokens
+                    )
                 except ValueError as e:
                     raise ConfigError(f"schemes[{i}] ({s_label}), task {t_label}: {e}") from None
                 # Positions are checked here, once; the compiled steps need no run-time check.

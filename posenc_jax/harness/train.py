@@ -33,6 +33,7 @@ from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
 
 __all__ = [
+    "MICRO_BATCH_TOKENS",
     "Optimizer",
     "Randomization",
     "RunState",
@@ -376,22 +377,29 @@ def _shared_train_step(graphdef, shape, micro_batches=1):
     return _train_step(graphdef, _optimizer(shape, 1.0), micro_batches)
 
 
+MICRO_BATCH_TOKENS = 4096
+"""``train.micro_batches: auto`` splits a CPU step of at least this many tokens (all seeds)."""
+
+
 def micro_batches_for(
     tcfg: TrainConfig,
     mcfg: ModelConfig,
     scheme: Scheme,
     *,
     platform: str,
+    tokens_per_step: int,
     data_shards: int = 1,
 ) -> int:
     """The run's ``train.micro_batches``, "auto" resolved.
 
-    "auto" is 2 on a CPU when the batch is even, the rows are not sharded over a data
+    "auto" is 2 on a CPU when a step holds at least `MICRO_BATCH_TOKENS` tokens (seeds x
+    rows x sequence length), the batch is even, the rows are not sharded over a data
     axis (slicing them would move them between devices) and the model draws no
     training randomness (``model.dropout``, a scheme that reads the tokens); 1
-    otherwise. On the CPU the two halves' operations run side by side: the train
-    step of a 2-layer, d=64 LM at batch 32, length 128 is 0.85x as long on two cores
-    (docs/performance.md); on an accelerator one larger operation is better.
+    otherwise. On two CPU cores the halves' operations run side by side: the train
+    step of a 2-layer, d=64 LM at batch 32, length 128 is 0.85x as long; a smaller
+    step gains nothing and compiles twice the program (the quick job: 1664 tokens a
+    step); on an accelerator one larger operation is better (docs/performance.md).
 
     Raises:
       ValueError: an explicit count > 1 with training randomness, or one that does
@@ -401,7 +409,14 @@ def micro_batches_for(
     random = mcfg.dropout > 0 or scheme.reads_tokens
     rows = tcfg.batch_size // max(data_shards, 1)
     if value == "auto":
-        return 2 if platform == "cpu" and data_shards == 1 and rows % 2 == 0 and not random else 1
+        split = (
+            platform == "cpu"
+            and tokens_per_step >= MICRO_BATCH_TOKENS
+            and data_shards == 1
+            and rows % 2 == 0
+            and not random
+        )
+        return 2 if split else 1
     if value > 1 and random:
         raise ValueError(
             f"train.micro_batches ({value}) > 1 needs a model that draws no training "
@@ -542,7 +557,10 @@ def train(
             info["resumed_from"] = state.step
     data_shards = 1 if mesh is None else mesh.shape["data"]
     platform = jax.devices()[0].platform
-    micro = micro_batches_for(tcfg, mcfg, scheme, platform=platform, data_shards=data_shards)
+    tokens = len(seeds) * tcfg.batch_size * task.sequence_length(tcfg.length)
+    micro = micro_batches_for(
+        tcfg, mcfg, scheme, platform=platform, tokens_per_step=tokens, data_shards=data_shards
+    )
     step_fn = make_train_step(graphdef, tx, micro_batches=micro)
     bar = tqdm(
         total=tcfg.steps,
