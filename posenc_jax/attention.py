@@ -304,7 +304,46 @@ def _allowed(
     return allowed
 
 
-def _additive_terms(
+class _Prepared(NamedTuple):
+    """A call's inputs as every path reads them (see `_prepared`)."""
+
+    qs: jax.Array  # [B, T, N, H], scaled
+    k: jax.Array  # [B, S, N, H], key heads repeated
+    q_pos: jax.Array  # [B, T]
+    k_pos: jax.Array  # [B, S]
+    segments: _Segments | None
+    states: _States | None
+
+
+def _prepared(
+    q: jax.Array,
+    k: jax.Array,
+    *,
+    scheme: Scheme,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    segment_ids: jax.Array | None,
+    kv_segment_ids: jax.Array | None,
+    q_state: jax.Array | None,
+    k_state: jax.Array | None,
+    scale: float | None,
+) -> _Prepared:
+    """q scaled (default 1/sqrt(H)), k's heads repeated to q's, positions [B, T] and
+    [B, S], segments and token states checked."""
+    b, t, n, h = q.shape
+    k = _repeat_kv(k, n)  # [B, S, N, H]
+    s_len = k.shape[1]
+    return _Prepared(
+        q * jnp.asarray(1.0 / math.sqrt(h) if scale is None else scale, q.dtype),
+        k,
+        _as_batched_positions(q_positions, b),
+        _as_batched_positions(k_positions, b),
+        _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s_len),
+        _states(scheme, q_state, k_state, batch=b, q_len=t, k_len=s_len, heads=n),
+    )
+
+
+def _mask_and_terms(
     qs: jax.Array,
     k: jax.Array,
     q_pos: jax.Array,
@@ -312,12 +351,31 @@ def _additive_terms(
     *,
     scheme: Scheme,
     params: Params,
-    allowed: jax.Array,
+    causal: bool,
+    key_mask: jax.Array | None,
+    segments: _Segments | None,
     states: _States | None,
+    mask: jax.Array | None,
     bias: jax.Array | None,
-) -> list[jax.Array]:
-    """The terms added to q . k before the mask: the scheme's logit bias and ``bias``
-    (float32, each broadcastable to [B, N, T, S]); `_masked_logits` adds them in order."""
+    sliding_window: int | None,
+    attention_chunk: int | None,
+    sink_tokens: int,
+) -> tuple[jax.Array, list[jax.Array]]:
+    """allowed [B, 1, T, S] (or [B, N, T, S] with a per-head ``mask``) and the terms added
+    to q . k before the mask: the scheme's logit bias and ``bias`` (float32, each
+    broadcastable to [B, N, T, S]), which `_masked_logits` adds in order."""
+    allowed = _allowed(
+        q_pos,
+        k_pos,
+        causal=causal,
+        key_mask=key_mask,
+        segments=segments,
+        sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
+        sink_tokens=sink_tokens,
+    )
+    if mask is not None:
+        allowed = allowed & mask.astype(bool)
     terms = []
     if "logit_bias" in scheme.hooks:
         keys = {"k": k} if scheme.needs_k_for_bias else {}  # u . k_j, DeBERTa's p2c
@@ -328,7 +386,7 @@ def _additive_terms(
         terms.append(scheme.logit_bias(params, qs, q_pos, k_pos, **keys))
     if bias is not None:
         terms.append(bias.astype(jnp.float32))
-    return terms
+    return allowed, terms
 
 
 def _masked_logits(
@@ -361,21 +419,24 @@ def _masked_logits(
         logits = jnp.zeros((), jnp.float32)
     else:
         logits = jnp.einsum("btnh,bsnh->bnts", qs, k, preferred_element_type=jnp.float32)
-    allowed = _allowed(
+    allowed, terms = _mask_and_terms(
+        qs,
+        k,
         q_pos,
         k_pos,
+        scheme=scheme,
+        params=params,
         causal=causal,
         key_mask=key_mask,
         segments=segments,
+        states=states,
+        mask=mask,
+        bias=bias,
         sliding_window=sliding_window,
         attention_chunk=attention_chunk,
         sink_tokens=sink_tokens,
     )
-    if mask is not None:
-        allowed = allowed & mask.astype(bool)
-    for term in _additive_terms(
-        qs, k, q_pos, k_pos, scheme=scheme, params=params, allowed=allowed, states=states, bias=bias
-    ):
+    for term in terms:
         logits = logits + term
     if logit_softcap is not None:  # Gemma 2: c * tanh(logits / c), before the mask
         logits = logit_softcap * jnp.tanh(logits / logit_softcap)
@@ -457,14 +518,19 @@ def attention_weights(
     """
     scheme = make_scheme(scheme or "nope")
     params = params or {}
-    b, _, n, h = q.shape
-    k = _repeat_kv(k, n)  # [B, S, N, H]
-    q_pos = _as_batched_positions(q_positions, b)
-    k_pos = _as_batched_positions(k_positions, b)
-    segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=q.shape[1], k_len=k.shape[1])
-    states = _states(scheme, q_state, k_state, batch=b, q_len=q.shape[1], k_len=k.shape[1], heads=n)
-    scale = 1.0 / math.sqrt(h) if scale is None else scale
-    qs = q * jnp.asarray(scale, q.dtype)
+    n = q.shape[2]
+    qs, k, q_pos, k_pos, segments, states = _prepared(
+        q,
+        k,
+        scheme=scheme,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        segment_ids=segment_ids,
+        kv_segment_ids=kv_segment_ids,
+        q_state=q_state,
+        k_state=k_state,
+        scale=scale,
+    )
     logits, allowed = _masked_logits(
         qs,
         k,
@@ -644,37 +710,36 @@ def dense_attention(
     if backward == "manual" and _manual_backward_applies(
         scheme, logit_softcap=logit_softcap, sink_logits=sink_logits
     ):
-        b, _, n, h = q.shape
-        k, v = _repeat_kv(k, n), _repeat_kv(v, n)  # [B, S, N, H]
-        q_pos = _as_batched_positions(q_positions, b)
-        k_pos = _as_batched_positions(k_positions, b)
-        t, s_len = q.shape[1], k.shape[1]
-        segments = _segments(segment_ids, kv_segment_ids, batch=b, q_len=t, k_len=s_len)
-        states = _states(scheme, q_state, k_state, batch=b, q_len=t, k_len=s_len, heads=n)
-        qs = q * jnp.asarray(1.0 / math.sqrt(h) if scale is None else scale, q.dtype)
-        allowed = _allowed(
-            q_pos,
-            k_pos,
-            causal=causal,
-            key_mask=key_mask,
-            segments=segments,
-            sliding_window=sliding_window,
-            attention_chunk=attention_chunk,
-            sink_tokens=sink_tokens,
+        qs, k, q_pos, k_pos, segments, states = _prepared(
+            q,
+            k,
+            scheme=scheme,
+            q_positions=q_positions,
+            k_positions=k_positions,
+            segment_ids=segment_ids,
+            kv_segment_ids=kv_segment_ids,
+            q_state=q_state,
+            k_state=k_state,
+            scale=scale,
         )
-        if mask is not None:
-            allowed = allowed & mask.astype(bool)
-        terms = _additive_terms(
+        allowed, terms = _mask_and_terms(
             qs,
             k,
             q_pos,
             k_pos,
             scheme=scheme,
             params=params,
-            allowed=allowed,
+            causal=causal,
+            key_mask=key_mask,
+            segments=segments,
             states=states,
+            mask=mask,
             bias=bias,
+            sliding_window=sliding_window,
+            attention_chunk=attention_chunk,
+            sink_tokens=sink_tokens,
         )
+        v = _repeat_kv(v, q.shape[2])  # [B, S, N, H]
         extra = functools.reduce(operator.add, terms) if terms else jnp.zeros((), jnp.float32)
         return _softmax_values(jnp.shape(extra), qs, k, v, extra, allowed)
     weights32 = attention_weights(

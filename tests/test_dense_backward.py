@@ -193,6 +193,8 @@ def test_attend_passes_the_configured_backward_to_the_dense_path():
     q = k = v = jnp.ones((1, 3, 2, 4))
     pos = jnp.arange(3)
     config = AttentionConfig(implementation="dense", dense_backward="autodiff")
+    # jax.jvp raises through the manual backward: this passes only if attend hands the
+    # dense path the configured "autodiff".
     out, tangent = jax.jvp(
         lambda x: attend(x, k, v, q_positions=pos, k_positions=pos, causal=True, attention=config),
         (q,),
