@@ -171,7 +171,8 @@ def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> 
         cfg.model,
         scheme,
         platform=jax.devices()[0].platform,
-        tokens_per_step=len(seeds) * tcfg.batch_size * task.sequence_length(tcfg.length),
+        seeds=len(seeds),
+        length=task.sequence_length(tcfg.length),
     )
     step = make_train_step(graphdef, tx, micro_batches=micro)
     rand = None
@@ -628,7 +629,8 @@ def _split(task, scheme, seeds, cfg, tcfg) -> dict:
         cfg.model,
         scheme,
         platform=jax.devices()[0].platform,
-        tokens_per_step=len(seeds) * tcfg.batch_size * task.sequence_length(tcfg.length),
+        seeds=len(seeds),
+        length=task.sequence_length(tcfg.length),
     )
     compiled = (
         make_train_step(graphdef, tx, micro_batches=micro)

@@ -411,24 +411,35 @@ def test_micro_batches_give_the_unsplit_update_and_metrics():
 
 def test_micro_batches_auto_and_its_errors():
     from posenc_jax.harness.config import ModelConfig, TrainConfig
-    from posenc_jax.harness.train import MICRO_BATCH_TOKENS, make_train_step, micro_batches_for
+    from posenc_jax.harness.train import make_train_step, micro_batches_for
     from posenc_jax.schemes import make_scheme
 
     alibi, abacus = make_scheme("alibi"), make_scheme("abacus")
-    m, t = ModelConfig(), TrainConfig(batch_size=32)
-    big = dict(tokens_per_step=MICRO_BATCH_TOKENS)
-    assert micro_batches_for(t, m, alibi, platform="cpu", **big) == 2
-    assert (
-        micro_batches_for(t, m, alibi, platform="cpu", tokens_per_step=MICRO_BATCH_TOKENS - 1) == 1
-    )
-    assert micro_batches_for(t, m, alibi, platform="gpu", **big) == 1
-    assert micro_batches_for(t, m, alibi, platform="tpu", **big) == 1
-    assert micro_batches_for(t, m, alibi, platform="cpu", data_shards=2, **big) == 1
-    assert micro_batches_for(TrainConfig(batch_size=7), m, alibi, platform="cpu", **big) == 1
-    assert micro_batches_for(t, ModelConfig(dropout=0.1), alibi, platform="cpu", **big) == 1
-    assert micro_batches_for(t, m, abacus, platform="cpu", **big) == 1
+    m, t = ModelConfig(), TrainConfig(batch_size=32)  # 4 heads
+
+    def auto(tcfg=t, mcfg=m, scheme=alibi, *, platform="cpu", seeds=1, length=128, **kw):
+        return micro_batches_for(
+            tcfg, mcfg, scheme, platform=platform, seeds=seeds, length=length, **kw
+        )
+
+    # Scores of a row: seeds x 4 heads x length^2 x 4 bytes; a part holds at most 16 MiB.
+    assert auto() == 2  # 32 x 4 x 128^2 x 4 B = 8 MiB: two parts, side by side
+    assert auto(length=512) == 8  # 128 MiB: 8 parts of 16 MiB
+    assert auto(length=1024) == 8  # 512 MiB: none fits, the most parts allowed
+    assert auto(seeds=2, length=256) == 4  # 64 MiB
+    assert auto(TrainConfig(batch_size=8), ModelConfig(num_heads=8), length=512) == 4  # 64 MiB
+    six = TrainConfig(batch_size=6)  # even divisors 2 and 6
+    assert auto(six, seeds=2, length=512) == 6  # 48 MiB: 2 parts of 24 MiB, 6 of 8 MiB
+    assert auto(TrainConfig(batch_size=7), length=1024) == 1  # no even divisor
+    assert auto(length=127) == 1  # 32 x 127 = 4064 tokens, under 4096
+    assert auto(seeds=2, length=64) == 2  # 2 x 32 x 64 = 4096 tokens
+    assert auto(platform="gpu") == 1 and auto(platform="tpu") == 1
+    assert auto(data_shards=2) == 1
+    assert auto(mcfg=ModelConfig(dropout=0.1)) == 1
+    assert auto(scheme=abacus) == 1
+    big = dict(seeds=1, length=128)
     four = TrainConfig(batch_size=32, micro_batches=4)
-    assert micro_batches_for(four, m, alibi, platform="gpu", tokens_per_step=8) == 4  # explicit
+    assert micro_batches_for(four, m, alibi, platform="gpu", seeds=1, length=1) == 4  # explicit
     with pytest.raises(ValueError, match=r"micro_batches \(4\) > 1 needs a model that draws no"):
         micro_batches_for(four, m, abacus, platform="cpu", **big)
     sixteen = TrainConfig(batch_size=8, micro_batches=16)

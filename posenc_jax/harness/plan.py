@@ -367,9 +367,13 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
                     )
                 _check_extensions(run, cfg, needed, f"schemes[{i}] ({s_label})")
                 try:
-                    tokens = len(cfg.seeds) * one.batch_size * task.sequence_length(one.length)
                     micro_batches_for(
-                        one, cfg.model, bound, platform=platform, tokens_per_step=tokens
+                        one,
+                        cfg.model,
+                        bound,
+                        platform=platform,
+                        seeds=len(cfg.seeds),
+                        length=task.sequence_length(one.length),
                     )
                 except ValueError as e:
                     raise ConfigError(f"schemes[{i}] ({s_label}), task {t_label}: {e}") from None

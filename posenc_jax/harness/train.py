@@ -33,6 +33,8 @@ from posenc_jax.nn import TransformerEncoder, TransformerLM
 from posenc_jax.schemes import Scheme
 
 __all__ = [
+    "MAX_AUTO_MICRO_BATCHES",
+    "MICRO_BATCH_SCORE_BYTES",
     "MICRO_BATCH_TOKENS",
     "Optimizer",
     "Randomization",
@@ -380,6 +382,23 @@ def _shared_train_step(graphdef, shape, micro_batches=1):
 MICRO_BATCH_TOKENS = 4096
 """``train.micro_batches: auto`` splits a CPU step of at least this many tokens (all seeds)."""
 
+MICRO_BATCH_SCORE_BYTES = 16 * 2**20
+"""``auto`` splits a CPU step until a part's attention scores (float32, every seed and
+head) take at most this many bytes, in at most `MAX_AUTO_MICRO_BATCHES` parts."""
+
+MAX_AUTO_MICRO_BATCHES = 8
+
+
+def _auto_micro_batches(rows: int, row_score_bytes: int) -> int:
+    """The fewest parts (even, dividing ``rows``, at most `MAX_AUTO_MICRO_BATCHES`) whose
+    scores fit `MICRO_BATCH_SCORE_BYTES`; the most such parts if none fits; 1 if no
+    even count divides (two cores take the parts two at a time)."""
+    counts = [m for m in range(2, min(rows, MAX_AUTO_MICRO_BATCHES) + 1, 2) if rows % m == 0]
+    for m in counts:
+        if rows // m * row_score_bytes <= MICRO_BATCH_SCORE_BYTES:
+            return m
+    return counts[-1] if counts else 1
+
 
 def micro_batches_for(
     tcfg: TrainConfig,
@@ -387,19 +406,25 @@ def micro_batches_for(
     scheme: Scheme,
     *,
     platform: str,
-    tokens_per_step: int,
+    seeds: int,
+    length: int,
     data_shards: int = 1,
 ) -> int:
     """The run's ``train.micro_batches``, "auto" resolved.
 
-    "auto" is 2 on a CPU when a step holds at least `MICRO_BATCH_TOKENS` tokens (seeds x
-    rows x sequence length), the batch is even, the rows are not sharded over a data
-    axis (slicing them would move them between devices) and the model draws no
-    training randomness (``model.dropout``, a scheme that reads the tokens); 1
-    otherwise. On two CPU cores the halves' operations run side by side: the train
-    step of a 2-layer, d=64 LM at batch 32, length 128 is 0.85x as long; a smaller
-    step gains nothing and compiles twice the program (the quick job: 1664 tokens a
-    step); on an accelerator one larger operation is better (docs/performance.md).
+    On a CPU, "auto" splits a step of at least `MICRO_BATCH_TOKENS` tokens (``seeds``
+    x rows x ``length``, the tokens of a row) whose rows are not sharded over a data
+    axis (slicing them would move them between devices) and whose model draws no
+    training randomness (``model.dropout``, a scheme that reads the tokens): into the
+    fewest parts, an even number, whose attention scores ([seeds, rows / M, heads,
+    length, length] float32) fit `MICRO_BATCH_SCORE_BYTES`, at most
+    `MAX_AUTO_MICRO_BATCHES`, each a divisor of the rows. Elsewhere it is 1. On two
+    CPU cores two parts' operations run side by side, and a part's scores that stay
+    in the cache are read and written faster: the train step of a 2-layer, d=64 LM
+    at batch 32 is 0.85x as long in 2 parts at length 128, and 0.86x (4 parts) to
+    0.83x (16) of the 2-part step at length 512. A smaller step gains nothing and
+    compiles the program once per part (the quick job: 1664 tokens a step); on an
+    accelerator one larger operation is better (docs/performance.md).
 
     Raises:
       ValueError: an explicit count > 1 with training randomness, or one that does
@@ -411,12 +436,12 @@ def micro_batches_for(
     if value == "auto":
         split = (
             platform == "cpu"
-            and tokens_per_step >= MICRO_BATCH_TOKENS
+            and seeds * tcfg.batch_size * length >= MICRO_BATCH_TOKENS
             and data_shards == 1
-            and rows % 2 == 0
             and not random
         )
-        return 2 if split else 1
+        row_bytes = 4 * seeds * mcfg.num_heads * length * length
+        return _auto_micro_batches(rows, row_bytes) if split else 1
     if value > 1 and random:
         raise ValueError(
             f"train.micro_batches ({value}) > 1 needs a model that draws no training "
@@ -557,9 +582,14 @@ def train(
             info["resumed_from"] = state.step
     data_shards = 1 if mesh is None else mesh.shape["data"]
     platform = jax.devices()[0].platform
-    tokens = len(seeds) * tcfg.batch_size * task.sequence_length(tcfg.length)
     micro = micro_batches_for(
-        tcfg, mcfg, scheme, platform=platform, tokens_per_step=tokens, data_shards=data_shards
+        tcfg,
+        mcfg,
+        scheme,
+        platform=platform,
+        seeds=len(seeds),
+        length=task.sequence_length(tcfg.length),
+        data_shards=data_shards,
     )
     step_fn = make_train_step(graphdef, tx, micro_batches=micro)
     bar = tqdm(
