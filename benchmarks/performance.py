@@ -161,12 +161,9 @@ class _Stepper:
         return (time.perf_counter() - t0) / n
 
 
-def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> _Stepper:
-    scheme = scheme.configure(causal=task.causal)
-    tx = make_optimizer(tcfg)
-    make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
-    graphdef, state = init_state(make_model, seeds, tx)
-    micro = micro_batches_for(  # as train() resolves it
+def _micro_batches(task, scheme, seeds, tcfg, cfg) -> int:
+    """``train.micro_batches`` as train() resolves it on this platform."""
+    return micro_batches_for(
         tcfg,
         cfg.model,
         scheme,
@@ -174,6 +171,14 @@ def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> 
         seeds=len(seeds),
         length=task.sequence_length(tcfg.length),
     )
+
+
+def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> _Stepper:
+    scheme = scheme.configure(causal=task.causal)
+    tx = make_optimizer(tcfg)
+    make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
+    graphdef, state = init_state(make_model, seeds, tx)
+    micro = _micro_batches(task, scheme, seeds, tcfg, cfg)
     step = make_train_step(graphdef, tx, micro_batches=micro)
     rand = None
     if randomization is not None:  # (range N, "positions" or "distances")
@@ -624,14 +629,7 @@ def _split(task, scheme, seeds, cfg, tcfg) -> dict:
     t1 = time.perf_counter()
     batches = training_batches(task, seeds, tcfg)
     first = next(batches)
-    micro = micro_batches_for(
-        tcfg,
-        cfg.model,
-        scheme,
-        platform=jax.devices()[0].platform,
-        seeds=len(seeds),
-        length=task.sequence_length(tcfg.length),
-    )
+    micro = _micro_batches(task, scheme, seeds, tcfg, cfg)
     compiled = (
         make_train_step(graphdef, tx, micro_batches=micro)
         .lower(state.params, state.rest, state.opt_state, first)
