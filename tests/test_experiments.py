@@ -392,16 +392,17 @@ def test_micro_batches_give_the_unsplit_update_and_metrics():
     batches = list(training_batches(task, [0, 1], tcfg))
     assert make_train_step(graphdef, tx, micro_batches=2) is not make_train_step(graphdef, tx)
 
-    def trained(micro):
+    def trained(micro, inline=False):
         p, r, o = (jax.tree.map(jnp.copy, t) for t in (start.params, start.rest, start.opt_state))
-        step = make_train_step(graphdef, tx, micro_batches=micro)
+        step = make_train_step(graphdef, tx, micro_batches=micro, inline=inline)
         for batch in batches:
             p, r, o, metrics = step(p, r, o, batch)
         return jax.tree.leaves(p), metrics
 
     whole, whole_metrics = trained(1)
-    for micro in (2, 4):
-        parts, metrics = trained(micro)
+    # the inline step (an empty host callback added) computes the same update
+    for micro, inline in ((2, False), (4, False), (2, True)):
+        parts, metrics = trained(micro, inline)
         for key in ("loss", "correct", "tokens", "seq_correct", "sequences"):
             np.testing.assert_allclose(metrics[key], whole_metrics[key], rtol=1e-5)
         for got, want in zip(parts, whole, strict=True):
@@ -447,6 +448,27 @@ def test_micro_batches_auto_and_its_errors():
         micro_batches_for(sixteen, m, alibi, platform="cpu", **big)
     with pytest.raises(ValueError, match="micro_batches must be an int >= 1; got 0"):
         make_train_step(None, None, micro_batches=0)
+
+
+def test_inline_step_for_large_steps_on_one_cpu_device():
+    from posenc_jax.harness.config import TrainConfig
+    from posenc_jax.harness.train import inline_step_for
+
+    def inline(batch_size=32, *, platform="cpu", seeds=1, length=128, devices=1):
+        return inline_step_for(
+            TrainConfig(batch_size=batch_size),
+            platform=platform,
+            seeds=seeds,
+            length=length,
+            devices=devices,
+        )
+
+    assert inline()  # 32 x 128 = 4096 tokens
+    assert not inline(length=127)  # 4064 tokens
+    assert inline(16, seeds=2)  # 2 x 16 x 128
+    assert not inline(32, length=26)  # the quick job's copy step: 832 tokens a seed
+    assert not inline(platform="gpu") and not inline(platform="tpu")
+    assert not inline(devices=2)  # a sharded step keeps JAX's dispatch
 
 
 @pytest.mark.parametrize(

@@ -101,11 +101,11 @@ class TrainConfig:
     ``micro_batches`` M splits each step's rows into M parts whose forward and backward
     passes are independent computations in one compiled step, their gradients summed
     (the same update; XLA:CPU runs the parts side by side on the cores, which a
-    small model's operations alone do not fill, and a part's attention scores stay
-    in the cache). "auto", on a CPU, for a step of at least 4096 tokens not sharded
-    over a data axis and whose model draws no training randomness (dropout, Abacus
-    offsets): the fewest parts (even, at most 8) whose scores take at most 16 MiB; 1
-    otherwise (GPU, TPU). See `posenc_jax.harness.train.micro_batches_for` and
+    small model's operations alone do not fill). "auto", on a CPU, for a step of at
+    least 4096 tokens not sharded over a data axis and whose model draws no training
+    randomness (dropout, Abacus offsets): the fewest parts (even, at most 8) whose
+    scores take at most 16 MiB; 1 otherwise (GPU, TPU). See
+    `posenc_jax.harness.train.micro_batches_for` and
     docs/performance.md.
     """
 

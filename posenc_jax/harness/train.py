@@ -40,6 +40,7 @@ __all__ = [
     "Randomization",
     "RunState",
     "build_model_fn",
+    "inline_step_for",
     "make_optimizer",
     "micro_batches_for",
     "pad_batch",
@@ -355,7 +356,7 @@ def init_state(make_model, seeds: Sequence[int], tx) -> tuple[nnx.GraphDef, RunS
     return graphdef, RunState(step=0, params=params, rest=rest, opt_state=opt_state)
 
 
-def make_train_step(graphdef, tx, *, micro_batches: int = 1):
+def make_train_step(graphdef, tx, *, micro_batches: int = 1, inline: bool = False):
     """One optimizer step for every seed: vmapped over the leading seed axis, jitted.
 
     For an `Optimizer` from `make_optimizer`, the jitted step is shared by every call
@@ -369,18 +370,23 @@ def make_train_step(graphdef, tx, *, micro_batches: int = 1):
     the scored tokens, so the update is the unsplit one (to float rounding); the
     parts are independent computations that XLA:CPU runs side by side (see
     `micro_batches_for`). The model must draw no training randomness.
+
+    ``inline``: the step carries an empty host callback, which has XLA:CPU run it on
+    the calling thread even under JAX's asynchronous dispatch, so that its scratch
+    buffer comes from the main thread's heap (see `inline_step_for`). For a single
+    CPU device only.
     """
     if not isinstance(micro_batches, int) or micro_batches < 1:
         raise ValueError(f"micro_batches must be an int >= 1; got {micro_batches!r}")
     if isinstance(tx, Optimizer):
-        return _shared_train_step(graphdef, tx.shape, micro_batches)
-    return _train_step(graphdef, tx, micro_batches)
+        return _shared_train_step(graphdef, tx.shape, micro_batches, bool(inline))
+    return _train_step(graphdef, tx, micro_batches, bool(inline))
 
 
 @functools.lru_cache(maxsize=32)
-def _shared_train_step(graphdef, shape, micro_batches=1):
+def _shared_train_step(graphdef, shape, micro_batches=1, inline=False):
     # the rate comes from the state
-    return _train_step(graphdef, _optimizer(shape, 1.0), micro_batches)
+    return _train_step(graphdef, _optimizer(shape, 1.0), micro_batches, inline)
 
 
 MICRO_BATCH_TOKENS = 4096
@@ -423,10 +429,10 @@ def micro_batches_for(
     fewest parts, an even number, whose attention scores ([seeds, rows / M, heads,
     length, length] float32) fit `MICRO_BATCH_SCORE_BYTES`, at most
     `MAX_AUTO_MICRO_BATCHES`, each a divisor of the rows. Elsewhere it is 1. On two
-    CPU cores two parts' operations run side by side, and a part's scores that stay
-    in the cache are read and written faster: the train step of a 2-layer, d=64 LM
-    at batch 32 is 0.85x as long in 2 parts at length 128, and 0.86x (4 parts) to
-    0.83x (16) of the 2-part step at length 512. A smaller step gains nothing and
+    CPU cores two parts' operations run side by side: the train step of a 2-layer,
+    d=64 LM at batch 32 and length 128 is 0.90x to 0.93x as long in 2 parts as in
+    one (run inline, `inline_step_for`); at length 512, 2, 4 or 8 parts differ by
+    less than the noise between runs (8%). A smaller step gains nothing and
     compiles the program once per part (the quick job: 1664 tokens a step); on an
     accelerator one larger operation is better (docs/performance.md).
 
@@ -457,7 +463,33 @@ def micro_batches_for(
     return value
 
 
-def _train_step(graphdef, tx, micro_batches=1):
+def _on_the_calling_thread() -> None:
+    """The empty host callback of an inline train step (`make_train_step`)."""
+
+
+def inline_step_for(
+    tcfg: TrainConfig, *, platform: str, seeds: int, length: int, devices: int = 1
+) -> bool:
+    """Whether `train` runs its step inline (`make_train_step`'s ``inline``).
+
+    On one CPU device, for a step of at least `MICRO_BATCH_TOKENS` tokens (``seeds``
+    x rows x ``length``). JAX's asynchronous CPU dispatch runs a program on a thread
+    of XLA's, whose glibc heap holds no block over 64 MiB: a larger scratch buffer
+    is mapped afresh, and faulted in page by page, on every step, whatever
+    `posenc_jax.harness.runtime.keep_freed_memory` sets. Run on the calling thread,
+    the step's scratch comes from the main heap, which keeps it. The train step of a
+    2-layer, d=64 LM at batch 32 and length 128 (a 73 MiB scratch buffer): 19,650
+    page faults and 58 ms a step, inline 5 and 43 ms (2 cores). A small step keeps
+    the asynchronous dispatch, which prepares the next batch while a step runs.
+    """
+    return (
+        platform == "cpu"
+        and devices == 1
+        and seeds * tcfg.batch_size * length >= MICRO_BATCH_TOKENS
+    )
+
+
+def _train_step(graphdef, tx, micro_batches=1, inline=False):
 
     def loss_sums(p, rest, part):
         """The loss summed over the scored tokens of ``part``, its metrics and new state."""
@@ -489,7 +521,15 @@ def _train_step(graphdef, tx, micro_batches=1):
         metrics = dict(metrics, loss=loss, finite=jnp.isfinite(loss))
         return params, new_rest, opt_state, metrics
 
-    return jax.jit(jax.vmap(step), donate_argnums=(0, 1, 2))
+    seeds_step = jax.vmap(step)
+    if not inline:
+        return jax.jit(seeds_step, donate_argnums=(0, 1, 2))
+
+    def inline_step(params, rest, opt_state, batch):
+        jax.debug.callback(_on_the_calling_thread)
+        return seeds_step(params, rest, opt_state, batch)
+
+    return jax.jit(inline_step, donate_argnums=(0, 1, 2))
 
 
 def training_batches(
@@ -595,7 +635,14 @@ def train(
         length=task.sequence_length(tcfg.length),
         data_shards=data_shards,
     )
-    step_fn = make_train_step(graphdef, tx, micro_batches=micro)
+    inline = inline_step_for(
+        tcfg,
+        platform=platform,
+        seeds=len(seeds),
+        length=task.sequence_length(tcfg.length),
+        devices=1 if mesh is None else mesh.size,
+    )
+    step_fn = make_train_step(graphdef, tx, micro_batches=micro, inline=inline)
     bar = tqdm(
         total=tcfg.steps,
         initial=state.step,
