@@ -37,6 +37,9 @@ What differs, because the libraries differ (small against the step; say so when 
   ``F.scaled_dot_product_attention``.
 - Threads: XLA:CPU uses every core it may run on; the peer gets
   ``torch.set_num_threads`` of the same count (``--threads``).
+- Processes: the peer runs in a Python process of its own, driven sample by sample
+  over a pipe, so that neither library's threads and allocator share a process with
+  the other's (``--same-process``: both in one).
 
 Default grid: the three shapes of issue #21 (B=32 T=128 D=64 L=2 N=4; B=32 T=512
 D=64 L=2 N=4; B=8 T=512 D=256 L=4 N=8) and the quick job's two (configs/quick.yaml:
@@ -62,6 +65,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -90,6 +94,11 @@ class Shape:
         if len(parts) not in (5, 6):
             raise argparse.ArgumentTypeError(f"shape must be B:T:D:L:N[:V]; got {text!r}")
         return cls(*parts, label=label)
+
+    @property
+    def spec(self) -> str:
+        """``B:T:D:L:N:V``, as `parse` reads it."""
+        return f"{self.batch}:{self.length}:{self.d_model}:{self.layers}:{self.heads}:{self.vocab}"
 
     def __str__(self) -> str:
         s = f"B={self.batch} T={self.length} D={self.d_model} L={self.layers} N={self.heads}"
@@ -185,6 +194,7 @@ class Ours:
         from posenc_jax.harness.train import (
             build_model_fn,
             init_state,
+            inline_step_for,
             make_optimizer,
             make_train_step,
             micro_batches_for,
@@ -206,7 +216,10 @@ class Ours:
         self.micro_batches = micro_batches_for(
             tcfg, mcfg, bound, platform=platform, seeds=1, length=shape.length
         )
-        self.step = make_train_step(graphdef, tx, micro_batches=self.micro_batches)
+        self.inline = inline_step_for(tcfg, platform=platform, seeds=1, length=shape.length)
+        self.step = make_train_step(
+            graphdef, tx, micro_batches=self.micro_batches, inline=self.inline
+        )
         self.params, self.rest, self.opt_state = state.params, state.rest, state.opt_state
         b, t = shape.batch, shape.length
         batch = {
@@ -287,6 +300,7 @@ class Peer:
         t = torch.from_numpy(tokens).long()
         self.inputs, self.targets = t[:, :-1].contiguous(), t[:, 1:].contiguous()
         self.vocab = shape.vocab
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self._torch = torch
 
     def run(self, n: int) -> float:
@@ -305,12 +319,67 @@ class Peer:
         return (time.perf_counter() - t0) / n
 
 
-def parameter_counts(ours: Ours, peer: Peer) -> tuple[int, int]:
+class PeerProcess:
+    """The peer in a Python process of its own, one sample at a time over a pipe.
+
+    As each library runs for its users: neither's threads, heap and allocator settings
+    are shared with the other's. The samples still alternate between the two sides in
+    the same order as in one process (``--same-process``).
+    """
+
+    def __init__(self, scheme: str, shape: Shape, args):
+        import subprocess
+
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--peer-child", scheme]
+        cmd += ["--shapes", shape.spec, "--threads", str(args.threads), "--malloc", args.malloc]
+        cmd += ["--peer-flash"] if args.peer_flash else []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.num_parameters = self._reply()["parameters"]
+        self.loss = float("nan")
+
+    def _reply(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"the peer's process ended (exit code {self.proc.wait()})")
+
+    def run(self, n: int) -> float:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        self.loss = reply["loss"]
+        return reply["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def peer_child(args) -> None:
+    """--peer-child: the peer of one shape and scheme, timing ``n`` steps per input line."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script's notice
+    import torch
+
+    if args.malloc == "kept":
+        from posenc_jax.harness.runtime import keep_freed_memory
+
+        keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    shape = args.shapes[0]
+    peer = Peer(args.peer_child, shape, make_batch(shape), flash=args.peer_flash)
+    print(json.dumps({"parameters": peer.num_parameters}), flush=True)
+    for line in sys.stdin:
+        seconds = peer.run(int(line))
+        print(json.dumps({"seconds": seconds, "loss": peer.loss}), flush=True)
+
+
+def parameter_counts(ours: Ours, peer: Peer | PeerProcess) -> tuple[int, int]:
     import jax
 
     n_ours = sum(x.size for x in jax.tree.leaves(ours.params))
-    n_peer = sum(p.numel() for p in peer.model.parameters())
-    return n_ours, n_peer
+    return n_ours, peer.num_parameters
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +408,10 @@ def measure(shape: Shape, scheme: str, args) -> dict:
         o.run(1)
         ours[f"{backward}/{o.micro_batches}"] = o
     ours.setdefault(main_name, main)
-    peer = Peer(scheme, shape, tokens, flash=args.peer_flash)
+    if args.same_process:
+        peer = Peer(scheme, shape, tokens, flash=args.peer_flash)
+    else:
+        peer = PeerProcess(scheme, shape, args)
     sides = [*ours.items(), ("peer", peer)]
     if args.warmup:
         for _, s in sides:
@@ -350,6 +422,8 @@ def measure(shape: Shape, scheme: str, args) -> dict:
             samples[name].append(s.run(args.steps_per_sample))
     ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
     n_ours, n_peer = parameter_counts(main, peer)
+    if isinstance(peer, PeerProcess):
+        peer.close()
     return dict(
         shape=str(shape),
         spec=dataclasses.asdict(shape),
@@ -427,9 +501,18 @@ def main() -> None:
         help="time our step four ways beside the peer (dense backward autodiff or manual, "
         "micro-batches 1 or 2) and as --micro-batches resolves it",
     )
+    p.add_argument(
+        "--same-process",
+        action="store_true",
+        help="run the peer in this process (default: a process of its own, driven in turn)",
+    )
+    p.add_argument("--peer-child", choices=SCHEMES, help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write every figure to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes, 2 steps (for the tests)")
     args = p.parse_args()
+    if args.peer_child:
+        peer_child(args)
+        return
 
     missing = missing_peer()
     if missing:
@@ -470,6 +553,7 @@ def main() -> None:
         torch_threads=torch.get_num_threads(),
         malloc=args.malloc,
         peer_flash=args.peer_flash,
+        peer_process="same" if args.same_process else "own",
         load_average=list(os.getloadavg()),
     )
     print(

@@ -65,6 +65,7 @@ from posenc_jax.harness.runtime import keep_freed_memory
 from posenc_jax.harness.train import (
     build_model_fn,
     init_state,
+    inline_step_for,
     make_optimizer,
     make_train_step,
     micro_batches_for,
@@ -173,13 +174,23 @@ def _micro_batches(task, scheme, seeds, tcfg, cfg) -> int:
     )
 
 
+def _inline(task, seeds, tcfg) -> bool:
+    """Whether train() runs the step inline on this platform (`inline_step_for`)."""
+    return inline_step_for(
+        tcfg,
+        platform=jax.devices()[0].platform,
+        seeds=len(seeds),
+        length=task.sequence_length(tcfg.length),
+    )
+
+
 def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> _Stepper:
     scheme = scheme.configure(causal=task.causal)
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
     graphdef, state = init_state(make_model, seeds, tx)
     micro = _micro_batches(task, scheme, seeds, tcfg, cfg)
-    step = make_train_step(graphdef, tx, micro_batches=micro)
+    step = make_train_step(graphdef, tx, micro_batches=micro, inline=_inline(task, seeds, tcfg))
     rand = None
     if randomization is not None:  # (range N, "positions" or "distances")
         rtcfg = dataclasses.replace(
@@ -631,7 +642,7 @@ def _split(task, scheme, seeds, cfg, tcfg) -> dict:
     first = next(batches)
     micro = _micro_batches(task, scheme, seeds, tcfg, cfg)
     compiled = (
-        make_train_step(graphdef, tx, micro_batches=micro)
+        make_train_step(graphdef, tx, micro_batches=micro, inline=_inline(task, seeds, tcfg))
         .lower(state.params, state.rest, state.opt_state, first)
         .compile()
     )
