@@ -162,25 +162,15 @@ class _Stepper:
         return (time.perf_counter() - t0) / n
 
 
-def _micro_batches(task, scheme, seeds, tcfg, cfg) -> int:
-    """``train.micro_batches`` as train() resolves it on this platform."""
-    return micro_batches_for(
-        tcfg,
-        cfg.model,
-        scheme,
-        platform=jax.devices()[0].platform,
-        seeds=len(seeds),
-        length=task.sequence_length(tcfg.length),
-    )
-
-
-def _inline(task, seeds, tcfg) -> bool:
-    """Whether train() runs the step inline on this platform (`inline_step_for`)."""
-    return inline_step_for(
-        tcfg,
-        platform=jax.devices()[0].platform,
-        seeds=len(seeds),
-        length=task.sequence_length(tcfg.length),
+def _step_options(task, scheme, seeds, tcfg, cfg) -> dict:
+    """``make_train_step``'s micro-batches and inline flag as train() resolves them here."""
+    platform = jax.devices()[0].platform
+    length = task.sequence_length(tcfg.length)
+    return dict(
+        micro_batches=micro_batches_for(
+            tcfg, cfg.model, scheme, platform=platform, seeds=len(seeds), length=length
+        ),
+        inline=inline_step_for(tcfg, platform=platform, seeds=len(seeds), length=length),
     )
 
 
@@ -189,8 +179,7 @@ def _make_stepper(label, scheme, task, seeds, tcfg, cfg, randomization=None) -> 
     tx = make_optimizer(tcfg)
     make_model = build_model_fn(task, scheme, cfg.model, cfg.eval)
     graphdef, state = init_state(make_model, seeds, tx)
-    micro = _micro_batches(task, scheme, seeds, tcfg, cfg)
-    step = make_train_step(graphdef, tx, micro_batches=micro, inline=_inline(task, seeds, tcfg))
+    step = make_train_step(graphdef, tx, **_step_options(task, scheme, seeds, tcfg, cfg))
     rand = None
     if randomization is not None:  # (range N, "positions" or "distances")
         rtcfg = dataclasses.replace(
@@ -640,9 +629,8 @@ def _split(task, scheme, seeds, cfg, tcfg) -> dict:
     t1 = time.perf_counter()
     batches = training_batches(task, seeds, tcfg)
     first = next(batches)
-    micro = _micro_batches(task, scheme, seeds, tcfg, cfg)
     compiled = (
-        make_train_step(graphdef, tx, micro_batches=micro, inline=_inline(task, seeds, tcfg))
+        make_train_step(graphdef, tx, **_step_options(task, scheme, seeds, tcfg, cfg))
         .lower(state.params, state.rest, state.opt_state, first)
         .compile()
     )

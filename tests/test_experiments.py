@@ -368,10 +368,13 @@ def test_a_learning_rate_sweep_shares_one_train_step_equal_to_optax_adamw():
     assert not np.allclose(low[0], high[0])  # the shared step trains at each run's rate
 
 
-def test_micro_batches_give_the_unsplit_update_and_metrics():
+def test_micro_batches_give_the_unsplit_update_and_metrics(monkeypatch):
     """Two and four parts of a step's rows: the same loss, metrics and updated parameters
     as one part (a learned T5 table, variable-length rows with a train mask, two seeds),
-    to float rounding; one compiled step per count."""
+    to float rounding; one compiled step per count. Likewise the inline step."""
+    from threading import get_ident
+
+    from posenc_jax.harness import train as train_module
     from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
     from posenc_jax.harness.tasks import get_task
     from posenc_jax.harness.train import (
@@ -400,13 +403,17 @@ def test_micro_batches_give_the_unsplit_update_and_metrics():
         return jax.tree.leaves(p), metrics
 
     whole, whole_metrics = trained(1)
-    # the inline step (an empty host callback added) computes the same update
+    # The inline step (an empty host callback added) computes the same update, and runs
+    # on the calling thread: its callback is called there.
+    threads = []
+    monkeypatch.setattr(train_module, "_on_the_calling_thread", lambda: threads.append(get_ident()))
     for micro, inline in ((2, False), (4, False), (2, True)):
         parts, metrics = trained(micro, inline)
         for key in ("loss", "correct", "tokens", "seq_correct", "sequences"):
             np.testing.assert_allclose(metrics[key], whole_metrics[key], rtol=1e-5)
         for got, want in zip(parts, whole, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert threads and set(threads) == {get_ident()}
     assert not np.allclose(whole[0], jax.tree.leaves(start.params)[0])  # it did train
 
 
