@@ -478,6 +478,33 @@ def test_inline_step_for_large_steps_on_one_cpu_device():
     assert not inline(devices=2)  # a sharded step keeps JAX's dispatch
 
 
+def test_evaluation_runs_a_large_batch_on_the_calling_thread(monkeypatch):
+    """An evaluation batch of >= 4096 tokens (all seeds) carries the inline callback, called
+    on the calling thread; a smaller one does not."""
+    from threading import get_ident
+
+    from posenc_jax.harness import train as train_module
+    from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
+    from posenc_jax.harness.evaluation import eval_batches, evaluate
+    from posenc_jax.harness.tasks import get_task
+    from posenc_jax.harness.train import build_model_fn, init_state, make_optimizer
+    from posenc_jax.schemes import make_scheme
+
+    threads = []
+    monkeypatch.setattr(train_module, "_on_the_calling_thread", lambda: threads.append(get_ident()))
+    task = get_task("reverse_string")
+    ecfg = EvalConfig(batch_size=64, num_batches=1)
+    make = build_model_fn(task, make_scheme("nope"), ModelConfig(1, 16, 2), ecfg)
+    graphdef, state = init_state(make, [0], make_optimizer(TrainConfig(steps=1)))
+    small, large = 10, 20  # one seed x 64 rows x a width of 32, then of 64 (padded) tokens
+    widths = [next(iter(eval_batches(task, n, ecfg)))["tokens"].shape for n in (small, large)]
+    assert widths == [(64, 32), (64, 64)]
+    evaluate(task, graphdef, state, [small], ecfg, progress=False)
+    assert threads == []
+    evaluate(task, graphdef, state, [large], ecfg, progress=False)
+    assert threads and set(threads) == {get_ident()}
+
+
 @pytest.mark.parametrize(
     ("train", "model", "match"),
     [

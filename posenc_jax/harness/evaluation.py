@@ -24,8 +24,10 @@ from posenc_jax.harness.train import (
     RunState,
     forward,
     masked_metrics,
+    on_the_calling_thread,
     pad_batch,
     randomization_for,
+    runs_inline,
 )
 from posenc_jax.schemes import Scheme
 
@@ -121,7 +123,18 @@ def _metrics_fn(graph: nnx.GraphDef) -> Callable:
         model = nnx.merge(graph, params, rest)
         return masked_metrics(forward(model, batch), batch["targets"], batch["loss_mask"])
 
-    return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None)))
+    every_seed = jax.vmap(run_one, in_axes=(0, 0, None))
+
+    def run(params, rest, batch):
+        # A large batch on one CPU device runs on the calling thread, so that its scratch
+        # buffer comes from the kept main heap, as a large train step does.
+        seeds, (rows, length) = jax.tree.leaves(params)[0].shape[0], batch["tokens"].shape[:2]
+        platform, devices = jax.default_backend(), jax.device_count()
+        if runs_inline(platform=platform, devices=devices, tokens=seeds * rows * length):
+            on_the_calling_thread()
+        return every_seed(params, rest, batch)
+
+    return jax.jit(run)
 
 
 class ChanceLevel:

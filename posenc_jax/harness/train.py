@@ -482,11 +482,18 @@ def inline_step_for(
     page faults and 58 ms a step, inline 5 and 43 ms (2 cores). A small step keeps
     the asynchronous dispatch, which prepares the next batch while a step runs.
     """
-    return (
-        platform == "cpu"
-        and devices == 1
-        and seeds * tcfg.batch_size * length >= MICRO_BATCH_TOKENS
-    )
+    return runs_inline(platform=platform, devices=devices, tokens=seeds * tcfg.batch_size * length)
+
+
+def runs_inline(*, platform: str, devices: int, tokens: int) -> bool:
+    """A program over ``tokens`` tokens runs on the calling thread (`inline_step_for`)."""
+    return platform == "cpu" and devices == 1 and tokens >= MICRO_BATCH_TOKENS
+
+
+def on_the_calling_thread() -> None:
+    """Has XLA:CPU run the program being traced on the calling thread (`inline_step_for`):
+    an empty host callback."""
+    jax.debug.callback(_on_the_calling_thread)
 
 
 def _train_step(graphdef, tx, micro_batches=1, inline=False):
@@ -526,7 +533,7 @@ def _train_step(graphdef, tx, micro_batches=1, inline=False):
         return jax.jit(seeds_step, donate_argnums=(0, 1, 2))
 
     def inline_step(params, rest, opt_state, batch):
-        jax.debug.callback(_on_the_calling_thread)
+        on_the_calling_thread()
         return seeds_step(params, rest, opt_state, batch)
 
     return jax.jit(inline_step, donate_argnums=(0, 1, 2))
