@@ -407,6 +407,7 @@ def test_micro_batches_give_the_unsplit_update_and_metrics(monkeypatch):
     # on the calling thread: its callback is called there.
     threads = []
     monkeypatch.setattr(train_module, "_on_the_calling_thread", lambda: threads.append(get_ident()))
+    train_module._shared_train_step.cache_clear()  # trace the steps with the recorder
     for micro, inline in ((2, False), (4, False), (2, True)):
         parts, metrics = trained(micro, inline)
         for key in ("loss", "correct", "tokens", "seq_correct", "sequences"):
@@ -483,6 +484,7 @@ def test_evaluation_runs_a_large_batch_on_the_calling_thread(monkeypatch):
     on the calling thread; a smaller one does not."""
     from threading import get_ident
 
+    from posenc_jax.harness import evaluation
     from posenc_jax.harness import train as train_module
     from posenc_jax.harness.config import EvalConfig, ModelConfig, TrainConfig
     from posenc_jax.harness.evaluation import eval_batches, evaluate
@@ -492,6 +494,7 @@ def test_evaluation_runs_a_large_batch_on_the_calling_thread(monkeypatch):
 
     threads = []
     monkeypatch.setattr(train_module, "_on_the_calling_thread", lambda: threads.append(get_ident()))
+    evaluation._metrics_fn.cache_clear()  # trace the metrics with the recorder
     task = get_task("reverse_string")
     ecfg = EvalConfig(batch_size=64, num_batches=1)
     make = build_model_fn(task, make_scheme("nope"), ModelConfig(1, 16, 2), ecfg)

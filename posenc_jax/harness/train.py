@@ -528,15 +528,12 @@ def _train_step(graphdef, tx, micro_batches=1, inline=False):
         metrics = dict(metrics, loss=loss, finite=jnp.isfinite(loss))
         return params, new_rest, opt_state, metrics
 
-    seeds_step = jax.vmap(step)
-    if not inline:
-        return jax.jit(seeds_step, donate_argnums=(0, 1, 2))
+    def seeds_step(params, rest, opt_state, batch):
+        if inline:
+            on_the_calling_thread()
+        return jax.vmap(step)(params, rest, opt_state, batch)
 
-    def inline_step(params, rest, opt_state, batch):
-        on_the_calling_thread()
-        return seeds_step(params, rest, opt_state, batch)
-
-    return jax.jit(inline_step, donate_argnums=(0, 1, 2))
+    return jax.jit(seeds_step, donate_argnums=(0, 1, 2))
 
 
 def training_batches(
@@ -632,23 +629,13 @@ def train(
             state, divergence = restored
             info["resumed_from"] = state.step
     data_shards = 1 if mesh is None else mesh.shape["data"]
-    platform = jax.devices()[0].platform
-    micro = micro_batches_for(
-        tcfg,
-        mcfg,
-        scheme,
-        platform=platform,
+    step_shape = dict(
+        platform=jax.devices()[0].platform,
         seeds=len(seeds),
         length=task.sequence_length(tcfg.length),
-        data_shards=data_shards,
     )
-    inline = inline_step_for(
-        tcfg,
-        platform=platform,
-        seeds=len(seeds),
-        length=task.sequence_length(tcfg.length),
-        devices=1 if mesh is None else mesh.size,
-    )
+    micro = micro_batches_for(tcfg, mcfg, scheme, **step_shape, data_shards=data_shards)
+    inline = inline_step_for(tcfg, **step_shape, devices=1 if mesh is None else mesh.size)
     step_fn = make_train_step(graphdef, tx, micro_batches=micro, inline=inline)
     bar = tqdm(
         total=tcfg.steps,
