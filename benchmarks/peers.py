@@ -2,8 +2,12 @@
 
 The same byte-level decoder LM in both libraries, for each shape of a grid and each of
 ALiBi, RoPE and NoPE; the two train steps interleaved in one process (ours, peer, peer,
-ours, ...), medians of ``--repeats`` samples of ``--steps-per-sample`` steps, and the
-ratio ours / peer printed (below 1: ours is faster).
+ours, ...), medians of ``--repeats`` samples of the same number of steps on each side,
+and the ratio ours / peer printed (below 1: ours is faster), with the median of each
+repeat's own ratio (its two samples ran one right after the other, so a slow stretch of
+the machine slows both alike) and that ratio's quartiles. A sample is at least
+``--sample-ms`` of our steps (100 ms: 2 steps at B=32 T=128, 10 at the quick job's 10 ms
+steps), or ``--steps-per-sample`` steps where given.
 
 Ours: the jitted, vmapped train step of `posenc_jax.harness.train` (one seed), as
 ``posenc run`` trains and as benchmarks/performance.py times it: `build_model_fn`,
@@ -391,6 +395,41 @@ the step as ``posenc run`` resolves it (``manual`` and ``--micro-batches``) wher
 differs from these four."""
 
 
+def steps_per_sample(step_seconds: float, sample_ms: float) -> int:
+    """Steps that make a sample of at least ``sample_ms`` (2 at least), one step timed.
+
+    >>> steps_per_sample(0.011, 100), steps_per_sample(0.046, 100), steps_per_sample(0.9, 100)
+    (10, 3, 2)
+    """
+    return max(2, math.ceil(sample_ms / (1e3 * step_seconds)))
+
+
+def paired_ratios(ours: list[float], peer: list[float]) -> list[float]:
+    """Ours / peer for each repeat: two samples taken one right after the other.
+
+    A slow stretch of the machine (other tenants, the host) slows both sides of a pair
+    alike, so the pair's ratio cancels it where the ratio of the two medians need not.
+
+    >>> paired_ratios([1.0, 3.0], [2.0, 4.0])
+    [0.5, 0.75]
+    """
+    if len(ours) != len(peer):
+        raise ValueError(f"paired_ratios: {len(ours)} samples of ours, {len(peer)} of the peer")
+    return [a / b for a, b in zip(ours, peer, strict=True)]
+
+
+def quartiles(values: list[float]) -> list[float]:
+    """The first and third quartiles (inclusive method; both the value where n < 2).
+
+    >>> quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
+    [2.0, 4.0]
+    """
+    if len(values) < 2:
+        return [values[0], values[0]]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return [q1, q3]
+
+
 def measure(shape: Shape, scheme: str, args) -> dict:
     tokens = make_batch(shape)
     variants = (*ABLATION, ("manual", args.micro_batches)) if args.ablation else ()
@@ -416,11 +455,13 @@ def measure(shape: Shape, scheme: str, args) -> dict:
     if args.warmup:
         for _, s in sides:
             s.run(args.warmup)
+    steps = args.steps_per_sample or steps_per_sample(main.run(2), args.sample_ms)
     samples = {name: [] for name, _ in sides}
     for rep in range(args.repeats):
         for name, s in sides if rep % 2 == 0 else sides[::-1]:
-            samples[name].append(s.run(args.steps_per_sample))
+            samples[name].append(s.run(steps))
     ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
+    paired = paired_ratios(samples[main_name], samples["peer"])
     n_ours, n_peer = parameter_counts(main, peer)
     if isinstance(peer, PeerProcess):
         peer.close()
@@ -431,8 +472,11 @@ def measure(shape: Shape, scheme: str, args) -> dict:
         ours_ms=ms[main_name],
         peer_ms=ms["peer"],
         ratio=ms[main_name] / ms["peer"],
+        paired_ratio=statistics.median(paired),
+        paired_quartiles=quartiles(paired),
         ours_spread_ms=[1e3 * min(samples[main_name]), 1e3 * max(samples[main_name])],
         peer_spread_ms=[1e3 * min(samples["peer"]), 1e3 * max(samples["peer"])],
+        steps_per_sample=steps,
         ours_compile_s=compile_s,
         ours_micro_batches=main.micro_batches,
         ours_params=n_ours,
@@ -468,7 +512,17 @@ def main() -> None:
         help=f"default: {' '.join(SCHEMES)} ({DRY_SCHEMES[0]} in a dry run)",
     )
     p.add_argument("--repeats", type=int, default=15, help="interleaved samples per side")
-    p.add_argument("--steps-per-sample", type=int, default=2)
+    p.add_argument(
+        "--sample-ms",
+        type=float,
+        default=100.0,
+        help="a sample is the fewest steps (2 at least) that take this long on our side",
+    )
+    p.add_argument(
+        "--steps-per-sample",
+        type=int,
+        help="steps per sample on both sides (overrides --sample-ms)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="steps per side before timing")
     p.add_argument(
         "--threads",
@@ -556,16 +610,25 @@ def main() -> None:
         peer_process="same" if args.same_process else "own",
         load_average=list(os.getloadavg()),
     )
+    sample_size = (
+        f"{args.steps_per_sample} steps"
+        if args.steps_per_sample
+        else f"the steps of >= {args.sample_ms:g} ms of ours (2 at least)"
+    )
     print(
         f"{header['date']}: jax {header['jax']} on {header['platform']}, torch {header['torch']}"
         f" ({header['torch_threads']} threads), x-transformers {header['x_transformers']}; "
         f"{header['cpus']} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
-        f"AdamW train step, float32; median of {args.repeats} interleaved samples of "
-        f"{args.steps_per_sample} steps per side; ratio = ours / peer (< 1: ours faster)"
+        f"AdamW train step, float32; median of {args.repeats} interleaved samples per side, "
+        f"each {sample_size}; ratio = ours / peer (< 1: ours faster)"
     )
-    print(f"{'shape':52s} {'scheme':6s} {'ours ms':>8s} {'peer ms':>8s} {'ratio':>6s}")
+    print("paired = median over repeats of ours / peer in the same repeat [first-third quartile]")
+    print(
+        f"{'shape':52s} {'scheme':6s} {'ours ms':>8s} {'peer ms':>8s} {'ratio':>6s} "
+        f"{'paired':>6s} {'quartiles':>11s}"
+    )
     rows = []
     for shape in args.shapes:
         for scheme in args.schemes:
@@ -574,9 +637,10 @@ def main() -> None:
             for name, v in r["variants"].items() if args.ablation else [("", r)]:
                 label = f"{scheme} {name}".strip()
                 ours_ms = v["ms"] if args.ablation else r["ours_ms"]
+                q1, q3 = r["paired_quartiles"]
                 print(
                     f"{r['shape']:52s} {label:6s} {ours_ms:8.2f} {r['peer_ms']:8.2f} "
-                    f"{v['ratio']:5.2f}x",
+                    f"{v['ratio']:5.2f}x {r['paired_ratio']:5.2f}x [{q1:.2f}-{q3:.2f}]",
                     flush=True,
                 )
     if args.json:

@@ -72,6 +72,8 @@ def test_peers_dry_run_times_both_sides_or_says_how_to_install(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["scheme"] == "rope" and row["ours_ms"] > 0 and row["peer_ms"] > 0
     assert row["ratio"] == row["ours_ms"] / row["peer_ms"]
+    q1, q3 = row["paired_quartiles"]
+    assert 0 < q1 <= row["paired_ratio"] <= q3
     assert 0 < row["ours_loss"] < 10 and 0 < row["peer_loss"] < 10
     # The same model on both sides, but for the biases the docstring lists: LayerNorm's
     # (2 per layer, one final) and the output head's.
@@ -86,3 +88,28 @@ def test_peers_without_the_peer_says_how_to_install_and_exits_0():
     (line,) = res.stdout.splitlines()  # one line, whatever else is missing (torch too)
     assert line.startswith("peers: skipped, the peer is not installed (")
     assert "x_transformers" in line and line.endswith(INSTALL_LINE)
+
+
+def _peers_module():
+    spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # defines functions only; torch is imported in main()
+    return module
+
+
+def test_paired_ratios_and_quartiles_by_hand():
+    peers = _peers_module()
+    # Pairs 2-4 ran in a slow stretch that slowed both sides 1.5x: their ratios are
+    # unchanged, 0.8 throughout but for pair 5 (ours 1.2x the peer).
+    ours = [8.0, 12.0, 12.0, 12.0, 12.0]
+    peer = [10.0, 15.0, 15.0, 15.0, 10.0]
+    assert [round(r, 9) for r in peers.paired_ratios(ours, peer)] == [0.8, 0.8, 0.8, 0.8, 1.2]
+    assert peers.quartiles([0.5, 0.6, 0.7, 0.8, 0.9]) == [0.6, 0.8]
+    assert peers.quartiles([0.7]) == [0.7, 0.7]
+    try:
+        peers.paired_ratios([1.0], [1.0, 2.0])
+    except ValueError as e:
+        assert "1 samples of ours, 2 of the peer" in str(e)
+    else:
+        raise AssertionError("unequal sample counts were accepted")
