@@ -461,7 +461,14 @@ def measure(shape: Shape, scheme: str, args) -> dict:
         for name, s in sides if rep % 2 == 0 else sides[::-1]:
             samples[name].append(s.run(steps))
     ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
-    paired = paired_ratios(samples[main_name], samples["peer"])
+    against_peer = {}  # each of our steps: its ratios to the peer, of medians and paired
+    for name in ours:
+        paired = paired_ratios(samples[name], samples["peer"])
+        against_peer[name] = dict(
+            ratio=ms[name] / ms["peer"],
+            paired_ratio=statistics.median(paired),
+            paired_quartiles=quartiles(paired),
+        )
     n_ours, n_peer = parameter_counts(main, peer)
     if isinstance(peer, PeerProcess):
         peer.close()
@@ -471,9 +478,7 @@ def measure(shape: Shape, scheme: str, args) -> dict:
         scheme=scheme,
         ours_ms=ms[main_name],
         peer_ms=ms["peer"],
-        ratio=ms[main_name] / ms["peer"],
-        paired_ratio=statistics.median(paired),
-        paired_quartiles=quartiles(paired),
+        **against_peer[main_name],
         ours_spread_ms=[1e3 * min(samples[main_name]), 1e3 * max(samples[main_name])],
         peer_spread_ms=[1e3 * min(samples["peer"]), 1e3 * max(samples["peer"])],
         steps_per_sample=steps,
@@ -483,15 +488,7 @@ def measure(shape: Shape, scheme: str, args) -> dict:
         peer_params=n_peer,
         ours_loss=main.loss,
         peer_loss=peer.loss,
-        variants={
-            name: dict(
-                ms=ms[name],
-                ratio=ms[name] / ms["peer"],
-                paired_ratio=statistics.median(pr := paired_ratios(samples[name], samples["peer"])),
-                paired_quartiles=quartiles(pr),
-            )
-            for name in ours
-        },
+        variants={name: dict(ms=ms[name], **against_peer[name]) for name in ours},
     )
 
 
